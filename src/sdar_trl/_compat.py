@@ -1,0 +1,136 @@
+"""Every TRL internal that `sdar_trl` relies on, in one place.
+
+`SDARTrainer` subclasses `trl.GRPOTrainer` and wraps (never copies) some of its private methods.
+TRL rewrites those every few releases, so each one is listed here with the parameters we pass, and
+`tests/test_trl_contract.py` checks the installed TRL against this list and fails with a message
+naming what moved. When you bump the TRL pin, run that test first and update this file.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import trl
+from packaging.version import Version
+from trl import GRPOTrainer
+from trl.models import prepare_deepspeed, prepare_fsdp
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import add_fused_lm_head, use_adapter
+
+__all__ = [
+    "GRPO_METHODS",
+    "TESTED_TRL_RANGE",
+    "TRLMember",
+    "add_fused_lm_head",
+    "check_trl_contract",
+    "disable_gradient_checkpointing",
+    "prepare_deepspeed",
+    "prepare_fsdp",
+    "use_adapter",
+]
+
+#: TRL versions this release is tested against (must agree with pyproject.toml's pin).
+TESTED_TRL_RANGE: tuple[str, str] = ("1.16.0", "1.17.0")
+
+
+@dataclass(frozen=True)
+class TRLMember:
+    """A TRL attribute we use: where it lives, the parameters we pass it, and why we need it."""
+
+    owner: object
+    name: str
+    parameters: tuple[str, ...]
+    why: str
+
+
+#: GRPOTrainer methods/attributes SDARTrainer wraps or reads.
+GRPO_METHODS: tuple[TRLMember, ...] = (
+    TRLMember(
+        GRPOTrainer,
+        "_generate_and_score_completions",
+        ("self", "inputs"),
+        "wrapped: adds teacher_per_token_logps (and RLSD advantages) to the generation batch",
+    ),
+    TRLMember(
+        GRPOTrainer,
+        "_get_per_token_logps_and_entropies",
+        ("self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size"),
+        "called for the teacher forward; wrapped to capture the student's grad-carrying log-probs in _compute_loss",
+    ),
+    TRLMember(
+        GRPOTrainer,
+        "compute_loss",
+        ("self", "model", "inputs", "return_outputs", "num_items_in_batch"),
+        "wrapped: adds distill_coef × the distillation term to TRL's loss",
+    ),
+    TRLMember(
+        GRPOTrainer,
+        "_compute_loss",
+        ("self", "model", "inputs"),
+        "must run exactly one grad-carrying _get_per_token_logps_and_entropies forward (the one we capture)",
+    ),
+)
+
+#: Module-level helpers we import (name -> parameters we pass).
+HELPERS: tuple[TRLMember, ...] = (
+    TRLMember(use_adapter, "use_adapter", ("model", "adapter_name"), "teacher_mode='base' under PEFT"),
+    TRLMember(
+        disable_gradient_checkpointing,
+        "disable_gradient_checkpointing",
+        ("model", "gradient_checkpointing_kwargs"),
+        "no-grad teacher forward without checkpointing warnings",
+    ),
+    TRLMember(
+        add_fused_lm_head,
+        "add_fused_lm_head",
+        ("model", "temperature", "cast_lm_head_to_fp32"),
+        "gives the frozen base-teacher copy the same fused log-prob head as the policy",
+    ),
+    TRLMember(prepare_deepspeed, "prepare_deepspeed", ("model", "accelerator"), "prepares the base-teacher copy"),
+    TRLMember(prepare_fsdp, "prepare_fsdp", ("model", "accelerator"), "prepares the base-teacher copy"),
+)
+
+#: Keys of the dict `_generate_and_score_completions` returns that SDARTrainer reads.
+GENERATION_OUTPUT_KEYS: tuple[str, ...] = (
+    "prompt_ids",
+    "prompt_mask",
+    "completion_ids",
+    "completion_mask",
+    "advantages",
+    "num_items_in_batch",
+)
+
+
+def _parameters(obj: object) -> tuple[str, ...]:
+    return tuple(inspect.signature(obj).parameters)
+
+
+def check_trl_contract() -> list[str]:
+    """Return a list of human-readable problems with the installed TRL (empty when all is well)."""
+    problems: list[str] = []
+    version = Version(trl.__version__)
+    low, high = (Version(v) for v in TESTED_TRL_RANGE)
+    if not low <= version < high:
+        problems.append(
+            f"trl {trl.__version__} is outside the tested range [{low}, {high}); sdar_trl wraps private GRPOTrainer "
+            "methods that change between minor releases."
+        )
+    for member in GRPO_METHODS:
+        attr = getattr(member.owner, member.name, None)
+        if attr is None:
+            problems.append(f"GRPOTrainer.{member.name} no longer exists (needed: {member.why}).")
+            continue
+        params = _parameters(attr)
+        missing = [p for p in member.parameters if p not in params]
+        if missing or params[: len(member.parameters)] != member.parameters:
+            problems.append(
+                f"GRPOTrainer.{member.name} signature changed: expected leading parameters {member.parameters}, "
+                f"found {params} (needed: {member.why})."
+            )
+    for member in HELPERS:
+        params = _parameters(member.owner)
+        missing = [p for p in member.parameters if p not in params]
+        if missing:
+            problems.append(f"{member.name} lost parameters {missing}; found {params} (needed: {member.why}).")
+    return problems

@@ -1,0 +1,296 @@
+"""`SDARConfig`: `GRPOConfig` plus the teacher branch, the gated distillation term and method presets."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from trl import GRPOConfig
+
+__all__ = ["DISTILL_LOSSES", "METHOD_PRESETS", "TEACHER_MODES", "SDARConfig"]
+
+#: What each `method` preset sets (SDAR_SPEC.md §4). A field the user sets explicitly wins over the preset.
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's method: GRPO + λ·gated distillation, λ = 0.01, β = 5.
+    "sdar": {
+        "distill_coef": 0.01,
+        "gate_beta": 5.0,
+        "distill_loss": "gated",
+        "use_policy_loss": True,
+        "skills_in_student_prompt": False,
+        "rlsd_weight": 0.0,
+    },
+    # Plain GRPO: no teacher forward at all.
+    "grpo": {
+        "distill_coef": 0.0,
+        "gate_beta": 5.0,
+        "distill_loss": "gated",
+        "use_policy_loss": True,
+        "skills_in_student_prompt": False,
+        "rlsd_weight": 0.0,
+    },
+    # Naive GRPO + OPSD: the same distillation term with β = 0, i.e. a constant gate of 0.5.
+    "grpo_opsd": {
+        "distill_coef": 0.01,
+        "gate_beta": 0.0,
+        "distill_loss": "gated",
+        "use_policy_loss": True,
+        "skills_in_student_prompt": False,
+        "rlsd_weight": 0.0,
+    },
+    # OPSD: the reference runs the gated term with the policy-gradient term switched off (pg_loss_coef=0);
+    # KL-to-reference and entropy bonus (if configured) stay.
+    "opsd": {
+        "distill_coef": 0.01,
+        "gate_beta": 5.0,
+        "distill_loss": "gated",
+        "use_policy_loss": False,
+        "skills_in_student_prompt": False,
+        "rlsd_weight": 0.0,
+    },
+    # Skill-GRPO: skills in the student's own prompt, no distillation.
+    "skill_grpo": {
+        "distill_coef": 0.0,
+        "gate_beta": 5.0,
+        "distill_loss": "gated",
+        "use_policy_loss": True,
+        "skills_in_student_prompt": True,
+        "rlsd_weight": 0.0,
+    },
+    # Skill-SD: λ·ρ·k3 with λ = 0.001.
+    "skill_sd": {
+        "distill_coef": 0.001,
+        "gate_beta": 5.0,
+        "distill_loss": "k3",
+        "use_policy_loss": True,
+        "skills_in_student_prompt": False,
+        "rlsd_weight": 0.0,
+    },
+    # RLSD: no extra loss; token advantages reweighted by the teacher, w = 0.5 → 0 over 100 steps.
+    "rlsd": {
+        "distill_coef": 0.0,
+        "gate_beta": 5.0,
+        "distill_loss": "gated",
+        "use_policy_loss": True,
+        "skills_in_student_prompt": False,
+        "rlsd_weight": 0.5,
+    },
+}
+
+#: `distill_loss` values: the SDAR gated term, the sampled-token OPSD surrogate, Skill-SD's ρ·k3.
+DISTILL_LOSSES: tuple[str, ...] = ("gated", "sampled_token", "k3")
+#: `teacher_mode` values accepted by this release.
+TEACHER_MODES: tuple[str, ...] = ("live", "base")
+
+
+@dataclass
+class SDARConfig(GRPOConfig):
+    r"""
+    Configuration for [`SDARTrainer`]: every [`trl.GRPOConfig`] field plus the SDAR teacher branch.
+
+    The loss is `L = L_GRPO + distill_coef · token_mean(sg(sigmoid(gate_beta·Δ)) · (lT − lS))` with
+    `Δ = lT − sg(lS)`, where `lT` are the log-probs of the student's sampled tokens under the same
+    policy prompted with privileged context (SDAR_SPEC.md §3). `L_GRPO` is TRL's own loss for the
+    configured `loss_type`.
+
+    Parameters:
+        > Method
+
+        method (`str`, *optional*, defaults to `"sdar"`):
+            Preset that fills every SDAR field left unset (`None`): `"sdar"`, `"grpo"`, `"grpo_opsd"`,
+            `"opsd"`, `"skill_grpo"`, `"skill_sd"`, `"rlsd"`. See `METHOD_PRESETS` and docs/methods.md.
+
+        > Distillation term
+
+        distill_coef (`float`, *optional*):
+            λ, weight of the distillation term. Preset value; SDAR reference 0.01, Skill-SD 0.001,
+            0 for GRPO / Skill-GRPO / RLSD (then no teacher forward runs for the loss).
+        gate_beta (`float`, *optional*):
+            β, sharpness of the gate `sigmoid(β·Δ)`. Reference 5.0; 0 gives the constant gate 0.5 of GRPO+OPSD.
+        distill_loss (`str`, *optional*):
+            `"gated"` (SDAR), `"sampled_token"` (OPSD reverse-KL surrogate), `"k3"` (Skill-SD ρ·k3).
+        use_policy_loss (`bool`, *optional*):
+            Keep TRL's policy-gradient term. `False` (the OPSD preset) zeroes the advantages so only the
+            distillation term, the KL-to-reference (`beta`) and the entropy bonus remain.
+        skills_in_student_prompt (`bool`, *optional*):
+            Put the privileged context into the student's own prompt (Skill-GRPO baseline).
+
+        > RLSD token-advantage reweighting
+
+        rlsd_weight (`float`, *optional*):
+            Initial mixing weight w of RLSD token advantages (reference 0.5; 0 disables).
+        rlsd_decay_steps (`int`, *optional*, defaults to `100`):
+            Optimizer steps over which w decays linearly to 0 (reference 100; 0 keeps w constant).
+        rlsd_clip_eps (`float`, *optional*, defaults to `0.2`):
+            ε of the token-weight clip `[1 − ε, 1 + ε]` (reference 0.2).
+
+        > Teacher branch
+
+        teacher_mode (`str`, *optional*, defaults to `"live"`):
+            `"live"`: the current policy with rollout-time weights (SDAR). `"base"`: the initial
+            weights (adapter disabled under PEFT; a frozen copy otherwise).
+        teacher_context_header (`str`, *optional*, defaults to `"[Privileged Skill Information]\n"`):
+            Text placed before the privileged context (reference header).
+        teacher_context_separator (`str`, *optional*, defaults to `"\n\n"`):
+            Text placed between the privileged context and the student's prompt (reference separator).
+        max_teacher_prompt_length (`int`, *optional*):
+            Left-truncate teacher prompts to this many tokens (reference: the max prompt length,
+            2048 for ALFWorld, 4096 for WebShop/Search). `None`: no truncation.
+        privileged_context_column (`str`, *optional*, defaults to `"privileged_context"`):
+            Dataset column holding each row's privileged context (same name as TRL's SDPO/SDFT).
+    """
+
+    method: str = field(
+        default="sdar",
+        metadata={
+            "help": "Method preset filling every SDAR field left unset: 'sdar' (paper: λ=0.01, β=5), 'grpo' (λ=0), "
+            "'grpo_opsd' (β=0), 'opsd' (no policy-gradient term), 'skill_grpo' (skills in the student prompt), "
+            "'skill_sd' (λ=0.001·ρ·k3), 'rlsd' (teacher-reweighted token advantages, w=0.5→0 over 100 steps).",
+            "choices": list(METHOD_PRESETS),
+        },
+    )
+    distill_coef: float | None = field(
+        default=None,
+        metadata={
+            "help": "λ, weight of the distillation term added to TRL's loss. Unset: the preset's value (SDAR "
+            "reference 0.01, Skill-SD 0.001, 0 for grpo/skill_grpo/rlsd). With 0, no teacher forward runs for the loss."
+        },
+    )
+    gate_beta: float | None = field(
+        default=None,
+        metadata={
+            "help": "β, sharpness of the SDAR gate sigmoid(β·(lT − sg(lS))). Unset: the preset's value (reference "
+            "5.0; 0 for grpo_opsd, which makes the gate a constant 0.5)."
+        },
+    )
+    distill_loss: str | None = field(
+        default=None,
+        metadata={
+            "help": "Distillation term: 'gated' (SDAR, reference), 'sampled_token' (OPSD reverse-KL surrogate "
+            "sg(lS−lT)·lS), 'k3' (Skill-SD ρ·k3). Unset: the preset's value.",
+        },
+    )
+    use_policy_loss: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Keep TRL's policy-gradient term (reference pg_loss_coef=1). False (opsd preset, reference "
+            "pg_loss_coef=0) zeroes the advantages: only distillation, KL (beta) and entropy bonus remain."
+        },
+    )
+    skills_in_student_prompt: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Prepend the privileged context to the student's own prompt (the Skill-GRPO baseline of the "
+            "paper). Unset: the preset's value (True only for skill_grpo)."
+        },
+    )
+    rlsd_weight: float | None = field(
+        default=None,
+        metadata={
+            "help": "Initial RLSD mixing weight w of token advantages A·[(1−w) + w·clip(exp(sign(A)·Δ), 1−ε, 1+ε)] "
+            "(reference 0.5). 0 disables the reweighting. Unset: the preset's value (0.5 for rlsd, else 0)."
+        },
+    )
+    rlsd_decay_steps: int = field(
+        default=100,
+        metadata={"help": "Optimizer steps over which the RLSD weight decays linearly to 0 (reference 100)."},
+    )
+    rlsd_clip_eps: float = field(
+        default=0.2,
+        metadata={"help": "ε of the RLSD token-weight clip [1−ε, 1+ε] (reference 0.2)."},
+    )
+    teacher_mode: str = field(
+        default="live",
+        metadata={
+            "help": "Which weights score the teacher prompt: 'live' (SDAR: the policy with the weights that "
+            "generated the batch) or 'base' (initial weights: adapter disabled under PEFT, else a frozen copy).",
+            "choices": list(TEACHER_MODES),
+        },
+    )
+    teacher_context_header: str = field(
+        default="[Privileged Skill Information]\n",
+        metadata={"help": "Header placed before the privileged context in the teacher prompt (reference header)."},
+    )
+    teacher_context_separator: str = field(
+        default="\n\n",
+        metadata={"help": "Text between the privileged context and the student prompt (reference: a blank line)."},
+    )
+    max_teacher_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Left-truncate teacher prompts (header + context + student prompt) to this many tokens, as the "
+            "reference truncates to its max prompt length (2048 ALFWorld, 4096 WebShop/Search). None: no truncation."
+        },
+    )
+    privileged_context_column: str = field(
+        default="privileged_context",
+        metadata={"help": "Dataset column with each row's privileged context string (TRL's SDPO/SDFT use the same)."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.method not in METHOD_PRESETS:
+            raise ValueError(
+                f"method={self.method!r} is not a known SDAR method preset. Expected one of "
+                f"{sorted(METHOD_PRESETS)}; for a custom mix pick the closest preset and set its fields explicitly."
+            )
+        for name, value in METHOD_PRESETS[self.method].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        super().__post_init__()
+        self._check_sdar_fields()
+
+    def _check_sdar_fields(self) -> None:
+        if not math.isfinite(self.distill_coef) or self.distill_coef < 0:
+            raise ValueError(
+                f"distill_coef={self.distill_coef} must be a finite number >= 0 (it is λ, the weight of the "
+                "distillation term; the paper uses 0.01). Set distill_coef=0 or method='grpo' to disable distillation."
+            )
+        if not math.isfinite(self.gate_beta) or self.gate_beta < 0:
+            raise ValueError(
+                f"gate_beta={self.gate_beta} must be a finite number >= 0 (it is β of the gate sigmoid(β·Δ); the "
+                "paper uses 5.0, and 0 gives the constant gate 0.5)."
+            )
+        if self.distill_loss not in DISTILL_LOSSES:
+            raise ValueError(
+                f"distill_loss={self.distill_loss!r} is not supported; expected one of {list(DISTILL_LOSSES)} "
+                "('gated' is SDAR)."
+            )
+        if not math.isfinite(self.rlsd_weight) or not 0.0 <= self.rlsd_weight <= 1.0:
+            raise ValueError(
+                f"rlsd_weight={self.rlsd_weight} must lie in [0, 1] (reference 0.5; 0 disables RLSD reweighting)."
+            )
+        if self.rlsd_decay_steps < 0:
+            raise ValueError(
+                f"rlsd_decay_steps={self.rlsd_decay_steps} must be >= 0 (reference 100; 0 keeps the weight constant)."
+            )
+        if not math.isfinite(self.rlsd_clip_eps) or not 0.0 <= self.rlsd_clip_eps < 1.0:
+            raise ValueError(f"rlsd_clip_eps={self.rlsd_clip_eps} must lie in [0, 1) (reference 0.2).")
+        if self.teacher_mode not in TEACHER_MODES:
+            hint = " An EMA teacher is not implemented yet." if self.teacher_mode == "ema" else ""
+            raise ValueError(
+                f"teacher_mode={self.teacher_mode!r} is not supported; expected one of {list(TEACHER_MODES)} "
+                f"('live' is SDAR).{hint}"
+            )
+        if self.max_teacher_prompt_length is not None and self.max_teacher_prompt_length < 1:
+            raise ValueError(
+                f"max_teacher_prompt_length={self.max_teacher_prompt_length} must be a positive number of tokens or "
+                "None (no truncation)."
+            )
+        if not self.privileged_context_column:
+            raise ValueError("privileged_context_column must name a dataset column, got an empty string.")
+        if not self.use_policy_loss and self.distill_coef == 0:
+            raise ValueError(
+                "use_policy_loss=False with distill_coef=0 leaves nothing to train on the policy. Set distill_coef > 0 "
+                "(the opsd preset uses 0.01) or use_policy_loss=True."
+            )
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Whether a teacher forward runs each generation batch (distillation or RLSD reweighting)."""
+        return self.distill_coef > 0 or self.rlsd_weight > 0
+
+    @property
+    def needs_privileged_context(self) -> bool:
+        """Whether rows must carry a privileged context (teacher branch or skills in the student prompt)."""
+        return self.needs_teacher or bool(self.skills_in_student_prompt)

@@ -1,0 +1,225 @@
+"""The SDAR objective and the baselines it is compared with, as pure tensor functions.
+
+Notation (SDAR_SPEC.md §3, paper Eq. for the gated distillation term). For B samples of T response
+tokens with response mask m:
+
+    lS  = log π_θ(y_t | student prompt, y_<t)       (B, T), carries the gradient
+    lT  = log π_θold(y_t | teacher prompt, y_<t)    (B, T), no gradient
+    Δ   = lT − sg(lS)                               teacher–student gap per token
+    g   = sg(sigmoid(β · Δ))                        gate
+    L   = token_mean_m(g · (lT − lS))               gated distillation term
+
+Every function takes keyword-only hyperparameters, returns `(loss, stats)` with detached stats (or a
+tensor for the advantage reweighting), never calls `.item()` (no host sync inside a loss), and
+returns a zero that still carries the graph when the mask is empty, so every process of a
+distributed run can still call `backward()`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "compute_gate",
+    "compute_opsd_loss",
+    "compute_rlsd_advantages",
+    "compute_rlsd_weight",
+    "compute_sdar_loss",
+    "compute_skill_sd_loss",
+    "masked_mean",
+]
+
+
+def _check_same_shape(**tensors: torch.Tensor) -> None:
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(
+            f"All per-token tensors must have the same (B, T) shape, got {shapes}. Pass student/teacher log-probs "
+            "and the mask for the same completion tokens (teacher log-probs are computed on the student's "
+            "completion ids, so their shapes always agree)."
+        )
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `values` over the positions where `mask` is non-zero; 0 (with graph) for an empty mask."""
+    mask = mask.to(values.dtype)  # (B, T)
+    # clamp(min=1) makes an empty mask give sum(values * 0) / 1 = 0, still attached to the graph of `values`.
+    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def compute_gate(student_logps: torch.Tensor, teacher_logps: torch.Tensor, *, gate_beta: float) -> torch.Tensor:
+    """The SDAR confidence gate `g = sg(sigmoid(β · (lT − sg(lS))))`, shape (B, T), no gradient.
+
+    β = 0 gives g ≡ 0.5 (the naive GRPO+OPSD baseline); large β approaches a hard step at Δ = 0.
+    """
+    gap = teacher_logps.detach() - student_logps.detach()  # (B, T)
+    return torch.sigmoid(gate_beta * gap)  # (B, T)
+
+
+def compute_sdar_loss(
+    student_logps: torch.Tensor,
+    teacher_logps: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    gate_beta: float = 5.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """SDAR gated self-distillation term: `token_mean_m(sg(sigmoid(β·Δ)) · (lT − lS))`.
+
+    The gradient is `−g · ∇lS / N`: sampled tokens the teacher endorses (Δ > 0, g → 1) are pushed up;
+    tokens it rejects (Δ < 0, g → 0) are barely touched. The teacher is detached here whatever the
+    caller passes. Reference default β = 5 (SDAR_SPEC.md §3); β = 0 is GRPO+OPSD (g ≡ 0.5).
+
+    Args:
+        student_logps: (B, T) log-probs of the sampled tokens under the student prompt, with grad.
+        teacher_logps: (B, T) log-probs of the same tokens under the teacher (skill-augmented) prompt.
+        mask: (B, T) 1 for response tokens that count, 0 for padding / environment tokens.
+        gate_beta: β, sharpness of the sigmoid gate.
+
+    Returns:
+        `(loss, stats)`: the scalar token-mean loss and detached scalars `gate_mean`,
+        `gate_active_ratio` (fraction of tokens with g > 0.5, i.e. Δ > 0) and `teacher_gap_mean`
+        (mean Δ), each a masked mean over the tokens of this batch.
+    """
+    _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, mask=mask)
+    teacher_logps = teacher_logps.detach()  # (B, T) the teacher is a target, never trained through
+    gap = teacher_logps - student_logps.detach()  # (B, T) Δ
+    gate = torch.sigmoid(gate_beta * gap)  # (B, T) g, built from detached tensors only
+    per_token = gate * (teacher_logps - student_logps)  # (B, T) carries grad through lS only
+    loss = masked_mean(per_token, mask)
+    with torch.no_grad():
+        stats = {
+            "gate_mean": masked_mean(gate, mask),
+            "gate_active_ratio": masked_mean((gate > 0.5).to(gate.dtype), mask),
+            "teacher_gap_mean": masked_mean(gap, mask),
+        }
+    return loss, stats
+
+
+def compute_opsd_loss(
+    student_logps: torch.Tensor,
+    teacher_logps: torch.Tensor,
+    mask: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Sampled-token on-policy self-distillation surrogate: `token_mean_m(sg(lS − lT) · lS)`.
+
+    For tokens sampled from the student, `E[sg(lS − lT) ∇lS]` is the gradient of the reverse KL
+    `KL(π_student ‖ π_teacher)`, so minimising this surrogate distils the teacher into the student
+    on the student's own samples (the form TRL's SDPO uses for `distillation_mode="sampled_token"`).
+    Its value is not the KL itself: `stats["reverse_kl"]` reports the sampled estimate `mean(lS − lT)`.
+
+    Returns:
+        `(loss, stats)` with detached `teacher_gap_mean` (mean of lT − lS) and `reverse_kl`.
+    """
+    _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, mask=mask)
+    log_ratio = student_logps.detach() - teacher_logps.detach()  # (B, T) lS − lT, a fixed per-token weight
+    per_token = log_ratio * student_logps  # (B, T) REINFORCE-style surrogate, grad = (lS − lT) ∇lS
+    loss = masked_mean(per_token, mask)
+    with torch.no_grad():
+        stats = {"teacher_gap_mean": masked_mean(-log_ratio, mask), "reverse_kl": masked_mean(log_ratio, mask)}
+    return loss, stats
+
+
+def compute_skill_sd_loss(
+    student_logps: torch.Tensor,
+    teacher_logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    max_log_ratio: float = 10.0,
+    max_log_gap: float = 20.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Skill-SD self-distillation loss: `token_mean_m(ρ · k3)` (SDAR_SPEC.md §4).
+
+    `k3 = exp(lT − lS) − 1 + (lS − lT)` is the non-negative low-variance estimator of
+    `KL(π_student ‖ π_teacher)` on sampled tokens, and `ρ = exp(clamp(lS − l_old, max=10))` is the
+    importance ratio to the rollout policy. As in the reference, both ρ and k3 carry gradient through
+    lS; the teacher and the rollout log-probs are constants. `exp(lT − lS)` is computed with the exponent
+    clamped at `max_log_gap` (reference: 20) so that finite inputs give finite values.
+
+    Args:
+        old_logps: (B, T) log-probs of the sampled tokens under the rollout-time student (`old_per_token_logps`;
+            use `student_logps.detach()` when training fully on-policy).
+
+    Returns:
+        `(loss, stats)` with detached `teacher_gap_mean`, `k3_mean` and `rho_mean`.
+    """
+    _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, old_logps=old_logps, mask=mask)
+    teacher_logps = teacher_logps.detach()  # (B, T)
+    old_logps = old_logps.detach()  # (B, T)
+    student_minus_teacher = student_logps - teacher_logps  # (B, T) lS − lT
+    k3 = torch.exp((-student_minus_teacher).clamp(max=max_log_gap)) - 1.0 + student_minus_teacher  # (B, T) ≥ 0
+    rho = torch.exp((student_logps - old_logps).clamp(max=max_log_ratio))  # (B, T) importance ratio
+    loss = masked_mean(rho * k3, mask)
+    with torch.no_grad():
+        stats = {
+            "teacher_gap_mean": masked_mean(-student_minus_teacher, mask),
+            "k3_mean": masked_mean(k3, mask),
+            "rho_mean": masked_mean(rho, mask),
+        }
+    return loss, stats
+
+
+def compute_rlsd_weight(step: int, *, initial_weight: float = 0.5, decay_steps: int = 100) -> float:
+    """RLSD mixing weight `w`: linear decay from `initial_weight` at step 0 to 0 at `decay_steps`.
+
+    Reference schedule (SDAR_SPEC.md §4): 0.5 → 0 over 100 steps. `decay_steps <= 0` keeps the weight
+    constant at `initial_weight`.
+    """
+    if step < 0:
+        raise ValueError(f"step={step} must be >= 0 (it is the number of optimizer steps taken so far).")
+    if decay_steps <= 0:
+        return float(initial_weight)
+    return float(initial_weight) * max(0.0, 1.0 - step / decay_steps)
+
+
+def compute_rlsd_advantages(
+    advantages: torch.Tensor,
+    student_logps: torch.Tensor,
+    teacher_logps: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    weight: float,
+    clip_eps: float = 0.2,
+) -> torch.Tensor:
+    """RLSD token advantages `A · [(1 − w) + w · clip(exp(sign(A) · Δ), 1 − ε, 1 + ε)]`.
+
+    `Δ = lT − lS` is taken at rollout time (both arguments are constants here). For a positive
+    advantage, tokens the teacher likes more than the student get up to (1 + ε)·A; for a negative
+    one, tokens the teacher likes less get the larger penalty. w = 0 recovers the sequence advantage.
+
+    Args:
+        advantages: (B,) sequence advantages, or (B, T) already broadcast (the first unmasked token's
+            value is used, as in the reference).
+        student_logps: (B, T) rollout-time student log-probs (`old_per_token_logps`).
+        teacher_logps: (B, T) teacher log-probs of the same tokens.
+        mask: (B, T) response mask; masked positions get advantage 0.
+        weight: w in [0, 1], see `compute_rlsd_weight`.
+        clip_eps: ε, the clip half-width of the token weight (reference 0.2).
+
+    Returns:
+        (B, T) token advantages, detached.
+    """
+    _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, mask=mask)
+    if not 0.0 <= weight <= 1.0 or math.isnan(weight):
+        raise ValueError(f"weight={weight} must lie in [0, 1]; it mixes the sequence advantage with the token weight.")
+    with torch.no_grad():
+        if advantages.dim() == 2:
+            # One value per sequence: read it at the first response token (argmax of the mask).
+            first = mask.to(torch.long).argmax(dim=-1)  # (B,)
+            seq_adv = advantages.gather(1, first.unsqueeze(-1)).squeeze(-1)  # (B,)
+        elif advantages.dim() == 1:
+            seq_adv = advantages  # (B,)
+        else:
+            raise ValueError(f"advantages must have shape (B,) or (B, T), got {tuple(advantages.shape)}.")
+        if seq_adv.shape[0] != student_logps.shape[0]:
+            raise ValueError(
+                f"advantages has {seq_adv.shape[0]} rows but the log-probs have {student_logps.shape[0]}; pass one "
+                "advantage per completion."
+            )
+        gap = teacher_logps - student_logps  # (B, T) Δ at rollout time
+        sign = torch.sign(seq_adv).unsqueeze(-1)  # (B, 1)
+        token_weight = torch.exp(sign * gap).clamp(1.0 - clip_eps, 1.0 + clip_eps)  # (B, T)
+        token_adv = seq_adv.unsqueeze(-1) * ((1.0 - weight) + weight * token_weight)  # (B, T)
+        return token_adv * mask.to(token_adv.dtype)  # (B, T)

@@ -1,0 +1,81 @@
+"""Teacher prompts: privileged context prepended to the student's own prompt token ids.
+
+The teacher is the same policy shown `header + context + separator` before the student's full
+templated prompt (SDAR_SPEC.md §2). We build it from the student's *actual* prompt token ids (padding
+stripped) rather than re-tokenizing text, so every token the student saw is kept verbatim, then
+left-truncate (dropping the oldest tokens, as the reference does) and left-pad for the forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["build_teacher_prompt_ids", "render_teacher_prefix"]
+
+
+def render_teacher_prefix(context: str | None, *, header: str, separator: str = "\n\n") -> str:
+    """Text prepended to the student prompt for the teacher: `header + context + separator`.
+
+    An empty (or `None`) context gives the empty string: without privileged information the teacher
+    is the student, so its log-probs equal the student's and the gap is 0.
+    """
+    if context is None or context == "":
+        return ""
+    if not isinstance(context, str):
+        raise TypeError(
+            f"privileged context must be a string, got {type(context).__name__}: {context!r}. Store the rendered "
+            "skill text (or any privileged hint) as a string column."
+        )
+    return f"{header}{context}{separator}"
+
+
+def build_teacher_prompt_ids(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    prefix_ids: Sequence[Sequence[int]],
+    *,
+    pad_token_id: int,
+    max_length: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prepend per-row prefix token ids to left-padded student prompts.
+
+    Args:
+        prompt_ids: (B, P) student prompt ids, left-padded.
+        prompt_mask: (B, P) 1 on real prompt tokens, 0 on padding.
+        prefix_ids: B token-id lists (the tokenized teacher prefix of each row; may be empty).
+        pad_token_id: id used for left padding.
+        max_length: keep only the last `max_length` tokens of each teacher prompt (left truncation).
+
+    Returns:
+        `(teacher_prompt_ids, teacher_prompt_mask)`, both (B, P_T), left-padded, on `prompt_ids.device`.
+    """
+    if prompt_ids.shape != prompt_mask.shape or prompt_ids.dim() != 2:
+        raise ValueError(
+            f"prompt_ids and prompt_mask must be (B, P) tensors of the same shape, got {tuple(prompt_ids.shape)} "
+            f"and {tuple(prompt_mask.shape)}."
+        )
+    if len(prefix_ids) != prompt_ids.shape[0]:
+        raise ValueError(
+            f"Got {len(prefix_ids)} teacher prefixes for {prompt_ids.shape[0]} prompts; pass one (possibly empty) "
+            "prefix per row."
+        )
+    if max_length is not None and max_length < 1:
+        raise ValueError(f"max_length={max_length} must be a positive number of tokens or None.")
+    rows = []
+    for ids, mask, prefix in zip(prompt_ids, prompt_mask, prefix_ids, strict=True):
+        student = ids[mask.bool()]  # (P_i,) the student's real prompt tokens, padding stripped
+        prefix_tensor = torch.as_tensor(list(prefix), dtype=ids.dtype, device=ids.device)  # (K_i,)
+        row = torch.cat([prefix_tensor, student])  # (K_i + P_i,)
+        if max_length is not None:
+            row = row[-max_length:]  # left truncation keeps the most recent context, as in the reference
+        rows.append(row)
+    width = max(1, max(row.numel() for row in rows))
+    teacher_ids = prompt_ids.new_full((len(rows), width), pad_token_id)  # (B, P_T)
+    teacher_mask = prompt_mask.new_zeros((len(rows), width))  # (B, P_T)
+    for i, row in enumerate(rows):
+        if row.numel():
+            teacher_ids[i, width - row.numel() :] = row
+            teacher_mask[i, width - row.numel() :] = 1
+    return teacher_ids, teacher_mask

@@ -1,0 +1,174 @@
+"""Offline tiny models for tests, examples and smoke runs.
+
+Nothing here touches the Hugging Face hub: the tokenizer is a byte-level BPE trained in memory on a
+small built-in corpus, wrapped in `PreTrainedTokenizerFast` with TRL's shipped Qwen3 chat template,
+and the model is a randomly initialised `Qwen2ForCausalLM` / `Qwen3ForCausalLM`. Both build in a
+second or two on a CPU, so a whole `SDARTrainer` run fits in a unit test.
+
+```python
+from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
+
+tokenizer = build_tiny_tokenizer()
+model = build_tiny_model(tokenizer, architecture="qwen3")
+```
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
+
+__all__ = ["SPECIAL_TOKENS", "build_tiny_model", "build_tiny_tokenizer", "load_qwen3_chat_template", "save_tiny"]
+
+#: Special tokens of the Qwen chat format (plus the reasoning/action tags agents emit), each a single id.
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+)
+
+# A small, varied corpus: enough merges for chat text, actions and digits to tokenize compactly.
+_CORPUS: tuple[str, ...] = (
+    "You are an agent acting in a household. Your task is to put a clean apple in the fridge.",
+    "Your admissible actions of the current situation are: go to countertop 1, open fridge 1, take apple 1.",
+    "<think>The apple is on the countertop, so I should go there first.</think><action>go to countertop 1</action>",
+    "You are shopping on a web store. Find a pair of red running shoes under 50 dollars.",
+    "search[red running shoes] click[item B07XYZ] click[buy now] click[size 9] click[back to search]",
+    "Question: who wrote the novel? <search>author of the novel</search> <answer>Jane Austen</answer>",
+    "[Privileged Skill Information]\nAlways check the admissible actions before acting.\n\n",
+    "system user assistant tool The quick brown fox jumps over the lazy dog.",
+    "0 1 2 3 4 5 6 7 8 9 10 11 12 42 100 2048 answer: yes no true false",
+    "What is 2 + 2? The answer is 4. What is the capital of France? Paris.",
+    "Observation: You arrive at countertop 1. On the countertop 1, you see an apple 1 and a knife 1.",
+    "Step 3 of 50. History: you opened the fridge. Current observation: the fridge is open.",
+)
+
+
+def load_qwen3_chat_template() -> str:
+    """Return the Qwen3 chat template that TRL ships (`trl/chat_templates/qwen3.jinja`)."""
+    return (importlib.resources.files("trl") / "chat_templates" / "qwen3.jinja").read_text(encoding="utf-8")
+
+
+def build_tiny_tokenizer(
+    *, vocab_size: int = 512, corpus: Iterable[str] | None = None, chat_template: str | None = None
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer in memory and wrap it like a Qwen tokenizer.
+
+    Args:
+        vocab_size: Target vocabulary size (byte alphabet + special tokens + merges). Must be at
+            least 256 + the number of special tokens.
+        corpus: Training texts; defaults to a small built-in agent/chat corpus.
+        chat_template: Jinja chat template; defaults to TRL's shipped Qwen3 template.
+
+    Returns:
+        A `PreTrainedTokenizerFast` with `<|im_start|>`/`<|im_end|>` chat tokens, `<|endoftext|>` as
+        pad token, left padding and left truncation (what `GRPOTrainer` expects of a prompt tokenizer).
+    """
+    minimum = 256 + len(SPECIAL_TOKENS)
+    if vocab_size < minimum:
+        raise ValueError(
+            f"vocab_size={vocab_size} is too small for a byte-level BPE tokenizer: it needs at least "
+            f"{minimum} entries (256 bytes + {len(SPECIAL_TOKENS)} special tokens). Pass vocab_size >= {minimum}."
+        )
+    texts = list(corpus) if corpus is not None else list(_CORPUS)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    # Repeat the corpus so that frequent pairs clear the default min_frequency and merges are deterministic.
+    tokenizer.train_from_iterator(texts * 4, trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        padding_side="left",
+        truncation_side="left",
+        additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
+    )
+    wrapped.chat_template = chat_template if chat_template is not None else load_qwen3_chat_template()
+    return wrapped
+
+
+def build_tiny_model(
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    architecture: Literal["qwen2", "qwen3"] = "qwen2",
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    intermediate_size: int | None = None,
+    max_position_embeddings: int = 2048,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> PreTrainedModel:
+    """Build a randomly initialised Qwen2/Qwen3 causal LM sized for CPU tests.
+
+    The vocabulary matches `tokenizer`, and generation stops on `<|im_end|>` like a Qwen chat model.
+    The same `seed` always gives the same weights.
+    """
+    if architecture not in ("qwen2", "qwen3"):
+        raise ValueError(f"architecture={architecture!r} is not supported; expected 'qwen2' or 'qwen3'.")
+    if hidden_size % num_attention_heads != 0:
+        raise ValueError(
+            f"hidden_size={hidden_size} must be divisible by num_attention_heads={num_attention_heads}; "
+            "pick e.g. hidden_size=64 with num_attention_heads=4."
+        )
+    common = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": intermediate_size or 2 * hidden_size,
+        "num_hidden_layers": num_hidden_layers,
+        "num_attention_heads": num_attention_heads,
+        "num_key_value_heads": num_key_value_heads,
+        "max_position_embeddings": max_position_embeddings,
+        "tie_word_embeddings": True,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "bos_token_id": None,
+    }
+    if architecture == "qwen2":
+        config = Qwen2Config(**common)
+        from transformers import Qwen2ForCausalLM as model_class
+    else:
+        config = Qwen3Config(head_dim=hidden_size // num_attention_heads, **common)
+        from transformers import Qwen3ForCausalLM as model_class
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config).to(dtype)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model
+
+
+def save_tiny(path: str | Path, *, architecture: Literal["qwen2", "qwen3"] = "qwen2", seed: int = 0) -> Path:
+    """Build a tiny tokenizer + model and save both to `path` (loadable with `from_pretrained`).
+
+    Useful where a path is required: `beta > 0` without PEFT (TRL reloads the reference model by
+    name), 4-bit loading, or vLLM.
+    """
+    path = Path(path)
+    tokenizer = build_tiny_tokenizer()
+    model = build_tiny_model(tokenizer, architecture=architecture, seed=seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
