@@ -154,7 +154,7 @@ class SDARConfig(GRPOConfig):
         default=None,
         metadata={
             "help": "λ, weight of the distillation term added to TRL's loss. Unset: the preset's value (SDAR "
-            "reference 0.01, Skill-SD 0.001, 0 for grpo/skill_grpo/rlsd). With 0, no teacher forward runs for the loss."
+            "reference 0.01, Skill-SD 0.001, 0 for grpo/skill_grpo/rlsd). With 0 no teacher forward runs for the loss."
         },
     )
     gate_beta: float | None = field(
@@ -281,7 +281,7 @@ class SDARConfig(GRPOConfig):
             raise ValueError("privileged_context_column must name a dataset column, got an empty string.")
         if not self.use_policy_loss and self.distill_coef == 0:
             raise ValueError(
-                "use_policy_loss=False with distill_coef=0 leaves nothing to train on the policy. Set distill_coef > 0 "
+                "use_policy_loss=False with distill_coef=0 leaves nothing to train the policy. Set distill_coef > 0 "
                 "(the opsd preset uses 0.01) or use_policy_loss=True."
             )
 

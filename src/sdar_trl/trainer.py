@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from accelerate.utils import is_peft_model
@@ -60,7 +60,7 @@ class SDARTrainer(GRPOTrainer):
         ```
     """
 
-    _tag_names = ["trl", "grpo", "sdar"]
+    _tag_names: ClassVar[list[str]] = ["trl", "grpo", "sdar"]
     _name = "SDAR"
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: SDARConfig | None = None, **kwargs: Any) -> None:
@@ -69,8 +69,8 @@ class SDARTrainer(GRPOTrainer):
             args = SDARConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-SDAR")
         if not isinstance(args, SDARConfig):
             raise TypeError(
-                f"SDARTrainer needs an SDARConfig, got {type(args).__name__}. SDARConfig accepts every GRPOConfig field: "
-                "replace GRPOConfig(...) with SDARConfig(...) (method='grpo' reproduces plain GRPO)."
+                f"SDARTrainer needs an SDARConfig, got {type(args).__name__}. SDARConfig accepts every GRPOConfig "
+                "field: replace GRPOConfig(...) with SDARConfig(...) (method='grpo' reproduces plain GRPO)."
             )
         for split in ("train_dataset", "eval_dataset"):
             self._check_dataset_columns(kwargs.get(split), args, split)
@@ -78,7 +78,7 @@ class SDARTrainer(GRPOTrainer):
         # A frozen copy of the initial weights for teacher_mode="base" without PEFT, taken before TRL
         # patches the model (a deepcopy of a patched model would call back into the original weights).
         base_teacher = None
-        uses_peft = kwargs.get("peft_config") is not None or is_peft_model(model)
+        uses_peft = kwargs.get("peft_config") is not None or (not isinstance(model, str) and is_peft_model(model))
         if args.needs_teacher and args.teacher_mode == "base" and not uses_peft and args.beta == 0.0:
             if isinstance(model, PreTrainedModel):
                 base_teacher = copy.deepcopy(model)
@@ -111,9 +111,9 @@ class SDARTrainer(GRPOTrainer):
             names = getattr(data, "column_names", None)
             if names is not None and column not in names:
                 raise ValueError(
-                    f"{split} has no {column!r} column (columns: {names}), but method={args.method!r} needs a privileged "
-                    f"context per row for the teacher. Add a string column {column!r} (empty string = no privileged "
-                    "information), set privileged_context_column to the right name, or use method='grpo'."
+                    f"{split} has no {column!r} column (columns: {names}), but method={args.method!r} needs a "
+                    f"privileged context per row for the teacher. Add a string column {column!r} (empty string = no "
+                    "privileged information), set privileged_context_column to the right name, or use method='grpo'."
                 )
 
     def _prepare_base_teacher(self, base_teacher: PreTrainedModel | None) -> torch.nn.Module | None:
@@ -124,7 +124,9 @@ class SDARTrainer(GRPOTrainer):
         if base_teacher is None:
             return self.ref_model  # beta > 0: TRL's reference model holds the initial weights
         base_teacher.eval().requires_grad_(False)
-        add_fused_lm_head(base_teacher, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
+        add_fused_lm_head(
+            base_teacher, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32
+        )
         if self.is_deepspeed_enabled:
             return prepare_deepspeed(base_teacher, self.accelerator)
         if self.is_fsdp_enabled:
@@ -187,7 +189,9 @@ class SDARTrainer(GRPOTrainer):
     def _compute_teacher_logps(self, output: dict[str, Any], contexts: list[Any]) -> torch.Tensor:
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         prefixes = [
-            render_teacher_prefix(c, header=self.args.teacher_context_header, separator=self.args.teacher_context_separator)
+            render_teacher_prefix(
+                c, header=self.args.teacher_context_header, separator=self.args.teacher_context_separator
+            )
             for c in contexts
         ]
         prefix_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in prefixes]
@@ -262,8 +266,9 @@ class SDARTrainer(GRPOTrainer):
         captured, self._sdar_captured = self._sdar_captured, []
         if len(captured) != 1:
             raise RuntimeError(
-                f"Expected TRL's _compute_loss to run exactly one log-prob forward, saw {len(captured)}. The installed "
-                "TRL changed an internal SDARTrainer relies on: run tests/test_trl_contract.py and see sdar_trl/_compat.py."
+                f"Expected TRL's _compute_loss to run exactly one log-prob forward, saw {len(captured)}. The "
+                "installed TRL changed an internal SDARTrainer relies on: run tests/test_trl_contract.py and see "
+                "sdar_trl/_compat.py."
             )
         student_logps = captured[0]  # (B, C) with grad
         mask = inputs["completion_mask"]  # (B, C)

@@ -1,0 +1,310 @@
+"""SDARTrainer on a tiny random Qwen model, trained for real on CPU."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from sdar_trl import SDARConfig, SDARTrainer, compute_sdar_loss
+from sdar_trl.teacher import render_teacher_prefix
+from sdar_trl.testing import build_tiny_model
+
+SDAR_METRICS = ("sdar/gate_mean", "sdar/gate_active_ratio", "sdar/teacher_gap_mean", "sdar/distill_loss")
+
+
+def length_reward(completions, **kwargs):
+    # Varied rewards so that GRPO advantages (and hence policy gradients) are non-zero.
+    return [len(c[0]["content"]) / 10.0 for c in completions]
+
+
+def make_dataset(n: int = 8, context: str | None = "Add the two numbers; the answer is twice the number.") -> Dataset:
+    rows = []
+    for i in range(n):
+        row = {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}]}
+        if context is not None:
+            row["privileged_context"] = context if i % 4 else ""  # one row in four without privileged information
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def make_args(tmp_path, config_class=SDARConfig, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to="none",
+        bf16=False,
+        seed=0,
+        save_strategy="no",
+        disable_tqdm=True,
+    )
+    kwargs.update(overrides)
+    return config_class(**kwargs)
+
+
+def make_trainer(tmp_path, tokenizer, *, dataset=None, trainer_class=SDARTrainer, model=None, **config):
+    config_class = SDARConfig if trainer_class is SDARTrainer else GRPOConfig
+    args = make_args(tmp_path, config_class, **config)
+    return trainer_class(
+        model if model is not None else build_tiny_model(tokenizer),
+        reward_funcs=length_reward,
+        args=args,
+        train_dataset=dataset if dataset is not None else make_dataset(),
+        processing_class=tokenizer,
+    )
+
+
+def generation_batch(trainer):
+    """One generation batch as compute_loss receives it (before TRL's shuffling)."""
+    trainer.model.train()
+    rows = next(iter(trainer.get_train_dataloader()))
+    return rows, trainer._generate_and_score_completions(rows)
+
+
+def logged(trainer, key):
+    return [record[key] for record in trainer.state.log_history if key in record]
+
+
+def test_sdar_trains_every_parameter_and_logs_metrics(tmp_path, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, max_steps=3)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    unchanged = [n for n, p in trainer.model.named_parameters() if p.requires_grad and torch.equal(p, before[n])]
+    assert not unchanged, f"parameters not updated: {unchanged}"
+    for key in SDAR_METRICS:
+        values = logged(trainer, key)
+        assert len(values) == 3, key
+        assert all(math.isfinite(v) for v in values), (key, values)
+    assert all(0.0 < v < 1.0 for v in logged(trainer, "sdar/gate_mean"))
+
+
+def test_distill_coef_zero_matches_plain_grpo_exactly(tmp_path, tiny_tokenizer):
+    grpo = make_trainer(tmp_path / "grpo", tiny_tokenizer, trainer_class=GRPOTrainer, max_steps=3)
+    grpo.train()
+    sdar = make_trainer(tmp_path / "sdar", tiny_tokenizer, method="sdar", distill_coef=0.0, max_steps=3)
+    sdar.train()
+    grpo_loss, sdar_loss = logged(grpo, "loss"), logged(sdar, "loss")
+    assert len(grpo_loss) == 3
+    assert sdar_loss == grpo_loss
+    for (name, p), (_, q) in zip(grpo.model.named_parameters(), sdar.model.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+    assert not any(key.startswith("sdar/") for record in sdar.state.log_history for key in record)
+
+
+def test_no_teacher_forward_when_distill_coef_is_zero(tmp_path, tiny_tokenizer, monkeypatch):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, method="grpo")
+    calls = []
+    original = GRPOTrainer._get_per_token_logps_and_entropies
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[1].shape)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(GRPOTrainer, "_get_per_token_logps_and_entropies", counting)
+    _, output = generation_batch(trainer)
+    assert "teacher_per_token_logps" not in output
+    assert calls == []  # on-policy GRPO: no old/ref/teacher forward at generation time
+
+
+def test_empty_context_and_header_gives_teacher_equal_to_student(tmp_path, tiny_tokenizer):
+    dataset = make_dataset(context="")
+    trainer = make_trainer(tmp_path, tiny_tokenizer, dataset=dataset, teacher_context_header="")
+    _, output = generation_batch(trainer)
+    mask = output["completion_mask"].bool()
+    with torch.no_grad():
+        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        student, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, input_ids, attention_mask, output["completion_ids"].size(1)
+        )
+    teacher = output["teacher_per_token_logps"]
+    torch.testing.assert_close(teacher[mask], student[mask], atol=1e-5, rtol=0)
+    _, stats = compute_sdar_loss(student, teacher, output["completion_mask"], gate_beta=5.0)
+    assert abs(stats["teacher_gap_mean"].item()) < 1e-5
+    assert stats["gate_mean"].item() == pytest.approx(0.5, abs=1e-5)
+
+
+def test_teacher_logps_match_naive_forward_on_privileged_prompt(tmp_path, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_tokenizer)
+    rows, output = generation_batch(trainer)
+    teacher = output["teacher_per_token_logps"]  # (B, C)
+    model = trainer.model
+    for i, row in enumerate(rows):
+        prompt_text = tiny_tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+        prefix = render_teacher_prefix(row["privileged_context"], header=trainer.args.teacher_context_header)
+        prompt_ids = tiny_tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        prompt_ids = prompt_ids + tiny_tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+        completion = output["completion_ids"][i][output["completion_mask"][i].bool()].tolist()
+        ids = torch.tensor([prompt_ids + completion])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1] / trainer.temperature
+        naive = torch.log_softmax(logits.float(), dim=-1).gather(-1, torch.tensor(completion)[:, None])[:, 0]
+        torch.testing.assert_close(teacher[i, : len(completion)], naive, atol=1e-4, rtol=0)
+
+
+def test_loss_is_trl_loss_plus_scaled_distillation(tmp_path, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, distill_coef=0.5)
+    _, inputs = generation_batch(trainer)
+    trainer.current_gradient_accumulation_steps = 2
+    total = trainer.compute_loss(trainer.model, inputs)
+    captured = {}
+    original = trainer._distill_term
+
+    def spy(student_logps, inputs_, mask):
+        loss, stats = original(student_logps, inputs_, mask)
+        captured["distill"] = loss.detach()
+        return loss, stats
+
+    trainer._distill_term = spy
+    total_again = trainer.compute_loss(trainer.model, inputs)
+    trainer.args.distill_coef = 0.0
+    trl_only = trainer.compute_loss(trainer.model, inputs)
+    torch.testing.assert_close(total_again, total)
+    expected = trl_only + 0.5 * captured["distill"] / 2
+    torch.testing.assert_close(total.detach(), expected.detach(), atol=1e-7, rtol=1e-6)
+    assert total.requires_grad
+
+
+def test_opsd_switches_off_the_policy_gradient(tmp_path, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, method="opsd")
+    _, inputs = generation_batch(trainer)
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer.compute_loss(trainer.model, inputs)
+    distill = trainer._metrics["train"]["sdar/distill_loss"][-1]
+    # beta = 0 and no entropy bonus: nothing but λ · distillation remains.
+    assert loss.item() == pytest.approx(0.01 * distill, rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["grpo_opsd", "skill_sd", "rlsd", "skill_grpo"])
+def test_baseline_presets_train(tmp_path, tiny_tokenizer, method):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, method=method, max_steps=1)
+    trainer.train()
+    records = trainer.state.log_history
+    assert math.isfinite(logged(trainer, "loss")[0])
+    if method == "grpo_opsd":
+        assert logged(trainer, "sdar/gate_mean") == [0.5]
+        assert logged(trainer, "sdar/gate_active_ratio") == [0.0]
+    if method == "skill_sd":
+        assert "sdar/k3_mean" in records[0] and records[0]["sdar/k3_mean"] >= 0
+    if method == "rlsd":
+        assert logged(trainer, "sdar/rlsd_weight") == [0.5]
+    if method == "skill_grpo":
+        assert not any(key.startswith("sdar/") for key in records[0])
+
+
+def test_rlsd_turns_advantages_into_token_advantages(tmp_path, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, method="rlsd")
+    _, output = generation_batch(trainer)
+    advantages = output["advantages"]
+    assert advantages.shape == output["completion_ids"].shape
+    assert torch.all(advantages[output["completion_mask"] == 0] == 0)
+
+
+def test_skill_grpo_puts_the_context_in_the_student_prompt(tmp_path, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, method="skill_grpo")
+    rows, output = generation_batch(trainer)
+    for row, ids, mask in zip(rows, output["prompt_ids"], output["prompt_mask"], strict=True):
+        text = tiny_tokenizer.decode(ids[mask.bool()])
+        if row["privileged_context"]:
+            assert "[Privileged Skill Information]\n" + row["privileged_context"] in text
+        else:
+            assert "Privileged" not in text
+
+
+def test_base_teacher_without_peft_uses_initial_weights(tmp_path, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, teacher_mode="base", max_steps=2)
+    trainer.train()
+    base = trainer._sdar_base_teacher
+    assert base is not None and base is not trainer.model
+    fresh = build_tiny_model(tiny_tokenizer)
+    for (name, p), (_, q) in zip(base.named_parameters(), fresh.named_parameters(), strict=True):
+        assert torch.equal(p, q), name
+    assert logged(trainer, "sdar/gate_mean")
+
+
+def test_lora_live_and_base_teacher(tmp_path, tiny_tokenizer):
+    from peft import LoraConfig
+
+    for mode in ("live", "base"):
+        args = make_args(tmp_path / mode, teacher_mode=mode, max_steps=2)
+        trainer = SDARTrainer(
+            build_tiny_model(tiny_tokenizer),
+            reward_funcs=length_reward,
+            args=args,
+            train_dataset=make_dataset(),
+            processing_class=tiny_tokenizer,
+            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+        )
+        lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
+        base_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" not in n}
+        trainer.train()
+        params = dict(trainer.model.named_parameters())
+        assert lora_before and all(not torch.equal(params[n], v) for n, v in lora_before.items() if "lora_B" in n)
+        assert all(torch.equal(params[n], v) for n, v in base_before.items())
+        assert len(logged(trainer, "sdar/gate_mean")) == 2
+
+
+def test_rejects_grpo_config_and_missing_context_column(tmp_path, tiny_tokenizer):
+    with pytest.raises(TypeError, match="SDARConfig"):
+        SDARTrainer(
+            build_tiny_model(tiny_tokenizer),
+            reward_funcs=length_reward,
+            args=make_args(tmp_path, GRPOConfig),
+            train_dataset=make_dataset(),
+            processing_class=tiny_tokenizer,
+        )
+    with pytest.raises(ValueError, match="privileged_context"):
+        make_trainer(tmp_path, tiny_tokenizer, dataset=make_dataset(context=None))
+    # Plain GRPO needs no privileged context.
+    make_trainer(tmp_path, tiny_tokenizer, dataset=make_dataset(context=None), method="grpo")
+
+
+def test_base_teacher_from_model_name_without_peft_is_rejected(tmp_path, tiny_tokenizer):
+    with pytest.raises(ValueError, match="teacher_mode='base'"):
+        SDARTrainer(
+            "some-org/some-model",
+            reward_funcs=length_reward,
+            args=make_args(tmp_path, teacher_mode="base"),
+            train_dataset=make_dataset(),
+            processing_class=tiny_tokenizer,
+        )
+
+
+def test_max_teacher_prompt_length_left_truncates(tmp_path, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, max_teacher_prompt_length=6)
+    _, output = generation_batch(trainer)
+    assert output["teacher_per_token_logps"].shape == output["completion_ids"].shape
+    assert torch.isfinite(output["teacher_per_token_logps"]).all()
+
+
+def test_qlora_4bit_cpu(tmp_path, tiny_tokenizer):
+    pytest.importorskip("bitsandbytes")
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+
+    from sdar_trl.testing import save_tiny
+
+    path = save_tiny(tmp_path / "tiny")
+    args = make_args(tmp_path / "out", max_steps=1, model_init_kwargs={"dtype": torch.float32})
+    trainer = SDARTrainer(
+        str(path),
+        reward_funcs=length_reward,
+        args=args,
+        train_dataset=make_dataset(),
+        processing_class=tiny_tokenizer,
+        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    assert getattr(trainer.model, "is_loaded_in_4bit", False) or any(
+        "4bit" in type(m).__name__ for m in trainer.model.modules()
+    )
+    trainer.train()
+    assert len(logged(trainer, "sdar/gate_mean")) == 1

@@ -1,0 +1,75 @@
+"""The TRL internals SDARTrainer relies on (see src/sdar_trl/_compat.py) are still where we expect them.
+
+When this fails after a TRL upgrade, the message says what moved: update _compat.py and the wrapped
+methods in trainer.py, then the pin in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+from trl import GRPOTrainer
+
+from sdar_trl import _compat
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_installed_trl_honours_the_contract():
+    problems = _compat.check_trl_contract()
+    assert not problems, "TRL changed under sdar_trl:\n- " + "\n- ".join(problems)
+
+
+def test_contract_check_detects_a_moved_method(monkeypatch):
+    def renamed(self, model, batch):  # a TRL release renaming `inputs` would break our wrapper
+        return None
+
+    monkeypatch.setattr(GRPOTrainer, "_compute_loss", renamed)
+    problems = _compat.check_trl_contract()
+    assert any("_compute_loss" in p and "signature changed" in p for p in problems)
+
+
+def test_compute_loss_runs_one_logprob_forward():
+    # SDARTrainer captures the student's log-probs from this single call instead of a second forward.
+    source = inspect.getsource(GRPOTrainer._compute_loss)
+    assert source.count("self._get_per_token_logps_and_entropies(") == 1, (
+        "GRPOTrainer._compute_loss no longer makes exactly one _get_per_token_logps_and_entropies call"
+    )
+
+
+def test_trl_loss_is_already_scaled_for_gradient_accumulation():
+    # We divide the distillation term by current_gradient_accumulation_steps because TRL does the same.
+    assert GRPOTrainer.loss_is_scaled_for_ga is True
+    assert "current_gradient_accumulation_steps" in inspect.getsource(GRPOTrainer._compute_loss)
+
+
+def test_generation_output_keys_and_metrics_store():
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    for key in _compat.GENERATION_OUTPUT_KEYS:
+        assert f'"{key}"' in source, f"_generate_and_score_completions no longer returns {key!r}"
+    init_source = inspect.getsource(GRPOTrainer.__init__)
+    assert 'self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}' in init_source
+
+
+def test_pyproject_pin_matches_tested_range():
+    text = (ROOT / "pyproject.toml").read_text()
+    low, high = _compat.TESTED_TRL_RANGE
+    high_minor = ".".join(high.split(".")[:2])
+    assert re.search(rf'"trl>={re.escape(low)},<{re.escape(high_minor)}"', text), (
+        f"pyproject.toml must pin trl to [{low}, {high}) like _compat.TESTED_TRL_RANGE"
+    )
+
+
+WRAPPED = [m for m in _compat.GRPO_METHODS if m.name != "_compute_loss"]  # _compute_loss is only called
+
+
+@pytest.mark.parametrize("member", WRAPPED, ids=lambda m: m.name)
+def test_each_wrapped_method_is_overridden_via_super(member):
+    from sdar_trl import SDARTrainer
+
+    override = SDARTrainer.__dict__.get(member.name)
+    assert override is not None, f"SDARTrainer should wrap {member.name}"
+    assert "super()." + member.name in inspect.getsource(override), f"{member.name} must call super()"
