@@ -308,3 +308,38 @@ def test_qlora_4bit_cpu(tmp_path, tiny_tokenizer):
     )
     trainer.train()
     assert len(logged(trainer, "sdar/gate_mean")) == 1
+
+
+@pytest.mark.parametrize("method", ["sdar", "skill_sd"])
+def test_gradient_accumulation_and_reused_generations(tmp_path, tiny_tokenizer, method):
+    # steps_per_generation = 2 with num_iterations = 2: TRL computes old_per_token_logps (so ρ ≠ 1 for Skill-SD)
+    # and each generation batch is split over accumulation steps, each carrying its teacher log-probs.
+    trainer = make_trainer(
+        tmp_path,
+        tiny_tokenizer,
+        method=method,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=2,
+        steps_per_generation=2,
+        num_iterations=2,
+        max_steps=2,
+    )
+    trainer.train()
+    assert len(logged(trainer, "sdar/distill_loss")) == 2
+    assert all(math.isfinite(v) for v in logged(trainer, "loss"))
+    if method == "skill_sd":
+        assert all(v > 0 for v in logged(trainer, "sdar/rho_mean"))
+
+
+def test_evaluation_logs_sdar_metrics(tmp_path, tiny_tokenizer):
+    trainer = SDARTrainer(
+        build_tiny_model(tiny_tokenizer),
+        reward_funcs=length_reward,
+        args=make_args(tmp_path, per_device_eval_batch_size=4, num_generations_eval=4),
+        train_dataset=make_dataset(),
+        eval_dataset=make_dataset(4),
+        processing_class=tiny_tokenizer,
+    )
+    metrics = trainer.evaluate()
+    assert math.isfinite(metrics["eval_loss"])
+    assert 0.0 < metrics["eval_sdar/gate_mean"] < 1.0

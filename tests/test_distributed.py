@@ -1,0 +1,56 @@
+"""SDARTrainer in a real two-process (gloo, CPU) run: metrics are token-weighted means over all processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).parent / "scripts" / "distributed_smoke.py"
+
+
+@pytest.mark.integration
+def test_two_process_run_gathers_sdar_metrics(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not installed")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    completed = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(SCRIPT), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
+    )
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and len(lines) == 1, completed.stderr[-3000:]
+    result = json.loads(lines[0].removeprefix("RESULT "))
+    assert result["num_processes"] == 2
+    records, local = result["records"], result["local_stats"]
+    assert len(records) == 2 and len(local) == 4  # 2 steps x 2 processes, one micro-batch each
+    for step, record in enumerate(records):
+        shards = _shards_for_step(local, step)
+        total = sum(s["count"] for s in shards)
+        for name in ("gate_mean", "gate_active_ratio", "teacher_gap_mean", "distill_loss"):
+            expected = sum(s[name] * s["count"] for s in shards) / total
+            assert record[f"sdar/{name}"] == pytest.approx(expected, rel=1e-5, abs=1e-7), (step, name)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _shards_for_step(local, step):
+    by_rank = {0: [], 1: []}
+    for entry in local:
+        by_rank[entry["rank"]].append(entry)
+    return [by_rank[0][step], by_rank[1][step]]
