@@ -42,11 +42,27 @@ def _check_same_shape(**tensors: torch.Tensor) -> None:
         )
 
 
+def _zero_padding(mask: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Replace masked positions by 0 before any arithmetic.
+
+    Padding may hold anything (`inf`, `nan`): selecting it out here keeps both the loss and the gradient
+    finite, since a masked-out nan would otherwise come back as `nan · 0 = nan` in the backward pass.
+    """
+    keep = mask.bool()  # (B, T)
+    return tuple(torch.where(keep, t, torch.zeros_like(t)) for t in tensors)
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `values` over the positions where `mask` is non-zero; 0 (with graph) for an empty mask."""
-    mask = mask.to(values.dtype)  # (B, T)
-    # clamp(min=1) makes an empty mask give sum(values * 0) / 1 = 0, still attached to the graph of `values`.
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+    """Mean of `values` over the positions where the 0/1 `mask` is 1; 0 (with graph) for an empty mask.
+
+    Masked positions are selected out with `torch.where`, not multiplied by 0, so a non-finite value in
+    padding (`inf · 0 = nan`) cannot leak into the mean or its gradient.
+    """
+    _check_same_shape(values=values, mask=mask)  # a broadcastable mask would divide by the wrong token count
+    keep = mask.bool()  # (B, T)
+    kept = torch.where(keep, values, torch.zeros_like(values))  # (B, T) zero (and zero grad) on masked positions
+    # clamp(min=1) makes an empty mask give sum(0) / 1 = 0, still attached to the graph of `values`.
+    return kept.sum() / keep.sum().clamp(min=1).to(values.dtype)
 
 
 def compute_gate(student_logps: torch.Tensor, teacher_logps: torch.Tensor, *, gate_beta: float) -> torch.Tensor:
@@ -54,6 +70,7 @@ def compute_gate(student_logps: torch.Tensor, teacher_logps: torch.Tensor, *, ga
 
     β = 0 gives g ≡ 0.5 (the naive GRPO+OPSD baseline); large β approaches a hard step at Δ = 0.
     """
+    _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps)
     gap = teacher_logps.detach() - student_logps.detach()  # (B, T)
     return torch.sigmoid(gate_beta * gap)  # (B, T)
 
@@ -83,6 +100,7 @@ def compute_sdar_loss(
         (mean Δ), each a masked mean over the tokens of this batch.
     """
     _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, mask=mask)
+    student_logps, teacher_logps = _zero_padding(mask, student_logps, teacher_logps)  # (B, T) each
     teacher_logps = teacher_logps.detach()  # (B, T) the teacher is a target, never trained through
     gap = teacher_logps - student_logps.detach()  # (B, T) Δ
     gate = torch.sigmoid(gate_beta * gap)  # (B, T) g, built from detached tensors only
@@ -113,6 +131,7 @@ def compute_opsd_loss(
         `(loss, stats)` with detached `teacher_gap_mean` (mean of lT − lS) and `reverse_kl`.
     """
     _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, mask=mask)
+    student_logps, teacher_logps = _zero_padding(mask, student_logps, teacher_logps)  # (B, T) each
     log_ratio = student_logps.detach() - teacher_logps.detach()  # (B, T) lS − lT, a fixed per-token weight
     per_token = log_ratio * student_logps  # (B, T) REINFORCE-style surrogate, grad = (lS − lT) ∇lS
     loss = masked_mean(per_token, mask)
@@ -146,6 +165,7 @@ def compute_skill_sd_loss(
         `(loss, stats)` with detached `teacher_gap_mean`, `k3_mean` and `rho_mean`.
     """
     _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, old_logps=old_logps, mask=mask)
+    student_logps, teacher_logps, old_logps = _zero_padding(mask, student_logps, teacher_logps, old_logps)
     teacher_logps = teacher_logps.detach()  # (B, T)
     old_logps = old_logps.detach()  # (B, T)
     student_minus_teacher = student_logps - teacher_logps  # (B, T) lS − lT
@@ -204,22 +224,28 @@ def compute_rlsd_advantages(
     _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, mask=mask)
     if not 0.0 <= weight <= 1.0 or math.isnan(weight):
         raise ValueError(f"weight={weight} must lie in [0, 1]; it mixes the sequence advantage with the token weight.")
+    if advantages.dim() not in (1, 2):
+        raise ValueError(f"advantages must have shape (B,) or (B, T), got {tuple(advantages.shape)}.")
+    if advantages.dim() == 2 and advantages.shape != student_logps.shape:
+        raise ValueError(
+            f"(B, T) advantages must match the log-probs' shape {tuple(student_logps.shape)}, got "
+            f"{tuple(advantages.shape)}."
+        )
+    if advantages.shape[0] != student_logps.shape[0]:
+        raise ValueError(
+            f"advantages has {advantages.shape[0]} rows but the log-probs have {student_logps.shape[0]}; pass one "
+            "advantage per completion."
+        )
     with torch.no_grad():
         if advantages.dim() == 2:
             # One value per sequence: read it at the first response token (argmax of the mask).
             first = mask.to(torch.long).argmax(dim=-1)  # (B,)
             seq_adv = advantages.gather(1, first.unsqueeze(-1)).squeeze(-1)  # (B,)
-        elif advantages.dim() == 1:
-            seq_adv = advantages  # (B,)
         else:
-            raise ValueError(f"advantages must have shape (B,) or (B, T), got {tuple(advantages.shape)}.")
-        if seq_adv.shape[0] != student_logps.shape[0]:
-            raise ValueError(
-                f"advantages has {seq_adv.shape[0]} rows but the log-probs have {student_logps.shape[0]}; pass one "
-                "advantage per completion."
-            )
+            seq_adv = advantages  # (B,)
+        student_logps, teacher_logps = _zero_padding(mask, student_logps, teacher_logps)  # (B, T) each
         gap = teacher_logps - student_logps  # (B, T) Δ at rollout time
         sign = torch.sign(seq_adv).unsqueeze(-1)  # (B, 1)
         token_weight = torch.exp(sign * gap).clamp(1.0 - clip_eps, 1.0 + clip_eps)  # (B, T)
         token_adv = seq_adv.unsqueeze(-1) * ((1.0 - weight) + weight * token_weight)  # (B, T)
-        return token_adv * mask.to(token_adv.dtype)  # (B, T)
+        return torch.where(mask.bool(), token_adv, torch.zeros_like(token_adv))  # (B, T)

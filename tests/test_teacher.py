@@ -1,0 +1,156 @@
+"""Tests for `sdar_trl.teacher`: the teacher prefix text and the teacher prompt ids built from student ids."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import pytest
+import torch
+
+from sdar_trl.teacher import build_teacher_prompt_ids, render_teacher_prefix
+
+HEADER = "[Privileged Skill Information]\n"
+PAD = 0
+JUNK = 42  # value sitting under the student's padding: it must be stripped by the mask, not by its value
+
+
+def student_batch(dtype=torch.long, mask_dtype=torch.long):
+    # Row 0: 2 real tokens [5, 6] after 2 padding slots; row 1: 4 real tokens [7, 8, 9, 10].
+    prompt_ids = torch.tensor([[JUNK, JUNK, 5, 6], [7, 8, 9, 10]], dtype=dtype)
+    prompt_mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]).to(mask_dtype)
+    return prompt_ids, prompt_mask
+
+
+# ---------------------------------------------------------------- render_teacher_prefix
+class TestRenderTeacherPrefix:
+    @pytest.mark.parametrize("context", [None, ""])
+    def test_empty_context_gives_empty_prefix(self, context):
+        assert render_teacher_prefix(context, header=HEADER) == ""
+        assert render_teacher_prefix(context, header=HEADER, separator="---") == ""
+
+    def test_header_context_separator(self):
+        prefix = render_teacher_prefix("Look in drawers first.", header=HEADER)
+        assert prefix == "[Privileged Skill Information]\nLook in drawers first.\n\n"
+
+    def test_custom_header_and_separator(self):
+        assert render_teacher_prefix("ctx", header="H:", separator="|") == "H:ctx|"
+        assert render_teacher_prefix("ctx", header="", separator="") == "ctx"
+
+    @pytest.mark.parametrize("context", [42, 0, ["skill"], {"title": "x"}, b"bytes", 1.5])
+    def test_non_string_raises_type_error(self, context):
+        with pytest.raises(TypeError, match=type(context).__name__):
+            render_teacher_prefix(context, header=HEADER)
+
+
+# ---------------------------------------------------------------- build_teacher_prompt_ids
+class TestBuildTeacherPromptIds:
+    def test_prefixes_of_different_lengths(self):
+        prompt_ids, prompt_mask = student_batch()
+        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, [[1, 2, 3], [4]], pad_token_id=PAD)
+        # row 0: [1, 2, 3] + [5, 6] = 5 tokens; row 1: [4] + [7, 8, 9, 10] = 5 tokens → width 5, no padding
+        assert torch.equal(ids, torch.tensor([[1, 2, 3, 5, 6], [4, 7, 8, 9, 10]]))
+        assert torch.equal(mask, torch.ones(2, 5, dtype=torch.long))
+
+    def test_empty_prefix_on_one_row_is_left_padded(self):
+        prompt_ids, prompt_mask = student_batch()
+        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, [[1, 2, 3], []], pad_token_id=PAD)
+        # row 0: [1, 2, 3, 5, 6] (5 tokens); row 1: [7, 8, 9, 10] (4 tokens) → one pad on the left
+        assert torch.equal(ids, torch.tensor([[1, 2, 3, 5, 6], [PAD, 7, 8, 9, 10]]))
+        assert torch.equal(mask, torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]))
+
+    def test_longer_prefix_on_longer_prompt(self):
+        prompt_ids, prompt_mask = student_batch()
+        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, [[], [1, 2]], pad_token_id=99)
+        # row 0: [5, 6]; row 1: [1, 2, 7, 8, 9, 10] → width 6, row 0 gets 4 pads of id 99
+        assert torch.equal(ids, torch.tensor([[99, 99, 99, 99, 5, 6], [1, 2, 7, 8, 9, 10]]))
+        assert torch.equal(mask, torch.tensor([[0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 1, 1]]))
+
+    def test_left_truncation_keeps_last_tokens(self):
+        prompt_ids, prompt_mask = student_batch()
+        prefixes = [[1, 2, 3], [4]]
+        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, prefixes, pad_token_id=PAD, max_length=3)
+        # row 0: [1, 2, 3, 5, 6][-3:] = [3, 5, 6]; row 1: [4, 7, 8, 9, 10][-3:] = [8, 9, 10]
+        assert torch.equal(ids, torch.tensor([[3, 5, 6], [8, 9, 10]]))
+        assert torch.equal(mask, torch.ones(2, 3, dtype=torch.long))
+
+    def test_truncation_only_hits_long_rows(self):
+        prompt_ids, prompt_mask = student_batch()
+        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, [[1], []], pad_token_id=PAD, max_length=3)
+        # row 0: [1, 5, 6] fits exactly; row 1: [7, 8, 9, 10][-3:] = [8, 9, 10]
+        assert torch.equal(ids, torch.tensor([[1, 5, 6], [8, 9, 10]]))
+        assert torch.equal(mask, torch.ones(2, 3, dtype=torch.long))
+
+    def test_max_length_larger_than_rows_changes_nothing(self):
+        prompt_ids, prompt_mask = student_batch()
+        prefixes = [[1, 2, 3], []]
+        plain = build_teacher_prompt_ids(prompt_ids, prompt_mask, prefixes, pad_token_id=PAD)
+        capped = build_teacher_prompt_ids(prompt_ids, prompt_mask, prefixes, pad_token_id=PAD, max_length=100)
+        assert torch.equal(plain[0], capped[0]) and torch.equal(plain[1], capped[1])
+
+    def test_empty_prefixes_give_back_student_ids(self):
+        prompt_ids, prompt_mask = student_batch()
+        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, [[], []], pad_token_id=PAD)
+        # Same real tokens and mask; only the padding value is rewritten to pad_token_id.
+        assert torch.equal(ids, torch.tensor([[PAD, PAD, 5, 6], [7, 8, 9, 10]]))
+        assert torch.equal(mask, prompt_mask)
+
+    def test_empty_prefixes_drop_surplus_padding_columns(self):
+        # Both rows padded by at least 2: the re-padded batch is only as wide as its longest row (3).
+        prompt_ids = torch.tensor([[JUNK, JUNK, JUNK, JUNK, 5], [JUNK, JUNK, 7, 8, 9]])
+        prompt_mask = torch.tensor([[0, 0, 0, 0, 1], [0, 0, 1, 1, 1]])
+        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, [[], []], pad_token_id=PAD)
+        assert torch.equal(ids, torch.tensor([[PAD, PAD, 5], [7, 8, 9]]))
+        assert torch.equal(mask, torch.tensor([[0, 0, 1], [1, 1, 1]]))
+
+    def test_all_empty_rows_give_one_padding_column(self):
+        prompt_ids = torch.full((2, 3), JUNK)
+        prompt_mask = torch.zeros(2, 3, dtype=torch.long)
+        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, [[], []], pad_token_id=PAD)
+        assert torch.equal(ids, torch.tensor([[PAD], [PAD]]))
+        assert torch.equal(mask, torch.tensor([[0], [0]]))
+
+    def test_prefix_sequences_of_any_kind(self):
+        prompt_ids, prompt_mask = student_batch()
+        as_lists = build_teacher_prompt_ids(prompt_ids, prompt_mask, [[1, 2], [3]], pad_token_id=PAD)
+        as_tuples = build_teacher_prompt_ids(prompt_ids, prompt_mask, ((1, 2), (3,)), pad_token_id=PAD)
+        assert torch.equal(as_lists[0], as_tuples[0]) and torch.equal(as_lists[1], as_tuples[1])
+
+    @pytest.mark.parametrize("dtype", [torch.long, torch.int32])
+    @pytest.mark.parametrize("mask_dtype", [torch.long, torch.int32, torch.bool])
+    def test_dtype_and_device_preserved(self, dtype, mask_dtype):
+        prompt_ids, prompt_mask = student_batch(dtype=dtype, mask_dtype=mask_dtype)
+        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, [[1, 2, 3], []], pad_token_id=PAD)
+        assert ids.dtype == dtype
+        assert mask.dtype == mask_dtype
+        assert ids.device == prompt_ids.device and mask.device == prompt_mask.device
+        assert torch.equal(ids.long(), torch.tensor([[1, 2, 3, 5, 6], [PAD, 7, 8, 9, 10]]))
+        assert torch.equal(mask.long(), torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]))
+
+    def test_inputs_not_modified(self):
+        prompt_ids, prompt_mask = student_batch()
+        ids_before, mask_before = prompt_ids.clone(), prompt_mask.clone()
+        build_teacher_prompt_ids(prompt_ids, prompt_mask, [[1], [2]], pad_token_id=PAD, max_length=2)
+        assert torch.equal(prompt_ids, ids_before) and torch.equal(prompt_mask, mask_before)
+
+    @pytest.mark.parametrize("prefixes", [[[1]], [[1], [2], [3]], []])
+    def test_wrong_number_of_prefixes_raises(self, prefixes):
+        prompt_ids, prompt_mask = student_batch()
+        with pytest.raises(ValueError, match=f"Got {len(prefixes)} teacher prefixes for 2 prompts"):
+            build_teacher_prompt_ids(prompt_ids, prompt_mask, prefixes, pad_token_id=PAD)
+
+    def test_mismatched_ids_and_mask_raise(self):
+        prompt_ids, prompt_mask = student_batch()
+        with pytest.raises(ValueError, match=r"\(2, 4\) and \(2, 3\)"):
+            build_teacher_prompt_ids(prompt_ids, prompt_mask[:, :3], [[], []], pad_token_id=PAD)
+
+    def test_non_2d_inputs_raise(self):
+        with pytest.raises(ValueError, match=r"\(4,\)"):
+            build_teacher_prompt_ids(torch.arange(4), torch.ones(4), [[]], pad_token_id=PAD)
+
+    @pytest.mark.parametrize("max_length", [0, -3])
+    def test_non_positive_max_length_raises(self, max_length):
+        prompt_ids, prompt_mask = student_batch()
+        with pytest.raises(ValueError, match=f"max_length={max_length}"):
+            build_teacher_prompt_ids(prompt_ids, prompt_mask, [[], []], pad_token_id=PAD, max_length=max_length)
