@@ -9,7 +9,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import pytest
 import torch
 
-from sdar_trl.teacher import build_teacher_prompt_ids, render_teacher_prefix
+from sdar_trl.teacher import EMATeacherWeights, build_teacher_prompt_ids, render_teacher_prefix
 
 HEADER = "[Privileged Skill Information]\n"
 PAD = 0
@@ -154,3 +154,51 @@ class TestBuildTeacherPromptIds:
         prompt_ids, prompt_mask = student_batch()
         with pytest.raises(ValueError, match=f"max_length={max_length}"):
             build_teacher_prompt_ids(prompt_ids, prompt_mask, [[], []], pad_token_id=PAD, max_length=max_length)
+
+
+# ---------------------------------------------------------------- EMA teacher weights
+def _linear():
+    layer = torch.nn.Linear(2, 1, bias=True)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, 2.0]]))
+        layer.bias.copy_(torch.tensor([0.5]))
+    return layer
+
+
+def test_ema_update_and_swap_by_hand():
+    layer = _linear()
+    ema = EMATeacherWeights(layer, update_rate=0.25)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[5.0, -2.0]]))  # an "optimizer step"
+        layer.bias.copy_(torch.tensor([4.5]))
+    ema.update()
+    # ema = 0.75·old + 0.25·new: weight [0.75 + 1.25, 1.5 − 0.5] = [2.0, 1.0]; bias 0.375 + 1.125 = 1.5
+    with ema.swapped_in():
+        torch.testing.assert_close(layer.weight.detach(), torch.tensor([[2.0, 1.0]]))
+        torch.testing.assert_close(layer.bias.detach(), torch.tensor([1.5]))
+        out = layer(torch.tensor([[1.0, 1.0]]))
+        torch.testing.assert_close(out.detach(), torch.tensor([[4.5]]))  # 2 + 1 + 1.5
+    # live weights are back, untouched
+    torch.testing.assert_close(layer.weight.detach(), torch.tensor([[5.0, -2.0]]))
+    torch.testing.assert_close(layer.bias.detach(), torch.tensor([4.5]))
+
+
+def test_ema_skips_frozen_parameters_and_rejects_bad_input():
+    layer = _linear()
+    layer.bias.requires_grad_(False)
+    ema = EMATeacherWeights(layer, update_rate=1.0)
+    assert len(ema.shadow) == 1
+    with pytest.raises(ValueError, match="update_rate=0"):
+        EMATeacherWeights(layer, update_rate=0)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        EMATeacherWeights(_linear().requires_grad_(False), update_rate=0.5)
+
+
+def test_ema_swap_is_restored_after_an_exception_and_update_inside_swap_fails():
+    layer = _linear()
+    ema = EMATeacherWeights(layer, update_rate=0.5)
+    with torch.no_grad():
+        layer.weight.add_(1.0)
+    with pytest.raises(RuntimeError, match="inside swapped_in"), ema.swapped_in():
+        ema.update()
+    torch.testing.assert_close(layer.weight.detach(), torch.tensor([[2.0, 3.0]]))

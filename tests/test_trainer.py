@@ -343,3 +343,24 @@ def test_evaluation_logs_sdar_metrics(tmp_path, tiny_tokenizer):
     metrics = trainer.evaluate()
     assert math.isfinite(metrics["eval_loss"])
     assert 0.0 < metrics["eval_sdar/gate_mean"] < 1.0
+
+
+def test_ema_teacher_tracks_the_trained_weights(tmp_path, tiny_tokenizer):
+    trainer = make_trainer(tmp_path, tiny_tokenizer, teacher_mode="ema", teacher_ema_rate=0.5, max_steps=2)
+    initial = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    ema = trainer._sdar_ema
+    live = {n: p.detach() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    with ema.swapped_in():
+        averaged = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    # After two updates with α = 0.5 the EMA lies strictly between the initial and the live weights (per tensor).
+    changed = [n for n in live if not torch.equal(live[n], initial[n])]
+    assert changed
+    for name in changed:
+        assert not torch.equal(averaged[name], live[name]), name
+        assert not torch.equal(averaged[name], initial[name]), name
+    # and the live weights are back after the swap
+    for name, param in trainer.model.named_parameters():
+        if param.requires_grad:
+            assert torch.equal(param.detach(), live[name])
+    assert len(logged(trainer, "sdar/gate_mean")) == 2

@@ -81,7 +81,7 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 #: `distill_loss` values: the SDAR gated term, the sampled-token OPSD surrogate, Skill-SD's ρ·k3.
 DISTILL_LOSSES: tuple[str, ...] = ("gated", "sampled_token", "k3")
 #: `teacher_mode` values accepted by this release.
-TEACHER_MODES: tuple[str, ...] = ("live", "base")
+TEACHER_MODES: tuple[str, ...] = ("live", "base", "ema")
 
 
 @dataclass
@@ -129,7 +129,12 @@ class SDARConfig(GRPOConfig):
 
         teacher_mode (`str`, *optional*, defaults to `"live"`):
             `"live"`: the current policy with rollout-time weights (SDAR). `"base"`: the initial
-            weights (adapter disabled under PEFT; a frozen copy otherwise).
+            weights (adapter disabled under PEFT; a frozen copy otherwise). `"ema"`: an exponential
+            moving average of the trainable weights (our option; not used by the paper).
+        teacher_ema_rate (`float`, *optional*, defaults to `0.05`):
+            EMA update rate α in `ema ← (1 − α)·ema + α·θ` (teacher_mode="ema" only; TRL SDPO's default).
+        teacher_ema_sync_steps (`int`, *optional*, defaults to `1`):
+            Update the EMA every this many optimizer steps (teacher_mode="ema" only).
         teacher_context_header (`str`, *optional*, defaults to `"[Privileged Skill Information]\n"`):
             Text placed before the privileged context (reference header).
         teacher_context_separator (`str`, *optional*, defaults to `"\n\n"`):
@@ -204,9 +209,21 @@ class SDARConfig(GRPOConfig):
         default="live",
         metadata={
             "help": "Which weights score the teacher prompt: 'live' (SDAR: the policy with the weights that "
-            "generated the batch) or 'base' (initial weights: adapter disabled under PEFT, else a frozen copy).",
+            "generated the batch), 'base' (initial weights: adapter disabled under PEFT, else a frozen copy) or "
+            "'ema' (exponential moving average of the trainable weights; not in the paper).",
             "choices": list(TEACHER_MODES),
         },
+    )
+    teacher_ema_rate: float = field(
+        default=0.05,
+        metadata={
+            "help": "EMA update rate α in ema ← (1 − α)·ema + α·θ, for teacher_mode='ema' (the paper has no EMA "
+            "teacher; 0.05 is TRL SDPO's default)."
+        },
+    )
+    teacher_ema_sync_steps: int = field(
+        default=1,
+        metadata={"help": "Update the EMA teacher every this many optimizer steps (teacher_mode='ema')."},
     )
     teacher_context_header: str = field(
         default="[Privileged Skill Information]\n",
@@ -267,11 +284,17 @@ class SDARConfig(GRPOConfig):
         if not math.isfinite(self.rlsd_clip_eps) or not 0.0 <= self.rlsd_clip_eps < 1.0:
             raise ValueError(f"rlsd_clip_eps={self.rlsd_clip_eps} must lie in [0, 1) (reference 0.2).")
         if self.teacher_mode not in TEACHER_MODES:
-            hint = " An EMA teacher is not implemented yet." if self.teacher_mode == "ema" else ""
             raise ValueError(
                 f"teacher_mode={self.teacher_mode!r} is not supported; expected one of {list(TEACHER_MODES)} "
-                f"('live' is SDAR).{hint}"
+                "('live' is SDAR)."
             )
+        if not math.isfinite(self.teacher_ema_rate) or not 0.0 < self.teacher_ema_rate <= 1.0:
+            raise ValueError(
+                f"teacher_ema_rate={self.teacher_ema_rate} must lie in (0, 1] (TRL SDPO uses 0.05; 1 copies the live "
+                "weights at every sync)."
+            )
+        if self.teacher_ema_sync_steps < 1:
+            raise ValueError(f"teacher_ema_sync_steps={self.teacher_ema_sync_steps} must be >= 1 optimizer step.")
         if self.max_teacher_prompt_length is not None and self.max_teacher_prompt_length < 1:
             raise ValueError(
                 f"max_teacher_prompt_length={self.max_teacher_prompt_length} must be a positive number of tokens or "

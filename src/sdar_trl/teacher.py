@@ -8,11 +8,12 @@ left-truncate (dropping the oldest tokens, as the reference does) and left-pad f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["build_teacher_prompt_ids", "render_teacher_prefix"]
+__all__ = ["EMATeacherWeights", "build_teacher_prompt_ids", "render_teacher_prefix"]
 
 
 def render_teacher_prefix(context: str | None, *, header: str, separator: str = "\n\n") -> str:
@@ -79,3 +80,47 @@ def build_teacher_prompt_ids(
             teacher_ids[i, width - row.numel() :] = row
             teacher_mask[i, width - row.numel() :] = 1
     return teacher_ids, teacher_mask
+
+
+class EMATeacherWeights:
+    """Exponential moving average of a model's trainable parameters, swapped in for teacher forwards.
+
+    Only trainable parameters are averaged: frozen ones (a PEFT base model, a quantized backbone) are
+    identical in the student and the EMA teacher, so the memory cost is one copy of the trainable
+    parameters. `update()` applies `ema ← (1 − rate)·ema + rate·θ`; `swapped_in()` exchanges EMA and
+    live tensors in place for the duration of a `with` block (no model copy, nothing to restore by hand).
+    Not for parameters sharded across processes (DeepSpeed ZeRO-3, FSDP): each process would average a shard.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, update_rate: float) -> None:
+        if not 0.0 < update_rate <= 1.0:
+            raise ValueError(f"update_rate={update_rate} must lie in (0, 1]; 1 copies the live weights each update.")
+        self.update_rate = update_rate
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("The model has no trainable parameters, so an EMA teacher would equal the live model.")
+        self.shadow = [p.detach().clone() for p in self.params]
+        self._swapped = False
+
+    @torch.no_grad()
+    def update(self) -> None:
+        """Move the average towards the current weights (call after each optimizer step)."""
+        if self._swapped:
+            raise RuntimeError("EMATeacherWeights.update() was called inside swapped_in(); call it outside.")
+        for shadow, param in zip(self.shadow, self.params, strict=True):
+            shadow.lerp_(param.detach().to(shadow.dtype), self.update_rate)
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        """Within the block the model's trainable parameters hold the EMA values."""
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
+
+    @torch.no_grad()
+    def _swap(self) -> None:
+        for i, param in enumerate(self.params):
+            param.data, self.shadow[i] = self.shadow[i], param.data
+        self._swapped = not self._swapped

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 from accelerate.utils import is_peft_model
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, TrainerCallback
 from trl import GRPOTrainer
 
 from ._compat import (
@@ -39,7 +39,7 @@ from .loss import (
     compute_sdar_loss,
     compute_skill_sd_loss,
 )
-from .teacher import build_teacher_prompt_ids, render_teacher_prefix
+from .teacher import EMATeacherWeights, build_teacher_prompt_ids, render_teacher_prefix
 
 __all__ = ["SDARTrainer"]
 
@@ -94,6 +94,7 @@ class SDARTrainer(GRPOTrainer):
         self._sdar_capture = False
         self._sdar_captured: list[torch.Tensor] = []
         self._sdar_base_teacher = self._prepare_base_teacher(base_teacher)
+        self._sdar_ema = self._prepare_ema_teacher()
         if args.teacher_mode == "base" and args.sync_ref_model and self._sdar_base_teacher is self.ref_model:
             raise ValueError(
                 "teacher_mode='base' reuses the reference model as the frozen base teacher, but sync_ref_model=True "
@@ -133,11 +134,27 @@ class SDARTrainer(GRPOTrainer):
             return prepare_fsdp(base_teacher, self.accelerator)
         return self.accelerator.prepare_model(base_teacher, evaluation_mode=True)
 
+    def _prepare_ema_teacher(self) -> EMATeacherWeights | None:
+        if not (self.args.needs_teacher and self.args.teacher_mode == "ema"):
+            return None
+        zero_stage = getattr(getattr(self.accelerator.state, "deepspeed_plugin", None), "zero_stage", 0)
+        if self.is_fsdp_enabled or zero_stage == 3:
+            raise ValueError(
+                "teacher_mode='ema' keeps a local copy of the trainable weights and cannot average parameters "
+                "sharded by FSDP or DeepSpeed ZeRO-3. Use teacher_mode='live' (SDAR) or 'base', or ZeRO stage <= 2."
+            )
+        ema = EMATeacherWeights(self.model, update_rate=self.args.teacher_ema_rate)
+        self.add_callback(_EMAUpdateCallback(ema, every=self.args.teacher_ema_sync_steps))
+        return ema
+
     @contextlib.contextmanager
     def _teacher_model(self) -> Iterator[torch.nn.Module]:
         """Yield the module that scores teacher prompts for the configured `teacher_mode`."""
         if self.args.teacher_mode == "live":
             yield self.model
+        elif self._sdar_ema is not None:
+            with self._sdar_ema.swapped_in():
+                yield self.model
         elif self._sdar_base_teacher is not None:
             yield self._sdar_base_teacher
         else:  # PEFT: the initial weights are the model with its adapter disabled
@@ -301,3 +318,15 @@ class SDARTrainer(GRPOTrainer):
         denominator = totals[-1].clamp(min=1.0)
         for name, total in zip(stats, totals[:-1], strict=True):
             self._metrics[mode][f"sdar/{name}"].append((total / denominator).item())
+
+
+class _EMAUpdateCallback(TrainerCallback):
+    """Updates the EMA teacher after every `every`-th optimizer step."""
+
+    def __init__(self, ema: EMATeacherWeights, *, every: int) -> None:
+        self.ema = ema
+        self.every = every
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step % self.every == 0:
+            self.ema.update()
