@@ -55,6 +55,7 @@ SDAR_FIELDS = {
     "teacher_context_separator",
     "max_teacher_prompt_length",
     "privileged_context_column",
+    "distill_empty_context",
 }
 
 
@@ -137,6 +138,8 @@ def test_override_changes_needs_teacher(tmp_path):
         ({"distill_loss": "kl"}, ["'kl'", "gated"]),
         ({"teacher_mode": "ema", "teacher_ema_rate": 0.0}, ["teacher_ema_rate=0.0"]),
         ({"teacher_ema_rate": 1.5}, ["teacher_ema_rate=1.5"]),
+        ({"method": "skill_grpo", "distill_coef": 0.01}, ["skills_in_student_prompt=True", "distill_coef=0.01"]),
+        ({"skills_in_student_prompt": True}, ["skills_in_student_prompt=True", "method='sdar'"]),
         ({"teacher_ema_rate": math.nan}, ["teacher_ema_rate=nan"]),
         ({"teacher_ema_sync_steps": 0}, ["teacher_ema_sync_steps=0"]),
         ({"teacher_mode": "bogus"}, ["'bogus'", "live"]),

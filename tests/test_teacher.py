@@ -202,3 +202,23 @@ def test_ema_swap_is_restored_after_an_exception_and_update_inside_swap_fails():
     with pytest.raises(RuntimeError, match="inside swapped_in"), ema.swapped_in():
         ema.update()
     torch.testing.assert_close(layer.weight.detach(), torch.tensor([[2.0, 3.0]]))
+
+
+def test_ema_keeps_float32_average_for_low_precision_weights():
+    # 0.05 · (1.0078125 − 1) ≈ 3.9e-4 per update: far below bf16 resolution near 1 (2^-7), so a bf16
+    # average would never move. The float32 average does, and is exposed in bf16 when swapped in.
+    layer = torch.nn.Linear(1, 1, bias=False).to(torch.bfloat16)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    ema = EMATeacherWeights(layer, update_rate=0.05)
+    with torch.no_grad():
+        layer.weight.fill_(1.0078125)  # next bf16 value above 1
+    for _ in range(100):
+        ema.update()
+    expected = 1.0 + 0.0078125 * (1 - 0.95**100)
+    assert ema.shadow[0].dtype == torch.float32
+    assert ema.shadow[0].item() == pytest.approx(expected, rel=1e-6)
+    with ema.swapped_in():
+        assert layer.weight.dtype == torch.bfloat16
+        assert layer.weight.item() == torch.tensor(expected).to(torch.bfloat16).item()
+    assert layer.weight.item() == 1.0078125

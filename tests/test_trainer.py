@@ -21,12 +21,15 @@ def length_reward(completions, **kwargs):
     return [len(c[0]["content"]) / 10.0 for c in completions]
 
 
-def make_dataset(n: int = 8, context: str | None = "Add the two numbers; the answer is twice the number.") -> Dataset:
+def make_dataset(
+    n: int = 8, context: str | None = "Add the two numbers; the answer is twice the number.", empty_every: int = 0
+) -> Dataset:
     rows = []
     for i in range(n):
         row = {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}]}
         if context is not None:
-            row["privileged_context"] = context if i % 4 else ""  # one row in four without privileged information
+            # empty_every=k: every k-th row carries no privileged information.
+            row["privileged_context"] = "" if empty_every and i % empty_every == 0 else context
         rows.append(row)
     return Dataset.from_list(rows)
 
@@ -83,7 +86,9 @@ def test_sdar_trains_every_parameter_and_logs_metrics(tmp_path, tiny_tokenizer):
         values = logged(trainer, key)
         assert len(values) == 3, key
         assert all(math.isfinite(v) for v in values), (key, values)
-    assert all(0.0 < v < 1.0 for v in logged(trainer, "sdar/gate_mean"))
+    # A step whose prompt has no privileged context counts no tokens (gate_mean 0); the others lie in (0, 1).
+    gate_means = logged(trainer, "sdar/gate_mean")
+    assert all(0.0 <= v < 1.0 for v in gate_means) and any(v > 0.0 for v in gate_means)
 
 
 def test_distill_coef_zero_matches_plain_grpo_exactly(tmp_path, tiny_tokenizer):
@@ -116,7 +121,9 @@ def test_no_teacher_forward_when_distill_coef_is_zero(tmp_path, tiny_tokenizer, 
 
 def test_empty_context_and_header_gives_teacher_equal_to_student(tmp_path, tiny_tokenizer):
     dataset = make_dataset(context="")
-    trainer = make_trainer(tmp_path, tiny_tokenizer, dataset=dataset, teacher_context_header="")
+    trainer = make_trainer(
+        tmp_path, tiny_tokenizer, dataset=dataset, teacher_context_header="", distill_empty_context=True
+    )
     _, output = generation_batch(trainer)
     mask = output["completion_mask"].bool()
     with torch.no_grad():
@@ -196,6 +203,7 @@ def test_baseline_presets_train(tmp_path, tiny_tokenizer, method):
         assert "sdar/k3_mean" in records[0] and records[0]["sdar/k3_mean"] >= 0
     if method == "rlsd":
         assert logged(trainer, "sdar/rlsd_weight") == [0.5]
+        assert math.isfinite(logged(trainer, "sdar/teacher_gap_mean")[0])
     if method == "skill_grpo":
         assert not any(key.startswith("sdar/") for key in records[0])
 
@@ -209,7 +217,9 @@ def test_rlsd_turns_advantages_into_token_advantages(tmp_path, tiny_tokenizer):
 
 
 def test_skill_grpo_puts_the_context_in_the_student_prompt(tmp_path, tiny_tokenizer):
-    trainer = make_trainer(tmp_path, tiny_tokenizer, method="skill_grpo")
+    trainer = make_trainer(
+        tmp_path, tiny_tokenizer, method="skill_grpo", dataset=make_dataset(empty_every=2), num_generations=2
+    )
     rows, output = generation_batch(trainer)
     for row, ids, mask in zip(rows, output["prompt_ids"], output["prompt_mask"], strict=True):
         text = tiny_tokenizer.decode(ids[mask.bool()])
@@ -364,3 +374,34 @@ def test_ema_teacher_tracks_the_trained_weights(tmp_path, tiny_tokenizer):
         if param.requires_grad:
             assert torch.equal(param.detach(), live[name])
     assert len(logged(trainer, "sdar/gate_mean")) == 2
+
+
+@pytest.mark.parametrize("keep_empty", [False, True])
+def test_rows_without_context_are_left_out_of_distillation(tmp_path, tiny_tokenizer, keep_empty):
+    trainer = make_trainer(
+        tmp_path, tiny_tokenizer, dataset=make_dataset(context=""), distill_coef=0.5, distill_empty_context=keep_empty
+    )
+    _, inputs = generation_batch(trainer)
+    trainer.current_gradient_accumulation_steps = 1
+    total = trainer.compute_loss(trainer.model, inputs).detach()
+    distill = trainer._metrics["train"]["sdar/distill_loss"][-1]
+    trainer.args.distill_coef = 0.0
+    trl_only = trainer.compute_loss(trainer.model, inputs).detach()
+    if keep_empty:
+        # teacher == student: Δ = 0 and g = 0.5, so the term is 0 in value (but not in gradient)
+        assert trainer._metrics["train"]["sdar/gate_mean"][-1] == pytest.approx(0.5, abs=1e-5)
+        assert "teacher_row_mask" not in inputs
+    else:
+        assert inputs["teacher_row_mask"].tolist() == [0.0] * len(inputs["teacher_row_mask"])
+        assert distill == 0.0
+        assert trainer._metrics["train"]["sdar/gate_mean"][-1] == 0.0  # no token counted
+        torch.testing.assert_close(total, trl_only)
+
+
+def test_teacher_row_mask_follows_each_rows_context(tmp_path, tiny_tokenizer):
+    # Two prompts per batch (num_generations=2), half of the rows without privileged context.
+    trainer = make_trainer(tmp_path, tiny_tokenizer, dataset=make_dataset(empty_every=2), num_generations=2)
+    for _ in range(3):
+        rows, output = generation_batch(trainer)
+        expected = [1.0 if row["privileged_context"] else 0.0 for row in rows]
+        assert output["teacher_row_mask"].tolist() == expected

@@ -142,6 +142,9 @@ class SDARConfig(GRPOConfig):
         max_teacher_prompt_length (`int`, *optional*):
             Left-truncate teacher prompts to this many tokens (reference: the max prompt length,
             2048 for ALFWorld, 4096 for WebShop/Search). `None`: no truncation.
+        distill_empty_context (`bool`, *optional*, defaults to `False`):
+            Keep rows with an empty privileged context in the distillation term (their teacher equals
+            the student). By default they are left out of it (never arises in the reference).
         privileged_context_column (`str`, *optional*, defaults to `"privileged_context"`):
             Dataset column holding each row's privileged context (same name as TRL's SDPO/SDFT).
     """
@@ -240,6 +243,14 @@ class SDARConfig(GRPOConfig):
             "reference truncates to its max prompt length (2048 ALFWorld, 4096 WebShop/Search). None: no truncation."
         },
     )
+    distill_empty_context: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep rows whose privileged context is empty in the distillation term. Their teacher equals the "
+            "student (Δ = 0, gate 0.5), so the term would only reinforce their own samples; by default they are "
+            "left out. The reference never has such rows (every prompt gets at least the general skills)."
+        },
+    )
     privileged_context_column: str = field(
         default="privileged_context",
         metadata={"help": "Dataset column with each row's privileged context string (TRL's SDPO/SDFT use the same)."},
@@ -302,6 +313,13 @@ class SDARConfig(GRPOConfig):
             )
         if not self.privileged_context_column:
             raise ValueError("privileged_context_column must name a dataset column, got an empty string.")
+        if self.skills_in_student_prompt and self.needs_teacher:
+            raise ValueError(
+                f"skills_in_student_prompt=True (method={self.method!r}) with a teacher branch (distill_coef="
+                f"{self.distill_coef}, rlsd_weight={self.rlsd_weight}) shows the privileged context to the student "
+                "and again to the teacher, so the teacher knows nothing more. Use method='skill_grpo' without "
+                "distillation, or a distillation method with skills_in_student_prompt=False."
+            )
         if not self.use_policy_loss and self.distill_coef == 0:
             raise ValueError(
                 "use_policy_loss=False with distill_coef=0 leaves nothing to train the policy. Set distill_coef > 0 "

@@ -86,9 +86,11 @@ class EMATeacherWeights:
     """Exponential moving average of a model's trainable parameters, swapped in for teacher forwards.
 
     Only trainable parameters are averaged: frozen ones (a PEFT base model, a quantized backbone) are
-    identical in the student and the EMA teacher, so the memory cost is one copy of the trainable
-    parameters. `update()` applies `ema ← (1 − rate)·ema + rate·θ`; `swapped_in()` exchanges EMA and
-    live tensors in place for the duration of a `with` block (no model copy, nothing to restore by hand).
+    identical in the student and the EMA teacher. The average is kept in float32 so that small updates
+    (α = 0.05) are not rounded away in bf16/fp16, so the memory cost is one float32 copy of the trainable
+    parameters (plus a temporary copy in the parameters' dtype while swapped in). `update()` applies
+    `ema ← (1 − rate)·ema + rate·θ`; `swapped_in()` points the parameters at the EMA values for the
+    duration of a `with` block and restores the live tensors afterwards, even on error.
     Not for parameters sharded across processes (DeepSpeed ZeRO-3, FSDP): each process would average a shard.
     """
 
@@ -99,28 +101,30 @@ class EMATeacherWeights:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("The model has no trainable parameters, so an EMA teacher would equal the live model.")
-        self.shadow = [p.detach().clone() for p in self.params]
-        self._swapped = False
+        self.shadow = [p.detach().to(torch.float32, copy=True) for p in self.params]
+        self._live: list[torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self) -> None:
         """Move the average towards the current weights (call after each optimizer step)."""
-        if self._swapped:
+        if self._live is not None:
             raise RuntimeError("EMATeacherWeights.update() was called inside swapped_in(); call it outside.")
         for shadow, param in zip(self.shadow, self.params, strict=True):
-            shadow.lerp_(param.detach().to(shadow.dtype), self.update_rate)
+            shadow.lerp_(param.detach().to(torch.float32), self.update_rate)
 
     @contextlib.contextmanager
     def swapped_in(self) -> Iterator[None]:
-        """Within the block the model's trainable parameters hold the EMA values."""
-        self._swap()
+        """Within the block the model's trainable parameters hold the EMA values (in their own dtype)."""
+        if self._live is not None:
+            raise RuntimeError("EMATeacherWeights.swapped_in() is not re-entrant.")
+        with torch.no_grad():
+            self._live = [param.data for param in self.params]
+            for param, shadow in zip(self.params, self.shadow, strict=True):
+                param.data = shadow.to(dtype=param.dtype, device=param.device)
         try:
             yield
         finally:
-            self._swap()
-
-    @torch.no_grad()
-    def _swap(self) -> None:
-        for i, param in enumerate(self.params):
-            param.data, self.shadow[i] = self.shadow[i], param.data
-        self._swapped = not self._swapped
+            with torch.no_grad():
+                for param, live in zip(self.params, self._live, strict=True):
+                    param.data = live
+            self._live = None

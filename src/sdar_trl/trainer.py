@@ -176,6 +176,13 @@ class SDARTrainer(GRPOTrainer):
         contexts = [row.get(self.args.privileged_context_column) for row in inputs]
         teacher_logps = self._compute_teacher_logps(output, contexts)  # (B, C)
         output["teacher_per_token_logps"] = teacher_logps
+        if not self.args.distill_empty_context:
+            # Without privileged information the teacher is the student: Δ = 0, g = 0.5, and the gated term would
+            # only raise the likelihood of the row's own samples. Leave such rows out of the distillation term.
+            has_context = [render_teacher_prefix(c, header="") != "" for c in contexts]
+            output["teacher_row_mask"] = torch.tensor(
+                has_context, dtype=output["completion_mask"].dtype, device=teacher_logps.device
+            )  # (B,)
         if self.args.rlsd_weight > 0:
             self._apply_rlsd(output, teacher_logps)
         return output
@@ -237,6 +244,8 @@ class SDARTrainer(GRPOTrainer):
 
     def _apply_rlsd(self, output: dict[str, Any], teacher_logps: torch.Tensor) -> None:
         """RLSD: replace (B,) advantages by teacher-reweighted (B, C) token advantages."""
+        mode = "train" if self.model.training else "eval"
+        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
         student_logps = output.get("old_per_token_logps")
         if student_logps is None:
             # On-policy step: TRL skipped the old-log-prob forward, so score the rollout-time student once here.
@@ -244,7 +253,7 @@ class SDARTrainer(GRPOTrainer):
             attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)  # (B, P + C)
             with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
                 student_logps, _, _ = self._get_per_token_logps_and_entropies(
-                    self.model, input_ids, attention_mask, output["completion_ids"].size(1)
+                    self.model, input_ids, attention_mask, output["completion_ids"].size(1), batch_size=batch_size
                 )  # (B, C)
         mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
         weight = compute_rlsd_weight(
@@ -253,8 +262,10 @@ class SDARTrainer(GRPOTrainer):
         output["advantages"] = compute_rlsd_advantages(
             output["advantages"], student_logps, teacher_logps, mask, weight=weight, clip_eps=self.args.rlsd_clip_eps
         )  # (B, C)
-        mode = "train" if self.model.training else "eval"
         self._metrics[mode]["sdar/rlsd_weight"].append(weight)
+        gap = torch.where(mask.bool(), teacher_logps - student_logps, torch.zeros_like(teacher_logps))  # (B, C) Δ
+        totals = self.accelerator.reduce(torch.stack([gap.sum(), mask.sum().to(gap.dtype)]), reduction="sum")
+        self._metrics[mode]["sdar/teacher_gap_mean"].append((totals[0] / totals[1].clamp(min=1.0)).item())
 
     # ------------------------------------------------------------------ loss
     def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, *args: Any, **kwargs: Any):
@@ -291,6 +302,8 @@ class SDARTrainer(GRPOTrainer):
         mask = inputs["completion_mask"]  # (B, C)
         if "tool_mask" in inputs:
             mask = mask * inputs["tool_mask"]  # environment/tool tokens were not sampled by the policy
+        if "teacher_row_mask" in inputs:
+            mask = mask * inputs["teacher_row_mask"].unsqueeze(-1)  # rows without privileged context
         distill, stats = self._distill_term(student_logps, inputs, mask)
         mode = "train" if self.model.training else "eval"
         # TRL's loss is already divided by the accumulation steps (loss_is_scaled_for_ga); match it.
