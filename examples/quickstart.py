@@ -22,7 +22,7 @@ from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
 tokenizer = build_tiny_tokenizer()  # byte-level BPE trained in memory, Qwen3 chat template
 model = build_tiny_model(tokenizer)  # randomly initialised tiny Qwen2
 prompts = [[{"role": "user", "content": "What is 2 + 2?"}]] * 8
-contexts = ["Answer with a single number.", ""] * 4  # only the teacher sees these; "" = no privileged context
+contexts = ["Answer with a single number."] * 8  # only the teacher sees these ("" = none for that row)
 dataset = Dataset.from_dict({"prompt": prompts, "privileged_context": contexts})
 
 
