@@ -73,3 +73,11 @@ def test_each_wrapped_method_is_overridden_via_super(member):
     override = SDARTrainer.__dict__.get(member.name)
     assert override is not None, f"SDARTrainer should wrap {member.name}"
     assert "super()." + member.name in inspect.getsource(override), f"{member.name} must call super()"
+
+
+def test_sdar_trainer_accepts_every_grpo_trainer_argument():
+    from sdar_trl import SDARTrainer
+
+    grpo = list(inspect.signature(GRPOTrainer.__init__).parameters)
+    sdar = list(inspect.signature(SDARTrainer.__init__).parameters)
+    assert sdar == grpo, f"GRPOTrainer.__init__ takes {grpo}, SDARTrainer.__init__ forwards {sdar}"

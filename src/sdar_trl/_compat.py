@@ -48,6 +48,28 @@ class TRLMember:
 GRPO_METHODS: tuple[TRLMember, ...] = (
     TRLMember(
         GRPOTrainer,
+        "__init__",
+        (
+            "self",
+            "model",
+            "reward_funcs",
+            "args",
+            "train_dataset",
+            "eval_dataset",
+            "processing_class",
+            "reward_processing_classes",
+            "callbacks",
+            "optimizers",
+            "quantization_config",
+            "peft_config",
+            "tools",
+            "rollout_func",
+            "environment_factory",
+        ),
+        "SDARTrainer.__init__ forwards exactly these arguments",
+    ),
+    TRLMember(
+        GRPOTrainer,
         "_generate_and_score_completions",
         ("self", "inputs"),
         "wrapped: adds teacher_per_token_logps (and RLSD advantages) to the generation batch",

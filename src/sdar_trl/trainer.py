@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
 from accelerate.utils import is_peft_model
-from transformers import PreTrainedModel, TrainerCallback
+from datasets import Dataset, IterableDataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
 from trl import GRPOTrainer
 
 from ._compat import (
@@ -63,7 +64,23 @@ class SDARTrainer(GRPOTrainer):
     _tag_names: ClassVar[list[str]] = ["trl", "grpo", "sdar"]
     _name = "SDAR"
 
-    def __init__(self, model: Any, reward_funcs: Any = None, args: SDARConfig | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: str | PreTrainedModel | Any,
+        reward_funcs: Any = None,
+        args: SDARConfig | None = None,
+        train_dataset: Dataset | IterableDataset | None = None,
+        eval_dataset: Dataset | IterableDataset | dict[str, Dataset | IterableDataset] | None = None,
+        processing_class: PreTrainedTokenizerBase | ProcessorMixin | None = None,
+        reward_processing_classes: Any = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        quantization_config: Any = None,
+        peft_config: Any = None,
+        tools: list[Callable] | None = None,
+        rollout_func: Callable | None = None,
+        environment_factory: Any = None,
+    ) -> None:
         if args is None:
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model") or "model"
             args = SDARConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-SDAR")
@@ -72,13 +89,13 @@ class SDARTrainer(GRPOTrainer):
                 f"SDARTrainer needs an SDARConfig, got {type(args).__name__}. SDARConfig accepts every GRPOConfig "
                 "field: replace GRPOConfig(...) with SDARConfig(...) (method='grpo' reproduces plain GRPO)."
             )
-        for split in ("train_dataset", "eval_dataset"):
-            self._check_dataset_columns(kwargs.get(split), args, split)
+        self._check_dataset_columns(train_dataset, args, "train_dataset")
+        self._check_dataset_columns(eval_dataset, args, "eval_dataset")
 
         # A frozen copy of the initial weights for teacher_mode="base" without PEFT, taken before TRL
         # patches the model (a deepcopy of a patched model would call back into the original weights).
         base_teacher = None
-        uses_peft = kwargs.get("peft_config") is not None or (not isinstance(model, str) and is_peft_model(model))
+        uses_peft = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
         if args.needs_teacher and args.teacher_mode == "base" and not uses_peft and args.beta == 0.0:
             if isinstance(model, PreTrainedModel):
                 base_teacher = copy.deepcopy(model)
@@ -89,7 +106,22 @@ class SDARTrainer(GRPOTrainer):
                     "beta > 0 (the reference model is then reused as the base teacher), or train with peft_config."
                 )
 
-        super().__init__(model, reward_funcs, args=args, **kwargs)
+        super().__init__(
+            model,
+            reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+            tools=tools,
+            rollout_func=rollout_func,
+            environment_factory=environment_factory,
+        )
 
         self._sdar_capture = False
         self._sdar_captured: list[torch.Tensor] = []
