@@ -405,3 +405,18 @@ def test_teacher_row_mask_follows_each_rows_context(tmp_path, tiny_tokenizer):
         rows, output = generation_batch(trainer)
         expected = [1.0 if row["privileged_context"] else 0.0 for row in rows]
         assert output["teacher_row_mask"].tolist() == expected
+
+
+def test_base_teacher_reuses_trl_reference_model_when_beta_is_positive(tmp_path, tiny_tokenizer):
+    from sdar_trl.testing import save_tiny
+
+    path = save_tiny(tmp_path / "tiny")  # beta > 0 without PEFT: TRL reloads the reference model by name
+    args = make_args(tmp_path / "out", teacher_mode="base", beta=0.01, max_steps=1)
+    trainer = SDARTrainer(
+        str(path), reward_funcs=length_reward, args=args, train_dataset=make_dataset(), processing_class=tiny_tokenizer
+    )
+    assert trainer.ref_model is not None
+    assert trainer._sdar_base_teacher is trainer.ref_model
+    trainer.train()
+    assert math.isfinite(logged(trainer, "kl")[0])
+    assert len(logged(trainer, "sdar/gate_mean")) == 1
