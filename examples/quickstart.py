@@ -19,26 +19,17 @@ from datasets import Dataset
 from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
 
-tokenizer = build_tiny_tokenizer()  # byte-level BPE trained in memory, Qwen3 chat template
-model = build_tiny_model(tokenizer)  # randomly initialised tiny Qwen2
-prompts = [[{"role": "user", "content": "What is 2 + 2?"}]] * 8
-contexts = ["Answer with a single number."] * 8  # only the teacher sees these ("" = none for that row)
-dataset = Dataset.from_dict({"prompt": prompts, "privileged_context": contexts})
+tokenizer = build_tiny_tokenizer()  # offline byte-level BPE with the Qwen3 chat template
+model = build_tiny_model(tokenizer)  # tiny random Qwen2; any causal LM is used the same way
+prompt = [{"role": "user", "content": "What is 2 + 2?"}]
+dataset = Dataset.from_dict({"prompt": [prompt] * 8, "privileged_context": ["Answer with one number."] * 8})
 
 
 def reward_short(completions, **kwargs):  # toy reward: shorter completions score higher
-    return [-float(len(completion[0]["content"])) for completion in completions]
+    return [-float(len(c[0]["content"])) for c in completions]
 
 
-args = SDARConfig(
-    output_dir="outputs/sdar-quickstart",
-    per_device_train_batch_size=4,
-    num_generations=4,
-    max_completion_length=16,
-    max_steps=2,
-    bf16=False,  # TRL defaults to bf16=True, which SDARConfig rejects on a CPU-only machine
-    report_to="none",
-)
+args = SDARConfig(output_dir="outputs/quickstart", max_completion_length=16, max_steps=2, bf16=False, report_to="none")
 trainer = SDARTrainer(model, reward_short, args=args, train_dataset=dataset, processing_class=tokenizer)
 trainer.train()
 
