@@ -17,8 +17,6 @@ distributed run can still call `backward()`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 __all__ = [
@@ -222,7 +220,7 @@ def compute_rlsd_advantages(
         (B, T) token advantages, detached.
     """
     _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, mask=mask)
-    if not 0.0 <= weight <= 1.0 or math.isnan(weight):
+    if not 0.0 <= weight <= 1.0:  # also rejects nan: every comparison with nan is False
         raise ValueError(f"weight={weight} must lie in [0, 1]; it mixes the sequence advantage with the token weight.")
     if advantages.dim() not in (1, 2):
         raise ValueError(f"advantages must have shape (B,) or (B, T), got {tuple(advantages.shape)}.")

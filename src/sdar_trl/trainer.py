@@ -39,6 +39,7 @@ from .loss import (
     compute_rlsd_weight,
     compute_sdar_loss,
     compute_skill_sd_loss,
+    masked_mean,
 )
 from .teacher import EMATeacherWeights, build_teacher_prompt_ids, render_teacher_prefix
 
@@ -205,27 +206,44 @@ class SDARTrainer(GRPOTrainer):
                 "SDARTrainer's teacher branch does not support multimodal batches yet (the teacher prompt would have "
                 "to repeat the image tokens). Use method='grpo' for vision-language models."
             )
-        contexts = [row.get(self.args.privileged_context_column) for row in inputs]
-        teacher_logps = self._compute_teacher_logps(output, contexts)  # (B, C)
+        prefixes = [self._render_prefix(row.get(self.args.privileged_context_column)) for row in inputs]
+        teacher_logps = self._compute_teacher_logps(output, prefixes)  # (B, C)
         output["teacher_per_token_logps"] = teacher_logps
         if not self.args.distill_empty_context:
-            # Without privileged information the teacher is the student: Δ = 0, g = 0.5, and the gated term would
-            # only raise the likelihood of the row's own samples. Leave such rows out of the distillation term.
-            has_context = [render_teacher_prefix(c, header="") != "" for c in contexts]
+            # Without privileged information (empty prefix) the teacher is the student: Δ = 0, g = 0.5, and the gated
+            # term would only raise the likelihood of the row's own samples. Leave such rows out of the distillation.
             output["teacher_row_mask"] = torch.tensor(
-                has_context, dtype=output["completion_mask"].dtype, device=teacher_logps.device
+                [prefix != "" for prefix in prefixes],
+                dtype=output["completion_mask"].dtype,
+                device=teacher_logps.device,
             )  # (B,)
         if self.args.rlsd_weight > 0:
             self._apply_rlsd(output, teacher_logps)
         return output
 
+    def _render_prefix(self, context: Any) -> str:
+        """`header + context + separator` for a row's privileged context ("" when it has none)."""
+        return render_teacher_prefix(
+            context, header=self.args.teacher_context_header, separator=self.args.teacher_context_separator
+        )
+
+    def _forward_batch_size(self) -> int:
+        """Rows per chunk of a no-grad forward, as TRL chunks its own old/ref log-prob forwards."""
+        if self.model.training:
+            return self.args.per_device_train_batch_size
+        return self.args.per_device_eval_batch_size
+
+    @staticmethod
+    def _sampled_token_mask(batch: dict[str, Any]) -> torch.Tensor:
+        """(B, C) completion tokens the policy sampled: tool/environment tokens are excluded."""
+        mask = batch["completion_mask"]  # (B, C)
+        if "tool_mask" in batch:
+            mask = mask * batch["tool_mask"]  # environment/tool tokens were not sampled by the policy
+        return mask
+
     def _with_context_in_prompt(self, row: dict[str, Any]) -> dict[str, Any]:
         """Skill-GRPO: the privileged context goes into the student's own prompt."""
-        prefix = render_teacher_prefix(
-            row.get(self.args.privileged_context_column),
-            header=self.args.teacher_context_header,
-            separator=self.args.teacher_context_separator,
-        )
+        prefix = self._render_prefix(row.get(self.args.privileged_context_column))
         prompt = row["prompt"]
         if not prefix:
             return row
@@ -242,14 +260,8 @@ class SDARTrainer(GRPOTrainer):
             f"{prompt!r}."
         )
 
-    def _compute_teacher_logps(self, output: dict[str, Any], contexts: list[Any]) -> torch.Tensor:
+    def _compute_teacher_logps(self, output: dict[str, Any], prefixes: list[str]) -> torch.Tensor:
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
-        prefixes = [
-            render_teacher_prefix(
-                c, header=self.args.teacher_context_header, separator=self.args.teacher_context_separator
-            )
-            for c in contexts
-        ]
         prefix_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in prefixes]
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         teacher_prompt_ids, teacher_prompt_mask = build_teacher_prompt_ids(
@@ -262,22 +274,18 @@ class SDARTrainer(GRPOTrainer):
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]  # (B, C) each
         input_ids = torch.cat([teacher_prompt_ids, completion_ids], dim=1)  # (B, P_T + C)
         attention_mask = torch.cat([teacher_prompt_mask, completion_mask], dim=1)  # (B, P_T + C)
-        mode = "train" if self.model.training else "eval"
-        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
         with (
             torch.no_grad(),
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
             self._teacher_model() as teacher,
         ):
             teacher_logps, _, _ = self._get_per_token_logps_and_entropies(
-                teacher, input_ids, attention_mask, completion_ids.size(1), batch_size=batch_size
+                teacher, input_ids, attention_mask, completion_ids.size(1), batch_size=self._forward_batch_size()
             )  # (B, C) aligned with the student's completion tokens
         return teacher_logps
 
     def _apply_rlsd(self, output: dict[str, Any], teacher_logps: torch.Tensor) -> None:
         """RLSD: replace (B,) advantages by teacher-reweighted (B, C) token advantages."""
-        mode = "train" if self.model.training else "eval"
-        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
         student_logps = output.get("old_per_token_logps")
         if student_logps is None:
             # On-policy step: TRL skipped the old-log-prob forward, so score the rollout-time student once here.
@@ -285,19 +293,23 @@ class SDARTrainer(GRPOTrainer):
             attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)  # (B, P + C)
             with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
                 student_logps, _, _ = self._get_per_token_logps_and_entropies(
-                    self.model, input_ids, attention_mask, output["completion_ids"].size(1), batch_size=batch_size
+                    self.model,
+                    input_ids,
+                    attention_mask,
+                    output["completion_ids"].size(1),
+                    batch_size=self._forward_batch_size(),
                 )  # (B, C)
-        mask = output["completion_mask"] * output["tool_mask"] if "tool_mask" in output else output["completion_mask"]
+        mask = self._sampled_token_mask(output)  # (B, C)
         weight = compute_rlsd_weight(
             self.state.global_step, initial_weight=self.args.rlsd_weight, decay_steps=self.args.rlsd_decay_steps
         )
         output["advantages"] = compute_rlsd_advantages(
             output["advantages"], student_logps, teacher_logps, mask, weight=weight, clip_eps=self.args.rlsd_clip_eps
         )  # (B, C)
+        mode = "train" if self.model.training else "eval"
         self._metrics[mode]["sdar/rlsd_weight"].append(weight)
-        gap = torch.where(mask.bool(), teacher_logps - student_logps, torch.zeros_like(teacher_logps))  # (B, C) Δ
-        totals = self.accelerator.reduce(torch.stack([gap.sum(), mask.sum().to(gap.dtype)]), reduction="sum")
-        self._metrics[mode]["sdar/teacher_gap_mean"].append((totals[0] / totals[1].clamp(min=1.0)).item())
+        gap_mean = masked_mean(teacher_logps - student_logps, mask)  # rollout-time Δ
+        self._log_sdar_stats(mode, {"teacher_gap_mean": gap_mean}, mask)
 
     # ------------------------------------------------------------------ loss
     def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, *args: Any, **kwargs: Any):
@@ -331,9 +343,7 @@ class SDARTrainer(GRPOTrainer):
                 "sdar_trl/_compat.py."
             )
         student_logps = captured[0]  # (B, C) with grad
-        mask = inputs["completion_mask"]  # (B, C)
-        if "tool_mask" in inputs:
-            mask = mask * inputs["tool_mask"]  # environment/tool tokens were not sampled by the policy
+        mask = self._sampled_token_mask(inputs)  # (B, C)
         if "teacher_row_mask" in inputs:
             mask = mask * inputs["teacher_row_mask"].unsqueeze(-1)  # rows without privileged context
         distill, stats = self._distill_term(student_logps, inputs, mask)
