@@ -53,8 +53,20 @@ def make_args(tmp_path, config_class=SDARConfig, **overrides):
     return config_class(**kwargs)
 
 
-def make_trainer(tmp_path, tokenizer, *, dataset=None, trainer_class=SDARTrainer, model=None, **config):
-    config_class = SDARConfig if trainer_class is SDARTrainer else GRPOConfig
+def make_trainer(
+    tmp_path,
+    tokenizer,
+    *,
+    dataset=None,
+    trainer_class=SDARTrainer,
+    config_class=None,
+    model=None,
+    trainer_kwargs=None,
+    **config,
+):
+    """A trainer on the tiny model; `config` goes to the config, `trainer_kwargs` to the trainer."""
+    if config_class is None:
+        config_class = SDARConfig if trainer_class is SDARTrainer else GRPOConfig
     args = make_args(tmp_path, config_class, **config)
     return trainer_class(
         model if model is not None else build_tiny_model(tokenizer),
@@ -62,7 +74,14 @@ def make_trainer(tmp_path, tokenizer, *, dataset=None, trainer_class=SDARTrainer
         args=args,
         train_dataset=dataset if dataset is not None else make_dataset(),
         processing_class=tokenizer,
+        **(trainer_kwargs or {}),
     )
+
+
+def lora_config():
+    from peft import LoraConfig
+
+    return LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
 
 
 def generation_batch(trainer):
@@ -241,17 +260,13 @@ def test_base_teacher_without_peft_uses_initial_weights(tmp_path, tiny_tokenizer
 
 
 def test_lora_live_and_base_teacher(tmp_path, tiny_tokenizer):
-    from peft import LoraConfig
-
     for mode in ("live", "base"):
-        args = make_args(tmp_path / mode, teacher_mode=mode, max_steps=2)
-        trainer = SDARTrainer(
-            build_tiny_model(tiny_tokenizer),
-            reward_funcs=length_reward,
-            args=args,
-            train_dataset=make_dataset(),
-            processing_class=tiny_tokenizer,
-            peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+        trainer = make_trainer(
+            tmp_path / mode,
+            tiny_tokenizer,
+            teacher_mode=mode,
+            max_steps=2,
+            trainer_kwargs={"peft_config": lora_config()},
         )
         lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" in n}
         base_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_" not in n}
@@ -264,13 +279,7 @@ def test_lora_live_and_base_teacher(tmp_path, tiny_tokenizer):
 
 def test_rejects_grpo_config_and_missing_context_column(tmp_path, tiny_tokenizer):
     with pytest.raises(TypeError, match="SDARConfig"):
-        SDARTrainer(
-            build_tiny_model(tiny_tokenizer),
-            reward_funcs=length_reward,
-            args=make_args(tmp_path, GRPOConfig),
-            train_dataset=make_dataset(),
-            processing_class=tiny_tokenizer,
-        )
+        make_trainer(tmp_path, tiny_tokenizer, config_class=GRPOConfig)
     with pytest.raises(ValueError, match="privileged_context"):
         make_trainer(tmp_path, tiny_tokenizer, dataset=make_dataset(context=None))
     # Plain GRPO needs no privileged context.
@@ -279,13 +288,7 @@ def test_rejects_grpo_config_and_missing_context_column(tmp_path, tiny_tokenizer
 
 def test_base_teacher_from_model_name_without_peft_is_rejected(tmp_path, tiny_tokenizer):
     with pytest.raises(ValueError, match="teacher_mode='base'"):
-        SDARTrainer(
-            "some-org/some-model",
-            reward_funcs=length_reward,
-            args=make_args(tmp_path, teacher_mode="base"),
-            train_dataset=make_dataset(),
-            processing_class=tiny_tokenizer,
-        )
+        make_trainer(tmp_path, tiny_tokenizer, model="some-org/some-model", teacher_mode="base")
 
 
 def test_max_teacher_prompt_length_left_truncates(tmp_path, tiny_tokenizer):
@@ -297,21 +300,21 @@ def test_max_teacher_prompt_length_left_truncates(tmp_path, tiny_tokenizer):
 
 def test_qlora_4bit_cpu(tmp_path, tiny_tokenizer):
     pytest.importorskip("bitsandbytes")
-    from peft import LoraConfig
     from transformers import BitsAndBytesConfig
 
     from sdar_trl.testing import save_tiny
 
     path = save_tiny(tmp_path / "tiny")
-    args = make_args(tmp_path / "out", max_steps=1, model_init_kwargs={"dtype": torch.float32})
-    trainer = SDARTrainer(
-        str(path),
-        reward_funcs=length_reward,
-        args=args,
-        train_dataset=make_dataset(),
-        processing_class=tiny_tokenizer,
-        quantization_config=BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32),
-        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    trainer = make_trainer(
+        tmp_path / "out",
+        tiny_tokenizer,
+        model=str(path),
+        max_steps=1,
+        model_init_kwargs={"dtype": torch.float32},
+        trainer_kwargs={
+            "quantization_config": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_compute_dtype=torch.float32),
+            "peft_config": lora_config(),
+        },
     )
     assert getattr(trainer.model, "is_loaded_in_4bit", False) or any(
         "4bit" in type(m).__name__ for m in trainer.model.modules()
@@ -342,13 +345,12 @@ def test_gradient_accumulation_and_reused_generations(tmp_path, tiny_tokenizer, 
 
 
 def test_evaluation_logs_sdar_metrics(tmp_path, tiny_tokenizer):
-    trainer = SDARTrainer(
-        build_tiny_model(tiny_tokenizer),
-        reward_funcs=length_reward,
-        args=make_args(tmp_path, per_device_eval_batch_size=4, num_generations_eval=4),
-        train_dataset=make_dataset(),
-        eval_dataset=make_dataset(4),
-        processing_class=tiny_tokenizer,
+    trainer = make_trainer(
+        tmp_path,
+        tiny_tokenizer,
+        per_device_eval_batch_size=4,
+        num_generations_eval=4,
+        trainer_kwargs={"eval_dataset": make_dataset(4)},
     )
     metrics = trainer.evaluate()
     assert math.isfinite(metrics["eval_loss"])
@@ -411,9 +413,8 @@ def test_base_teacher_reuses_trl_reference_model_when_beta_is_positive(tmp_path,
     from sdar_trl.testing import save_tiny
 
     path = save_tiny(tmp_path / "tiny")  # beta > 0 without PEFT: TRL reloads the reference model by name
-    args = make_args(tmp_path / "out", teacher_mode="base", beta=0.01, max_steps=1)
-    trainer = SDARTrainer(
-        str(path), reward_funcs=length_reward, args=args, train_dataset=make_dataset(), processing_class=tiny_tokenizer
+    trainer = make_trainer(
+        tmp_path / "out", tiny_tokenizer, model=str(path), teacher_mode="base", beta=0.01, max_steps=1
     )
     assert trainer.ref_model is not None
     assert trainer._sdar_base_teacher is trainer.ref_model
