@@ -92,6 +92,31 @@ GRPO_METHODS: tuple[TRLMember, ...] = (
         ("self", "model", "inputs"),
         "must run exactly one grad-carrying _get_per_token_logps_and_entropies forward (the one we capture)",
     ),
+    TRLMember(
+        GRPOTrainer,
+        "_tokenize_prompts",
+        ("self", "prompts"),
+        "agent mode: applies the chat template to each step prompt; returns (prompt_ids, images, multimodal_fields)",
+    ),
+    TRLMember(
+        GRPOTrainer,
+        "_generate_single_turn",
+        ("self", "prompt_ids", "images", "multimodal_fields", "num_generations"),
+        "agent mode: one batched generation per environment step through TRL's backends (transformers or vLLM); "
+        "returns (completion_ids, logprobs)",
+    ),
+    TRLMember(
+        GRPOTrainer,
+        "_prepare_inputs",
+        ("self", "generation_batch"),
+        "agent mode: returns already prepared step-sample chunks unchanged (rollouts happen in training_step)",
+    ),
+    TRLMember(
+        GRPOTrainer,
+        "training_step",
+        ("self", "model", "inputs", "num_items_in_batch"),
+        "agent mode: one call per accumulation step; we run transformers.Trainer.training_step once per chunk",
+    ),
 )
 
 #: Module-level helpers we import (name -> parameters we pass).

@@ -82,6 +82,8 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
 DISTILL_LOSSES: tuple[str, ...] = ("gated", "sampled_token", "k3")
 #: `teacher_mode` values accepted by this release.
 TEACHER_MODES: tuple[str, ...] = ("live", "base", "ema")
+#: `privileged_context_source` values (agent mode): skills (SDAR), oracle facts (ablation), or both.
+PRIVILEGED_CONTEXT_SOURCES: tuple[str, ...] = ("skills", "facts", "skills+facts")
 
 
 @dataclass
@@ -147,6 +149,26 @@ class SDARConfig(GRPOConfig):
             the student). By default they are left out of it (never arises in the reference).
         privileged_context_column (`str`, *optional*, defaults to `"privileged_context"`):
             Dataset column holding each row's privileged context (same name as TRL's SDPO/SDFT).
+
+        > Agent mode (`SDARTrainer(..., env_factory=...)`; see docs/agents.md)
+
+        max_steps_per_episode (`int`, *optional*):
+            Stop every episode after this many steps. `None`: the environment's own
+            `max_episode_steps` (reference: ALFWorld 50, WebShop 15, Search 4).
+        history_length (`int`, *optional*, defaults to `2`):
+            Past (observation, action) pairs shown in each step prompt (reference: ALFWorld and
+            WebShop 2, Search 4).
+        invalid_action_penalty (`float`, *optional*, defaults to `0.1`):
+            Subtracted from the reward of a step whose response did not parse (reference: ALFWorld
+            and WebShop 0.1, Search 0.01).
+        eval_temperature (`float`, *optional*, defaults to `0.4`):
+            Sampling temperature of `evaluate()` episodes (reference 0.4; 0 = greedy).
+        max_observation_length (`int`, *optional*, defaults to `4096`):
+            Observations longer than this many characters keep their last characters, marked as truncated.
+        privileged_context_source (`str`, *optional*, defaults to `"skills"`):
+            What the teacher sees per step: `"skills"` (SDAR: general + task-type skills of the
+            `skill_bank`), `"facts"` (the environment's `privileged_facts()`, an oracle ablation) or
+            `"skills+facts"`.
     """
 
     method: str = field(
@@ -255,6 +277,47 @@ class SDARConfig(GRPOConfig):
         default="privileged_context",
         metadata={"help": "Dataset column with each row's privileged context string (TRL's SDPO/SDFT use the same)."},
     )
+    max_steps_per_episode: int | None = field(
+        default=None,
+        metadata={
+            "help": "Agent mode: stop every episode after this many steps. None: the environment's own "
+            "max_episode_steps (reference: ALFWorld 50, WebShop 15, Search 4)."
+        },
+    )
+    history_length: int = field(
+        default=2,
+        metadata={
+            "help": "Agent mode: past (observation, action) pairs shown in each step prompt (reference: ALFWorld and "
+            "WebShop 2, Search 4)."
+        },
+    )
+    invalid_action_penalty: float = field(
+        default=0.1,
+        metadata={
+            "help": "Agent mode: subtracted from the reward of a step whose response did not parse (reference: "
+            "ALFWorld and WebShop 0.1, Search 0.01)."
+        },
+    )
+    eval_temperature: float = field(
+        default=0.4,
+        metadata={"help": "Agent mode: sampling temperature of evaluate() episodes (reference 0.4; 0 = greedy)."},
+    )
+    max_observation_length: int | None = field(
+        default=4096,
+        metadata={
+            "help": "Agent mode: observations longer than this many characters keep their end, marked as truncated "
+            "(so an environment dumping a huge page cannot overflow the prompt). None: no limit."
+        },
+    )
+    privileged_context_source: str = field(
+        default="skills",
+        metadata={
+            "help": "Agent mode: the teacher's privileged context per step: 'skills' (SDAR: general + task-type "
+            "skills from skill_bank), 'facts' (the environment's privileged_facts(), an oracle ablation), "
+            "'skills+facts'.",
+            "choices": ["skills", "facts", "skills+facts"],
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.method not in METHOD_PRESETS:
@@ -313,6 +376,28 @@ class SDARConfig(GRPOConfig):
             )
         if not self.privileged_context_column:
             raise ValueError("privileged_context_column must name a dataset column, got an empty string.")
+        if self.max_steps_per_episode is not None and self.max_steps_per_episode < 1:
+            raise ValueError(
+                f"max_steps_per_episode={self.max_steps_per_episode} must be >= 1 or None (use the environment's "
+                "own limit)."
+            )
+        if self.history_length < 0:
+            raise ValueError(f"history_length={self.history_length} must be >= 0 (reference: 2, Search 4).")
+        if not math.isfinite(self.invalid_action_penalty) or self.invalid_action_penalty < 0:
+            raise ValueError(
+                f"invalid_action_penalty={self.invalid_action_penalty} must be a finite number >= 0 (reference 0.1)."
+            )
+        if not math.isfinite(self.eval_temperature) or self.eval_temperature < 0:
+            raise ValueError(f"eval_temperature={self.eval_temperature} must be >= 0 (0 = greedy; reference 0.4).")
+        if self.max_observation_length is not None and self.max_observation_length < 64:
+            raise ValueError(
+                f"max_observation_length={self.max_observation_length} must be >= 64 characters or None (no limit)."
+            )
+        if self.privileged_context_source not in PRIVILEGED_CONTEXT_SOURCES:
+            raise ValueError(
+                f"privileged_context_source={self.privileged_context_source!r} is not supported; expected one of "
+                f"{list(PRIVILEGED_CONTEXT_SOURCES)} ('skills' is SDAR)."
+            )
         if self.skills_in_student_prompt and self.needs_teacher:
             raise ValueError(
                 f"skills_in_student_prompt=True (method={self.method!r}) with a teacher branch (distill_coef="

@@ -26,6 +26,7 @@ __all__ = [
     "compute_rlsd_weight",
     "compute_sdar_loss",
     "compute_skill_sd_loss",
+    "compute_step_advantages",
     "masked_mean",
 ]
 
@@ -247,3 +248,37 @@ def compute_rlsd_advantages(
         token_weight = torch.exp(sign * gap).clamp(1.0 - clip_eps, 1.0 + clip_eps)  # (B, T)
         token_adv = seq_adv.unsqueeze(-1) * ((1.0 - weight) + weight * token_weight)  # (B, T)
         return torch.where(mask.bool(), token_adv, torch.zeros_like(token_adv))  # (B, T)
+
+
+def compute_step_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO advantages over step samples grouped by task (SDAR_SPEC.md §1).
+
+    For every group g (all step samples of all trajectories of one task, across steps):
+    `A_i = (r_i − mean_g) / (std_g + eps)` with the Bessel-corrected std; a group of one sample gets
+    `A_i = r_i` (its mean and std are undefined, as in the reference).
+
+    Args:
+        rewards: (N,) per-step rewards (episode reward minus the invalid-action penalty).
+        group_ids: (N,) integer task-group id of each sample.
+        eps: added to the std (reference 1e-6).
+
+    Returns:
+        (N,) float advantages.
+    """
+    if rewards.dim() != 1 or rewards.shape != group_ids.shape:
+        raise ValueError(
+            f"rewards and group_ids must be 1-D tensors of the same length, got {tuple(rewards.shape)} and "
+            f"{tuple(group_ids.shape)}."
+        )
+    rewards = rewards.to(torch.float32)  # (N,)
+    _, inverse = torch.unique(group_ids, return_inverse=True)  # (N,) dense group index
+    num_groups = int(inverse.max()) + 1 if inverse.numel() else 0
+    counts = torch.zeros(num_groups, dtype=torch.float32, device=rewards.device).index_add_(
+        0, inverse, torch.ones_like(rewards)
+    )  # (G,)
+    sums = torch.zeros_like(counts).index_add_(0, inverse, rewards)  # (G,)
+    means = sums / counts  # (G,)
+    squares = torch.zeros_like(counts).index_add_(0, inverse, (rewards - means[inverse]) ** 2)  # (G,)
+    stds = torch.sqrt(squares / (counts - 1).clamp(min=1))  # (G,) Bessel-corrected
+    normalized = (rewards - means[inverse]) / (stds[inverse] + eps)  # (N,)
+    return torch.where(counts[inverse] > 1, normalized, rewards)  # singletons keep their reward

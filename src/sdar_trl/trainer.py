@@ -16,13 +16,23 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import DistributedType, gather_object, is_peft_model
 from datasets import Dataset, IterableDataset
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, ProcessorMixin, TrainerCallback
+from transformers import (
+    GenerationConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+    Trainer,
+    TrainerCallback,
+)
 from trl import GRPOTrainer
 
 from ._compat import (
@@ -33,14 +43,27 @@ from ._compat import (
     use_adapter,
 )
 from .config import SDARConfig
+from .environments.base import AgentEnvironment
 from .loss import (
     compute_opsd_loss,
     compute_rlsd_advantages,
     compute_rlsd_weight,
     compute_sdar_loss,
     compute_skill_sd_loss,
+    compute_step_advantages,
     masked_mean,
 )
+from .rollout import (
+    EpisodeRecord,
+    RolloutResult,
+    StepRecord,
+    build_step_batch,
+    compute_step_rewards,
+    play_episodes,
+    split_rows,
+    summarize_episodes,
+)
+from .skills import SkillBank
 from .teacher import EMATeacherWeights, build_teacher_prompt_ids, render_teacher_prefix
 
 __all__ = ["SDARTrainer"]
@@ -81,6 +104,8 @@ class SDARTrainer(GRPOTrainer):
         tools: list[Callable] | None = None,
         rollout_func: Callable | None = None,
         environment_factory: Any = None,
+        env_factory: Callable[[], AgentEnvironment] | None = None,
+        skill_bank: SkillBank | None = None,
     ) -> None:
         if args is None:
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model") or "model"
@@ -90,8 +115,24 @@ class SDARTrainer(GRPOTrainer):
                 f"SDARTrainer needs an SDARConfig, got {type(args).__name__}. SDARConfig accepts every GRPOConfig "
                 "field: replace GRPOConfig(...) with SDARConfig(...) (method='grpo' reproduces plain GRPO)."
             )
-        self._check_dataset_columns(train_dataset, args, "train_dataset")
-        self._check_dataset_columns(eval_dataset, args, "eval_dataset")
+        if env_factory is not None:
+            reward_funcs = _check_agent_arguments(
+                args,
+                env_factory=env_factory,
+                skill_bank=skill_bank,
+                reward_funcs=reward_funcs,
+                tools=tools,
+                rollout_func=rollout_func,
+                environment_factory=environment_factory,
+            )
+        else:
+            if skill_bank is not None:
+                raise ValueError(
+                    "skill_bank is used in agent mode only (pass env_factory=...). For single-turn data, render the "
+                    f"skills into the {args.privileged_context_column!r} column: skill_bank.render(task_type)."
+                )
+            self._check_dataset_columns(train_dataset, args, "train_dataset")
+            self._check_dataset_columns(eval_dataset, args, "eval_dataset")
 
         # A frozen copy of the initial weights for teacher_mode="base" without PEFT, taken before TRL
         # patches the model (a deepcopy of a patched model would call back into the original weights).
@@ -124,6 +165,13 @@ class SDARTrainer(GRPOTrainer):
             environment_factory=environment_factory,
         )
 
+        self.env_factory = env_factory
+        self.skill_bank = skill_bank
+        self._agent_envs: list[AgentEnvironment] = []
+        self._agent_buffer: list[dict[str, Any]] | None = None
+        if env_factory is not None:
+            self._agent_environments(1)  # build one now so a broken factory fails at construction, not mid-run
+            self.add_callback(_CloseEnvironmentsCallback(self))
         self._sdar_capture = False
         self._sdar_captured: list[torch.Tensor] = []
         self._sdar_base_teacher = self._prepare_base_teacher(base_teacher)
@@ -311,6 +359,320 @@ class SDARTrainer(GRPOTrainer):
         gap_mean = masked_mean(teacher_logps - student_logps, mask)  # rollout-time Δ
         self._log_sdar_stats(mode, {"teacher_gap_mean": gap_mean}, mask)
 
+    # ------------------------------------------------------------------ agent mode (env_factory=...)
+    def _agent_environments(self, count: int) -> list[AgentEnvironment]:
+        """`count` environments from a pool that grows on demand (episodes reset them, so reuse is safe)."""
+        assert self.env_factory is not None  # internal invariant: agent mode only
+        while len(self._agent_envs) < count:
+            env = self.env_factory()
+            missing = [name for name in ("reset", "step", "close") if not callable(getattr(env, name, None))]
+            if missing:
+                raise TypeError(
+                    f"env_factory() returned {type(env).__name__}, which lacks {missing}; it must return an "
+                    "AgentEnvironment (reset(*, seed, options) -> (obs, info), step(action) -> (obs, reward, "
+                    "terminated, truncated, info), close()). See docs/agents.md."
+                )
+            self._agent_envs.append(env)
+        return self._agent_envs[:count]
+
+    def close_environments(self) -> None:
+        """Close every pooled environment (they are rebuilt on demand by the next rollout)."""
+        envs, self._agent_envs = self._agent_envs, []
+        for env in envs:
+            env.close()
+
+    def _prepare_inputs(self, generation_batch: Any) -> Any:
+        if (
+            self.env_factory is not None
+            and isinstance(generation_batch, dict)
+            and "agent_loss_weights" in generation_batch
+        ):
+            return generation_batch  # an agent-mode chunk, prepared in training_step
+        return super()._prepare_inputs(generation_batch)
+
+    def training_step(self, model: Any, inputs: Any, num_items_in_batch: Any = None) -> torch.Tensor:
+        if self.env_factory is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        start = time.perf_counter()
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        if self._step % generate_every == 0 or self._agent_buffer is None:
+            self._agent_buffer = self._agent_slices(self._agent_generate_and_score(inputs))
+        chunks = self._agent_chunks(self._agent_buffer[self._step % self.args.steps_per_generation])
+        # Nested gradient accumulation: every chunk but the last accumulates locally (no DDP/FSDP reduction, no
+        # DeepSpeed step), the last one keeps the synchronisation state the Trainer's loop chose for this step.
+        outer_sync = self.accelerator.sync_gradients
+        total = torch.zeros((), device=self.accelerator.device)
+        try:
+            for index, chunk in enumerate(chunks):
+                last = index == len(chunks) - 1
+                self.accelerator.gradient_state._set_sync_gradients(outer_sync and last)
+                skip_no_sync = last or self.accelerator.distributed_type == DistributedType.DEEPSPEED
+                with contextlib.nullcontext() if skip_no_sync else self.accelerator.no_sync(model):
+                    # transformers' step (forward, backward); GRPOTrainer.training_step would count it as a step.
+                    total = total + Trainer.training_step(self, model, chunk, num_items_in_batch).detach()
+        finally:
+            self.accelerator.gradient_state._set_sync_gradients(outer_sync)
+        self._step += 1
+        self._current_train_step_time += time.perf_counter() - start
+        if self._step % self.current_gradient_accumulation_steps == 0:
+            self._metrics["train"]["step_time"].append(self._current_train_step_time)
+            self._current_train_step_time = 0.0
+        return total
+
+    def _agent_generate_and_score(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Rollout → step samples → rewards → group advantages → old/ref/teacher log-probs (one dict of N rows)."""
+        group_size = self.num_generations
+        if len(rows) % group_size != 0:
+            raise RuntimeError(
+                f"agent mode received {len(rows)} rows on this process, not a multiple of num_generations="
+                f"{group_size}; every process must hold whole task groups."
+            )
+        for start in range(0, len(rows), group_size):
+            if any(row != rows[start] for row in rows[start : start + group_size]):
+                raise RuntimeError(
+                    "agent mode expects the num_generations copies of a task to be consecutive identical rows (TRL's "
+                    f"RepeatSampler); rows {start}..{start + group_size - 1} differ. Do not pass a custom sampler."
+                )
+        result = self._agent_play(rows, [i // group_size for i in range(len(rows))])
+        self._log_env_metrics("train", result.episodes)
+        return self._agent_build_batch(result)
+
+    def _agent_play(self, rows: list[dict[str, Any]], group_ids: list[int]) -> RolloutResult:
+        envs = self._agent_environments(len(rows))
+        student_prefix = None
+        if self.args.skills_in_student_prompt:
+            student_prefix = lambda episode: self._render_prefix(self._agent_context(episode))  # noqa: E731
+        return play_episodes(
+            envs,
+            rows,
+            self._agent_generate,
+            group_ids=group_ids,
+            max_steps=self.args.max_steps_per_episode,
+            history_length=self.args.history_length,
+            max_observation_length=self.args.max_observation_length,
+            student_prefix=student_prefix,
+            keep_going=self._agent_keep_going,
+        )
+
+    def _agent_keep_going(self, local_live: bool) -> bool:
+        """Continue while any process has a live episode, so all processes generate in lock-step."""
+        if self.accelerator.num_processes == 1:
+            return local_live
+        flag = torch.tensor([int(local_live)], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def _agent_generate(self, prompts: list[str]) -> list[tuple[list[int], list[int], str]]:
+        """One batched generation through TRL's backend for every live prompt of this step."""
+        count = len(prompts)
+        target = count
+        if self.accelerator.num_processes > 1:
+            # Collective generation (vLLM server slicing, ZeRO-3, FSDP) needs the same prompt count everywhere.
+            target = int(self.accelerator.gather(torch.tensor([count], device=self.accelerator.device)).max())
+        if target == 0:
+            return []
+        filler = prompts[0] if prompts else "Say nothing."
+        conversations = [[{"role": "user", "content": p}] for p in [*prompts, *([filler] * (target - count))]]
+        prompt_ids, _, _ = self._tokenize_prompts(conversations)
+        completion_ids, _ = self._generate_single_turn(prompt_ids, None, {}, 1)
+        prompt_ids, completion_ids = [list(p) for p in prompt_ids[:count]], [list(c) for c in completion_ids[:count]]
+        texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+        return list(zip(prompt_ids, completion_ids, texts, strict=True))
+
+    def _agent_context(self, episode: EpisodeRecord) -> str:
+        """The teacher's privileged context for one episode (SDAR: general + task-type skills)."""
+        source = self.args.privileged_context_source
+        parts = []
+        if "skills" in source and self.skill_bank is not None:
+            parts.append(self.skill_bank.render(episode.task_type))
+        if "facts" in source:
+            parts.append(episode.privileged_facts)
+        row_context = episode.row.get(self.args.privileged_context_column)
+        if isinstance(row_context, str):
+            parts.append(row_context)
+        return "\n\n".join(part for part in parts if part)
+
+    def _agent_build_batch(self, result: RolloutResult) -> dict[str, Any]:
+        device = self.accelerator.device
+        steps = list(result.steps)
+        has_samples = bool(steps)
+        if not has_samples:
+            # Every trajectory of this process failed at reset: one masked dummy sample keeps this process's
+            # forward/backward count equal to the others'.
+            pad = self._tokenizer.pad_token_id
+            steps = [_dummy_step(pad)]
+        batch: dict[str, Any] = build_step_batch(steps, pad_token_id=self._tokenizer.pad_token_id, device=device)
+        if not has_samples:
+            batch["completion_mask"].zero_()
+        rewards = compute_step_rewards(result, invalid_action_penalty=self.args.invalid_action_penalty)
+        rewards = torch.tensor(rewards if has_samples else [0.0], dtype=torch.float32)  # (N,)
+        groups = torch.tensor([step.group for step in steps])  # (N,)
+        batch["advantages"] = compute_step_advantages(rewards, groups).to(device) * float(has_samples)  # (N,)
+        mask = batch["completion_mask"]  # (N, C)
+        batch["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
+        input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)  # (N, P + C)
+        attention_mask = torch.cat([batch["prompt_mask"], mask], dim=1)  # (N, P + C)
+        logits_to_keep = batch["completion_ids"].size(1)
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            if self.args.gradient_accumulation_steps % generate_every != 0:
+                # The samples outlive this optimizer step (TRL's rule): keep the rollout-time log-probs.
+                batch["old_per_token_logps"] = self._get_per_token_logps_and_entropies(
+                    self.model, input_ids, attention_mask, logits_to_keep, batch_size=self._forward_batch_size()
+                )[0]  # (N, C)
+            if self.beta != 0.0:
+                batch["ref_per_token_logps"] = self._agent_reference_logps(input_ids, attention_mask, logits_to_keep)
+        if self.use_vllm and self.vllm_importance_sampling_correction:
+            # Agent mode does not keep vLLM's sampling log-probs yet: no correction (ratio 1); see docs/deviations.md.
+            batch["importance_sampling_ratio"] = torch.ones_like(mask, dtype=torch.float32)  # (N, C)
+        if self.args.needs_teacher:
+            episodes = {episode.trajectory: episode for episode in result.episodes}
+            contexts = [self._agent_context(episodes[step.trajectory]) if has_samples else "" for step in steps]
+            prefixes = [self._render_prefix(context) for context in contexts]
+            teacher_logps = self._compute_teacher_logps(batch, prefixes)  # (N, C)
+            batch["teacher_per_token_logps"] = teacher_logps
+            if not self.args.distill_empty_context:
+                batch["teacher_row_mask"] = torch.tensor(
+                    [prefix != "" for prefix in prefixes], dtype=mask.dtype, device=device
+                )  # (N,)
+            if self.args.rlsd_weight > 0:
+                self._apply_rlsd(batch, teacher_logps)
+        return batch
+
+    def _agent_reference_logps(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int
+    ) -> torch.Tensor:
+        """(N, C) log-probs under TRL's reference (its ref model, or the PEFT model with the adapter disabled)."""
+        if self.ref_model is not None:
+            return self._get_per_token_logps_and_entropies(
+                self.ref_model, input_ids, attention_mask, logits_to_keep, batch_size=self._forward_batch_size()
+            )[0]
+        model = self.accelerator.unwrap_model(self.model)
+        with use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None):
+            return self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, logits_to_keep, batch_size=self._forward_batch_size()
+            )[0]
+
+    def _agent_slices(self, batch: dict[str, Any]) -> list[dict[str, Any]]:
+        """Shuffle the step samples and split them into `steps_per_generation` slices (one per accumulation step)."""
+        num = batch["prompt_ids"].size(0)
+        order = torch.randperm(num)
+        return [_take_rows(batch, order[list(part)], num) for part in split_rows(num, self.args.steps_per_generation)]
+
+    def _agent_chunks(self, piece: dict[str, Any]) -> list[dict[str, Any]]:
+        """Split one slice into chunks of <= per_device_train_batch_size rows; equal chunk counts on all processes.
+
+        Each chunk carries `agent_loss_weights`: its share of the slice's rows, tokens and distillation tokens,
+        so that the chunk losses add up to the loss TRL (and the distillation term) would compute on the slice.
+        """
+        num = piece["prompt_ids"].size(0)
+        mask = piece["completion_mask"]  # (n, C)
+        distill_mask = self._distill_mask(piece) if "teacher_per_token_logps" in piece else mask  # (n, C)
+        count = math.ceil(num / self.args.per_device_train_batch_size)
+        if self.accelerator.num_processes > 1:
+            count = int(self.accelerator.gather(torch.tensor([count], device=mask.device)).max())
+        count = max(count, 1)
+        totals = (max(num, 1), mask.sum().clamp(min=1), distill_mask.sum().clamp(min=1))
+        chunks = []
+        for part in split_rows(num, count):
+            if len(part) == 0:
+                # Fewer samples here than chunks on another process: a fully masked row keeps backward counts equal.
+                chunk = _take_rows(self._agent_buffer_dummy(piece), torch.tensor([0]), 1)
+                chunk["completion_mask"] = torch.zeros_like(chunk["completion_mask"])
+                chunk["agent_loss_weights"] = {"global": 0.0, "rows": 0.0, "tokens": 0.0, "distill": 0.0}
+            else:
+                index = torch.tensor(list(part))
+                chunk = _take_rows(piece, index, num)
+                chunk["agent_loss_weights"] = {
+                    "global": 1.0,  # TRL already divides by the rollout's token count (num_items_in_batch)
+                    "rows": len(part) / totals[0],
+                    "tokens": mask[index].sum() / totals[1],
+                    "distill": distill_mask[index].sum() / totals[2],
+                }
+            chunks.append(chunk)
+        return chunks
+
+    def _agent_buffer_dummy(self, piece: dict[str, Any]) -> dict[str, Any]:
+        """A slice to copy a dummy row from (this slice, or the first non-empty slice of the buffer)."""
+        if piece["prompt_ids"].size(0) > 0:
+            return piece
+        assert self._agent_buffer is not None  # internal invariant: chunks come from the buffer
+        return next(s for s in self._agent_buffer if s["prompt_ids"].size(0) > 0)
+
+    def _log_env_metrics(self, mode: str, episodes: list[EpisodeRecord]) -> dict[str, float]:
+        """Gather episode outcomes from all processes and append the `env/*` metrics."""
+        light = [dataclasses.replace(episode, row={}) for episode in episodes]
+        if self.accelerator.num_processes > 1:
+            light = gather_object(light)
+        metrics = summarize_episodes(light)
+        for name, value in metrics.items():
+            self._metrics[mode][name].append(value)
+        return metrics
+
+    @contextlib.contextmanager
+    def _sampling_temperature(self, temperature: float) -> Iterator[None]:
+        """Temporarily sample at `temperature` (0 = greedy) in TRL's generation backend."""
+        if self.use_vllm:
+            previous = self.vllm_generation.temperature
+            self.vllm_generation.temperature = temperature
+            try:
+                yield
+            finally:
+                self.vllm_generation.temperature = previous
+            return
+        previous = self.generation_config, self.generation_kwargs
+        kwargs = {**self.generation_kwargs, "do_sample": temperature > 0, "temperature": temperature or None}
+        if temperature == 0:
+            kwargs.update(top_p=None, top_k=None, min_p=None)
+        self.generation_config, self.generation_kwargs = GenerationConfig(**kwargs, disable_compile=True), kwargs
+        try:
+            yield
+        finally:
+            self.generation_config, self.generation_kwargs = previous
+
+    def evaluate(
+        self,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "eval",
+    ) -> dict[str, float]:
+        """Agent mode: play every eval task once (at `eval_temperature`) and log `eval_env/*`; else TRL's evaluate."""
+        if self.env_factory is None:
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        dataset = self.eval_dataset if eval_dataset is None else eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate() needs eval tasks: pass eval_dataset= here or to SDARTrainer(...).")
+        if isinstance(dataset, dict):
+            metrics: dict[str, float] = {}
+            for name, split in dataset.items():
+                metrics.update(self.evaluate(split, ignore_keys, f"{metric_key_prefix}_{name}"))
+            return metrics
+        start = time.perf_counter()
+        rows = [dict(row) for row in dataset]
+        local = rows[self.accelerator.process_index :: self.accelerator.num_processes]
+        width = self.args.per_device_eval_batch_size
+        num_batches = math.ceil(len(local) / width)
+        if self.accelerator.num_processes > 1:
+            counts = self.accelerator.gather(torch.tensor([num_batches], device=self.accelerator.device))
+            num_batches = int(counts.max())
+        was_training = self.model.training
+        self.model.eval()
+        episodes: list[EpisodeRecord] = []
+        try:
+            with self._sampling_temperature(self.args.eval_temperature):
+                for index in range(num_batches):
+                    batch = local[index * width : (index + 1) * width]
+                    episodes.extend(self._agent_play(batch, list(range(len(batch)))).episodes)
+            light = [dataclasses.replace(episode, row={}) for episode in episodes]
+            if self.accelerator.num_processes > 1:
+                light = gather_object(light)
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in summarize_episodes(light).items()}
+            metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
+            self.log(metrics)  # in eval mode, so TRL's log() adds no train metrics to this record
+        finally:
+            self.model.train(was_training)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
     # ------------------------------------------------------------------ loss
     def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, *args: Any, **kwargs: Any):
         result = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
@@ -325,8 +687,11 @@ class SDARTrainer(GRPOTrainer):
         return_outputs: bool = False,
         num_items_in_batch: Any = None,
     ) -> torch.Tensor:
+        # Agent mode trains a slice of step samples in several chunks; each chunk's share of the slice loss.
+        weights = inputs.get("agent_loss_weights")
+        trl_weight = 1.0 if weights is None else weights[_TRL_LOSS_WEIGHT_KIND[self.loss_type]]
         if self.args.distill_coef == 0:
-            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch) * trl_weight
         if not self.args.use_policy_loss:
             # Zero advantages null every TRL policy-gradient loss while keeping its KL term and entropy bonus.
             inputs = {**inputs, "advantages": torch.zeros_like(inputs["advantages"])}
@@ -343,15 +708,21 @@ class SDARTrainer(GRPOTrainer):
                 "sdar_trl/_compat.py."
             )
         student_logps = captured[0]  # (B, C) with grad
-        mask = self._sampled_token_mask(inputs)  # (B, C)
-        if "teacher_row_mask" in inputs:
-            mask = mask * inputs["teacher_row_mask"].unsqueeze(-1)  # rows without privileged context
+        mask = self._distill_mask(inputs)  # (B, C)
         distill, stats = self._distill_term(student_logps, inputs, mask)
         mode = "train" if self.model.training else "eval"
         # TRL's loss is already divided by the accumulation steps (loss_is_scaled_for_ga); match it.
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         self._log_sdar_stats(mode, {"distill_loss": distill.detach(), **stats}, mask)
-        return loss + self.args.distill_coef * distill / normalizer
+        distill_weight = 1.0 if weights is None else weights["distill"]
+        return loss * trl_weight + self.args.distill_coef * distill / normalizer * distill_weight
+
+    def _distill_mask(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """(B, C) tokens of the distillation term: sampled tokens of rows that have a privileged context."""
+        mask = self._sampled_token_mask(inputs)  # (B, C)
+        if "teacher_row_mask" in inputs:
+            mask = mask * inputs["teacher_row_mask"].unsqueeze(-1)  # rows without privileged context
+        return mask
 
     def _distill_term(
         self, student_logps: torch.Tensor, inputs: dict[str, Any], mask: torch.Tensor
@@ -385,3 +756,114 @@ class _EMAUpdateCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.global_step % self.every == 0:
             self.ema.update()
+
+
+#: How each TRL loss type normalises a micro-batch, hence which share of a slice a chunk's loss must be weighted by:
+#: global token normalisers (num_items_in_batch) need no weight; per-micro-batch token means weigh by tokens;
+#: per-sequence means weigh by rows.
+_TRL_LOSS_WEIGHT_KIND: dict[str, str] = {
+    "dapo": "global",
+    "cispo": "global",
+    "vespo": "global",
+    "bnpo": "tokens",
+    "grpo": "rows",
+    "sapo": "rows",
+    "dr_grpo": "rows",
+    "luspo": "rows",
+}
+
+
+def _environment_reward(*args: Any, **kwargs: Any) -> list[float]:
+    """Placeholder reward function: in agent mode rewards come from the environment, never from here."""
+    raise RuntimeError("agent mode computes rewards from the environment; this placeholder must never be called.")
+
+
+def _check_agent_arguments(
+    args: SDARConfig,
+    *,
+    env_factory: Any,
+    skill_bank: Any,
+    reward_funcs: Any,
+    tools: Any,
+    rollout_func: Any,
+    environment_factory: Any,
+) -> list[Callable[..., Any]]:
+    """Validate the agent-mode arguments before TRL builds anything; returns the placeholder reward function."""
+    if not callable(env_factory):
+        raise TypeError(
+            f"env_factory must be a callable returning an environment (e.g. the class MyEnv), got {env_factory!r}."
+        )
+    for name, value in (("reward_funcs", reward_funcs), ("tools", tools), ("rollout_func", rollout_func)):
+        if value is not None:
+            raise ValueError(
+                f"{name} cannot be combined with env_factory: in agent mode the environment owns the episode and its "
+                f"reward. Drop {name}=..., or drop env_factory to train single-turn."
+            )
+    if environment_factory is not None:
+        raise ValueError(
+            "environment_factory (TRL's tool-calling environments, one row per episode) and env_factory (SDAR's "
+            "step-level agent mode) are different mechanisms; pass only one. See docs/agents.md."
+        )
+    if skill_bank is not None and not isinstance(skill_bank, SkillBank):
+        raise TypeError(f"skill_bank must be a sdar_trl.SkillBank, got {type(skill_bank).__name__}.")
+    if args.needs_privileged_context and args.privileged_context_source == "skills" and skill_bank is None:
+        raise ValueError(
+            f"method={args.method!r} needs a privileged context for the teacher, but no skill_bank was given and "
+            "privileged_context_source='skills'. Pass skill_bank=SkillBank.load(path) (or SkillBank.from_package("
+            "'webshop') for a built-in environment), set privileged_context_source='facts', or use method='grpo'."
+        )
+    if args.loss_type not in _TRL_LOSS_WEIGHT_KIND:
+        raise ValueError(
+            f"loss_type={args.loss_type!r} is not supported in agent mode; expected one of "
+            f"{sorted(_TRL_LOSS_WEIGHT_KIND)}."
+        )
+    if _TRL_LOSS_WEIGHT_KIND[args.loss_type] == "global" and (args.entropy_coef != 0 or args.use_adaptive_entropy):
+        raise ValueError(
+            f"loss_type={args.loss_type!r} with an entropy bonus is not supported in agent mode yet (TRL adds the "
+            "bonus per micro-batch, which chunking would over-count). Use loss_type='bnpo' or 'grpo' with the bonus, "
+            "or set entropy_coef=0."
+        )
+    local_rows = args.per_device_train_batch_size * args.steps_per_generation
+    if local_rows % args.num_generations != 0:
+        raise ValueError(
+            f"agent mode plays whole task groups on each process: per_device_train_batch_size × steps_per_generation "
+            f"= {args.per_device_train_batch_size} × {args.steps_per_generation} = {local_rows} trajectories per "
+            f"process must be divisible by num_generations={args.num_generations}. Adjust one of them (e.g. "
+            f"gradient_accumulation_steps or generation_batch_size)."
+        )
+    return [_environment_reward]
+
+
+def _dummy_step(pad_token_id: int) -> StepRecord:
+    return StepRecord(
+        trajectory=-1,
+        group=-1,
+        step=0,
+        prompt="",
+        prompt_ids=[pad_token_id],
+        completion_ids=[pad_token_id],
+        response="",
+        action="",
+        valid=False,
+    )
+
+
+def _take_rows(batch: Mapping[str, Any], index: torch.Tensor, num_rows: int) -> dict[str, Any]:
+    """Rows `index` of every per-row tensor of `batch` (first dim == num_rows); other entries are shared."""
+    out: dict[str, Any] = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.size(0) == num_rows:
+            out[key] = value[index.to(value.device)]
+        else:
+            out[key] = value
+    return out
+
+
+class _CloseEnvironmentsCallback(TrainerCallback):
+    """Closes the agent-mode environment pool when training ends."""
+
+    def __init__(self, trainer: SDARTrainer) -> None:
+        self.trainer = trainer
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.trainer.close_environments()

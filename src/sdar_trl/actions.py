@@ -1,0 +1,102 @@
+"""Parse model responses into environment actions (pure functions; never raise on model output).
+
+Two response formats (ENVIRONMENTS.md, "Common layer"):
+
+- `think_action` (ALFWorld, WebShop): `<think>reasoning</think><action>command</action>`. The
+  response is lower-cased and the text between the first `<action>` and the following `</action>`
+  is the command. The step is *valid* only when a `<think>…</think>` block and both action tags are
+  present. An unparseable response is still sent to the environment (its last 30 characters, as
+  the reference does) so the environment answers as the benchmark would ("Nothing happens.",
+  same page); the step is marked invalid and its reward gets the invalid-action penalty.
+  Admissibility is not checked here: that is the environment's job.
+- `search_answer` (Search-QA): the response is cut after the first `</search>` or `</answer>`; it
+  is valid when exactly one `<search>…</search>` or `<answer>…</answer>` block remains. The action
+  sent to the environment is the tagged block, e.g. `<search>capital of Norway</search>`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "INVALID_TAIL_CHARS",
+    "ParsedAction",
+    "parse_action",
+    "parse_search_answer",
+    "parse_think_action",
+]
+
+#: How much of an unparseable response is forwarded to the environment (the reference sends the tail).
+INVALID_TAIL_CHARS = 30
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+_TAGGED = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
+_CLOSERS = re.compile(r"</(?:search|answer)>")
+
+
+@dataclass(frozen=True)
+class ParsedAction:
+    """The outcome of parsing one response.
+
+    Attributes:
+        action: the string to pass to `env.step` (always a str, possibly empty).
+        valid: whether the response followed the format (invalid steps get the penalty).
+        kind: `"action"`, `"search"` or `"answer"` when valid, else `None`.
+        error: why the response is invalid (`None` when valid); logged, never raised.
+    """
+
+    action: str
+    valid: bool
+    kind: str | None = None
+    error: str | None = None
+
+
+def _as_text(response: object) -> str:
+    # Model outputs are strings, but a broken decoding step must still yield an invalid action, not a crash.
+    if isinstance(response, str):
+        return response
+    if isinstance(response, bytes):
+        return response.decode("utf-8", errors="replace")
+    return "" if response is None else str(response)
+
+
+def parse_think_action(response: object) -> ParsedAction:
+    """Parse a `<think>…</think><action>…</action>` response (ALFWorld / WebShop)."""
+    text = _as_text(response).lower()
+    start = text.find("<action>")
+    end = text.find("</action>", start + len("<action>")) if start != -1 else -1
+    if start == -1 or end == -1:
+        return ParsedAction(text[-INVALID_TAIL_CHARS:].strip(), False, None, "missing <action>…</action>")
+    action = text[start + len("<action>") : end].strip()
+    if _THINK.search(text) is None:
+        return ParsedAction(action, False, None, "missing <think>…</think>")
+    if not action:
+        return ParsedAction(action, False, None, "empty <action></action>")
+    return ParsedAction(action, True, "action", None)
+
+
+def parse_search_answer(response: object) -> ParsedAction:
+    """Parse a Search-R1 response: exactly one `<search>…</search>` or `<answer>…</answer>` block."""
+    text = _as_text(response)
+    closer = _CLOSERS.search(text)
+    if closer is not None:
+        text = text[: closer.end()]  # everything after the first closing tag is ignored, as in Search-R1
+    blocks = _TAGGED.findall(text)
+    if len(blocks) != 1:
+        reason = "no <search>…</search> or <answer>…</answer> block" if not blocks else "more than one block"
+        return ParsedAction(text[-INVALID_TAIL_CHARS:].strip(), False, None, reason)
+    kind, content = blocks[0]
+    content = content.strip()
+    if not content:
+        return ParsedAction(f"<{kind}></{kind}>", False, None, f"empty <{kind}></{kind}>")
+    return ParsedAction(f"<{kind}>{content}</{kind}>", True, kind, None)
+
+
+def parse_action(response: object, action_format: str) -> ParsedAction:
+    """Dispatch on `action_format` (`"think_action"` or `"search_answer"`)."""
+    if action_format == "think_action":
+        return parse_think_action(response)
+    if action_format == "search_answer":
+        return parse_search_answer(response)
+    raise ValueError(f"unknown action_format {action_format!r}; expected 'think_action' or 'search_answer'.")
