@@ -610,3 +610,21 @@ def test_property_rlsd_finite(batch, scale, weight, clip_eps, per_token):
     assert (out.abs() <= bound).all()
     assert (out * seq.unsqueeze(-1) >= 0).all()
     assert torch.equal(out[~mask.bool()], torch.zeros_like(out[~mask.bool()]))
+
+
+def test_step_advantages_group_across_steps_hand_computed():
+    from sdar_trl.loss import compute_step_advantages
+
+    # Group 0: trajectory A (2 steps, reward 1) and B (2 steps, reward -0.1: invalid steps). Mean 0.45, deviations
+    # ±0.55, Bessel std sqrt(4 · 0.3025 / 3) = 0.635085 -> A = ±0.866025. Group 7 has a single sample: A = r.
+    rewards = torch.tensor([1.0, -0.1, 1.0, -0.1, 3.0])
+    groups = torch.tensor([0, 0, 0, 0, 7])
+    advantages = compute_step_advantages(rewards, groups)
+    expected = torch.tensor([0.866025, -0.866025, 0.866025, -0.866025, 3.0])
+    torch.testing.assert_close(advantages, expected, atol=1e-5, rtol=0)
+    # All-equal rewards: zero advantages (std 0, eps keeps it finite).
+    torch.testing.assert_close(
+        compute_step_advantages(torch.ones(3), torch.zeros(3, dtype=torch.long)), torch.zeros(3)
+    )
+    with pytest.raises(ValueError, match="same length"):
+        compute_step_advantages(torch.ones(3), torch.zeros(2, dtype=torch.long))

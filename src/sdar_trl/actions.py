@@ -10,7 +10,8 @@ Two response formats (ENVIRONMENTS.md, "Common layer"):
   same page); the step is marked invalid and its reward gets the invalid-action penalty.
   Admissibility is not checked here: that is the environment's job.
 - `search_answer` (Search-QA): the response is cut after the first `</search>` or `</answer>`; it
-  is valid when exactly one `<search>…</search>` or `<answer>…</answer>` block remains. The action
+  is valid when exactly one `<search>…</search>` or `<answer>…</answer>` block (and no other opening
+  tag) remains. The action
   sent to the environment is the tagged block, e.g. `<search>capital of Norway</search>`.
 """
 
@@ -83,7 +84,8 @@ def parse_search_answer(response: object) -> ParsedAction:
     if closer is not None:
         text = text[: closer.end()]  # everything after the first closing tag is ignored, as in Search-R1
     blocks = _TAGGED.findall(text)
-    if len(blocks) != 1:
+    openings = text.count("<search>") + text.count("<answer>")
+    if len(blocks) != 1 or openings != 1:
         reason = "no <search>…</search> or <answer>…</answer> block" if not blocks else "more than one block"
         return ParsedAction(text[-INVALID_TAIL_CHARS:].strip(), False, None, reason)
     kind, content = blocks[0]

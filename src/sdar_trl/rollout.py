@@ -82,11 +82,10 @@ DEFAULT_PROMPT_TEMPLATES: dict[str, str] = {
 
 
 def truncate_observation(text: str, max_chars: int | None) -> str:
-    """Keep the last `max_chars` characters of `text`, marking the cut (newest text is kept, as in logs)."""
+    """Keep the last `max_chars` characters of `text` behind `TRUNCATION_MARKER` (the newest text matters most)."""
     if max_chars is None or len(text) <= max_chars:
         return text
-    keep = max(max_chars - len(TRUNCATION_MARKER), 0)
-    return TRUNCATION_MARKER + (text[-keep:] if keep else "")
+    return TRUNCATION_MARKER + text[-max_chars:] if max_chars > 0 else TRUNCATION_MARKER
 
 
 def render_history(history: Sequence[tuple[str, str]], *, first_step: int) -> str:

@@ -16,7 +16,7 @@ model = build_tiny_model(tokenizer, architecture="qwen3")
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -24,7 +24,15 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
 
-__all__ = ["SPECIAL_TOKENS", "build_tiny_model", "build_tiny_tokenizer", "load_qwen3_chat_template", "save_tiny"]
+__all__ = [
+    "SPECIAL_TOKENS",
+    "ScriptedEnv",
+    "build_tiny_model",
+    "build_tiny_tokenizer",
+    "load_qwen3_chat_template",
+    "patch_generation",
+    "save_tiny",
+]
 
 #: Special tokens of the Qwen chat format (plus the reasoning/action tags agents emit), each a single id.
 SPECIAL_TOKENS: tuple[str, ...] = (
@@ -172,3 +180,97 @@ def save_tiny(path: str | Path, *, architecture: Literal["qwen2", "qwen3"] = "qw
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+class ScriptedEnv:
+    """A configurable fake `AgentEnvironment` for tests (in the spirit of Gymnasium's test envs).
+
+    Every episode lasts `length` steps (or until the action `win`, which wins with reward `win_reward`).
+    Observations are `"obs <seed>-<t>"`, the task is `"task <seed>"`, the task type `"type<seed % 2>"`,
+    the admissible actions `["go", "win"]`. Fault injection: `fail_on_step=k` raises on the k-th step
+    (1-based); `garbage_on_step=k` returns malformed values (a non-str observation) on the k-th step;
+    `fail_on_reset=True` raises in `reset`.
+    """
+
+    action_format = "think_action"
+
+    def __init__(
+        self,
+        *,
+        length: int = 3,
+        win_reward: float = 1.0,
+        fail_on_step: int | None = None,
+        garbage_on_step: int | None = None,
+        fail_on_reset: bool = False,
+        long_observation: int = 0,
+    ) -> None:
+        self.length = length
+        self.max_episode_steps = length
+        self.win_reward = win_reward
+        self.fail_on_step = fail_on_step
+        self.garbage_on_step = garbage_on_step
+        self.fail_on_reset = fail_on_reset
+        self.long_observation = long_observation
+        self.seed: int | None = None
+        self.t = 0
+        self.actions: list[str] = []
+        self.close_calls = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[str, dict]:
+        if self.fail_on_reset:
+            raise RuntimeError("scripted reset failure")
+        self.seed, self.t, self.actions = (0 if seed is None else seed), 0, []
+        info = {"task": f"task {self.seed}", "task_type": f"type{self.seed % 2}", "admissible_actions": ["go", "win"]}
+        return self._obs(), info
+
+    def step(self, action: str) -> tuple:
+        if self.seed is None:
+            from .environments.base import ResetNeededError
+
+            raise ResetNeededError("ScriptedEnv.step() before reset()")
+        self.t += 1
+        self.actions.append(action)
+        if self.fail_on_step == self.t:
+            raise RuntimeError(f"scripted failure on step {self.t}")
+        if self.garbage_on_step == self.t:
+            return (["not", "a", "string"], "NaN", None, None, [])
+        won = action == "win"
+        done = won or self.t >= self.length
+        info = {"won": won, "admissible_actions": ["go", "win"]}
+        return self._obs(), (self.win_reward if won else 0.0), won, done and not won, info
+
+    def close(self) -> None:
+        self.close_calls += 1
+
+    def privileged_facts(self) -> str:
+        return f"The answer to task {self.seed} is win."
+
+    def _obs(self) -> str:
+        return f"obs {self.seed}-{self.t}" + ("x" * self.long_observation)
+
+
+def patch_generation(trainer: object, respond: Callable[[str, int, int], str]) -> list[str]:
+    """Replace the trainer's batched generation by a scripted "model" (for agent-mode tests).
+
+    `respond(prompt_text, call_index, position)` returns the response text for one prompt (`prompt_text`
+    is the chat-templated prompt, `call_index` counts generation calls from 0, `position` is the prompt's
+    index within the call). The response is tokenized and
+    terminated with EOS, so everything after generation (decoding, parsing, log-probs) runs for real.
+    Returns the list that records every prompt text seen, in order.
+    """
+    tokenizer = trainer.processing_class  # type: ignore[attr-defined]
+    seen: list[str] = []
+    calls = [0]
+
+    def generate(prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        completions = []
+        for position, ids in enumerate(prompt_ids):
+            text = tokenizer.decode(ids)
+            seen.append(text)
+            completion = tokenizer(respond(text, calls[0], position), add_special_tokens=False)["input_ids"]
+            completions.append([*completion, tokenizer.eos_token_id])
+        calls[0] += 1
+        return completions, None
+
+    trainer._generate_single_turn = generate  # type: ignore[attr-defined]
+    return seen

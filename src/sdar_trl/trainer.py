@@ -475,7 +475,9 @@ class SDARTrainer(GRPOTrainer):
         prompt_ids, _, _ = self._tokenize_prompts(conversations)
         completion_ids, _ = self._generate_single_turn(prompt_ids, None, {}, 1)
         prompt_ids, completion_ids = [list(p) for p in prompt_ids[:count]], [list(c) for c in completion_ids[:count]]
-        texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+        # Keep special tokens such as <think> (special in some tokenizers): drop only the trailing EOS/padding.
+        stop_ids = {*self.eos_token_ids, self._tokenizer.pad_token_id}
+        texts = [self._tokenizer.decode(_strip_trailing(ids, stop_ids)) for ids in completion_ids]
         return list(zip(prompt_ids, completion_ids, texts, strict=True))
 
     def _agent_context(self, episode: EpisodeRecord) -> str:
@@ -832,6 +834,13 @@ def _check_agent_arguments(
             f"gradient_accumulation_steps or generation_batch_size)."
         )
     return [_environment_reward]
+
+
+def _strip_trailing(ids: list[int], stop_ids: set[int]) -> list[int]:
+    end = len(ids)
+    while end and ids[end - 1] in stop_ids:
+        end -= 1
+    return ids[:end]
 
 
 def _dummy_step(pad_token_id: int) -> StepRecord:

@@ -1,0 +1,283 @@
+"""Agent mode of SDARTrainer: scripted environments and "models", and real tiny-model training on CPU."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+
+from sdar_trl import SDARConfig, SDARTrainer
+from sdar_trl.environments.toy import KeyDoorEnv
+from sdar_trl.skills import SkillBank
+from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation
+
+SDAR_METRICS = ("sdar/gate_mean", "sdar/gate_active_ratio", "sdar/teacher_gap_mean", "sdar/distill_loss")
+ENV_METRICS = ("env/success", "env/invalid_action_rate", "env/episode_length", "env/errors")
+BANK = SkillBank.from_dict(
+    {
+        "general_skills": [{"title": "Finish", "principle": "Say win when ready.", "when_to_apply": "Always."}],
+        "task_specific_skills": {
+            "type0": [{"title": "Even", "principle": "Even tasks end with win.", "when_to_apply": "type0."}],
+            "unlock": [{"title": "Key", "principle": "Take the key first.", "when_to_apply": "Doors."}],
+        },
+    }
+)
+GO = "<think>go on</think><action>go</action>"
+WIN = "<think>finish</think><action>win</action>"
+
+
+def agent_args(tmp_path, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=12,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to="none",
+        bf16=False,
+        seed=0,
+        save_strategy="no",
+        disable_tqdm=True,
+        max_steps_per_episode=3,
+    )
+    kwargs.update(overrides)
+    return SDARConfig(**kwargs)
+
+
+def make_agent_trainer(tmp_path, tokenizer, *, env_factory=ScriptedEnv, skill_bank=BANK, dataset=None, **config):
+    tasks = dataset if dataset is not None else Dataset.from_list([{"seed": i} for i in range(8)])
+    return SDARTrainer(
+        build_tiny_model(tokenizer),
+        args=agent_args(tmp_path, **config),
+        train_dataset=tasks,
+        processing_class=tokenizer,
+        env_factory=env_factory,
+        skill_bank=skill_bank,
+    )
+
+
+def respond_by_script(script):
+    """script[call][position] -> response text."""
+    return lambda text, call, position: script[call][position]
+
+
+# ---------------------------------------------------------------------------------------------- scripted
+def test_scripted_batch_samples_advantages_masks_and_teacher_prompt(tmp_path, tiny_tokenizer):
+    trainer = make_agent_trainer(tmp_path, tiny_tokenizer, env_factory=lambda: ScriptedEnv(length=2))
+    # Task 4 (two copies, group 0): copy 0 wins at step 2; copy 1 answers garbage then go (2 steps, no win).
+    # Task 5 (group 1): both copies go, go (no win).
+    script = [[GO, "garbage", GO, GO], [WIN, GO, GO, GO]]
+    prompts = patch_generation(trainer, respond_by_script(script))
+    teacher_inputs = []
+    original = trainer._get_per_token_logps_and_entropies
+
+    def recording(model, input_ids, attention_mask, *args, **kwargs):
+        teacher_inputs.append((input_ids.clone(), attention_mask.clone()))
+        return original(model, input_ids, attention_mask, *args, **kwargs)
+
+    trainer._get_per_token_logps_and_entropies = recording
+    rows = [{"seed": 4}, {"seed": 4}, {"seed": 5}, {"seed": 5}]
+    batch = trainer._agent_generate_and_score(rows)
+
+    # 4 trajectories × 2 steps = 8 samples, ordered by step then trajectory.
+    assert len(prompts) == 8 and batch["prompt_ids"].shape[0] == 8
+    # Rewards (penalty 0.1): group 0 = [1, -0.1 (invalid), 1, 0] -> mean 0.475, Bessel std sqrt(1.1075 / 3).
+    # Group 1 = four zeros -> advantages 0.
+    g0 = torch.tensor([1.0, -0.1, 1.0, 0.0])
+    expected0 = (g0 - g0.mean()) / (g0.std() + 1e-6)
+    advantages = batch["advantages"]
+    torch.testing.assert_close(advantages[[0, 1, 4, 5]], expected0)
+    torch.testing.assert_close(advantages[[2, 3, 6, 7]], torch.zeros(4))
+    torch.testing.assert_close(expected0, torch.tensor([0.86407, -0.94636, 0.86407, -0.78177]), atol=1e-4, rtol=0)
+
+    # Completion masks cover exactly the scripted response tokens + EOS.
+    for row, text in enumerate([GO, "garbage", GO, GO, WIN, GO, GO, GO]):
+        expected_ids = [*tiny_tokenizer(text, add_special_tokens=False)["input_ids"], tiny_tokenizer.eos_token_id]
+        mask = batch["completion_mask"][row].bool()
+        assert batch["completion_ids"][row][mask].tolist() == expected_ids
+
+    # Exact teacher prompt: header + general & task-type skills + separator + the student's templated prompt.
+    ((teacher_ids, teacher_mask),) = teacher_inputs  # GA=1 and beta=0: the teacher forward is the only one
+    for row, task_type in [(0, "type0"), (2, "type1")]:
+        ids = teacher_ids[row][teacher_mask[row].bool()].tolist()
+        prefix = "[Privileged Skill Information]\n" + BANK.render(task_type) + "\n\n"
+        student = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()].tolist()
+        completion = batch["completion_ids"][row][batch["completion_mask"][row].bool()].tolist()
+        assert ids == tiny_tokenizer(prefix, add_special_tokens=False)["input_ids"] + student + completion
+    assert "Even tasks end with win." in tiny_tokenizer.decode(teacher_ids[0])
+    assert "Even tasks end with win." not in tiny_tokenizer.decode(teacher_ids[2])  # type1 gets general only
+    assert "Say win when ready." in tiny_tokenizer.decode(teacher_ids[2])
+    assert batch["teacher_per_token_logps"].shape == batch["completion_ids"].shape
+    assert batch["teacher_row_mask"].tolist() == [1] * 8
+    # The student never sees the skills.
+    assert all("Privileged" not in p and "Say win" not in p for p in prompts)
+
+
+def test_history_window_in_trainer_prompts(tmp_path, tiny_tokenizer):
+    trainer = make_agent_trainer(
+        tmp_path, tiny_tokenizer, env_factory=lambda: ScriptedEnv(length=4), history_length=1, max_steps_per_episode=4
+    )
+    prompts = patch_generation(trainer, lambda text, call, position: GO)
+    trainer._agent_generate_and_score([{"seed": 2}, {"seed": 2}])
+    last = prompts[-1]  # step 4 of copy 1
+    assert "[Observation 3: 'obs 2-2', Action 3: 'go']" in last
+    assert "Observation 2" not in last and "obs 2-3" in last
+    assert last.startswith("<|im_start|>user\n") and last.endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo", "bnpo"])
+def test_chunked_gradients_equal_unchunked(tmp_path, tiny_tokenizer, loss_type):
+    trainer = make_agent_trainer(
+        tmp_path, tiny_tokenizer, env_factory=lambda: ScriptedEnv(length=3), loss_type=loss_type
+    )
+    script = [[GO, "bad", GO, GO], ["<think>x</think><action>go to</action>", WIN, GO, "x"], [GO, GO, WIN]]
+    patch_generation(trainer, respond_by_script(script))
+    batch = trainer._agent_generate_and_score([{"seed": 0}, {"seed": 0}, {"seed": 1}, {"seed": 1}])
+    assert batch["prompt_ids"].shape[0] > 4  # several chunks are needed below
+    trainer._agent_buffer = [batch]
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train() in a real run
+
+    def gradients(chunk_size):
+        trainer.args.per_device_train_batch_size = chunk_size
+        trainer.model.zero_grad()
+        chunks = trainer._agent_chunks(batch)
+        for chunk in chunks:
+            trainer.compute_loss(trainer.model, chunk).backward()
+        return len(chunks), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+
+    whole_count, whole = gradients(64)
+    chunked_count, chunked = gradients(2)
+    assert whole_count == 1 and chunked_count > 3
+    for a, b in zip(whole, chunked, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_environment_errors_are_counted_not_raised(tmp_path, tiny_tokenizer):
+    trainer = make_agent_trainer(tmp_path, tiny_tokenizer, env_factory=lambda: ScriptedEnv(length=3, fail_on_step=2))
+    patch_generation(trainer, lambda text, call, position: GO)
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "env/errors" in entry]
+    assert logs and all(entry["env/errors"] == 4 for entry in logs)  # every trajectory failed on step 2
+
+
+def test_skill_grpo_shows_skills_to_the_student(tmp_path, tiny_tokenizer):
+    trainer = make_agent_trainer(tmp_path, tiny_tokenizer, method="skill_grpo")
+    prompts = patch_generation(trainer, lambda text, call, position: WIN)
+    batch = trainer._agent_generate_and_score([{"seed": 0}, {"seed": 0}])
+    assert all("[Privileged Skill Information]\n1. Finish" in p for p in prompts)
+    assert "teacher_per_token_logps" not in batch
+
+
+def test_oracle_facts_as_privileged_context(tmp_path, tiny_tokenizer):
+    trainer = make_agent_trainer(tmp_path, tiny_tokenizer, skill_bank=None, privileged_context_source="facts")
+    patch_generation(trainer, lambda text, call, position: WIN)
+    episode = trainer._agent_play([{"seed": 3}], [0]).episodes[0]
+    assert trainer._agent_context(episode) == "The answer to task 3 is win."
+
+
+# ---------------------------------------------------------------------------------------------- errors
+@pytest.mark.parametrize(
+    ("kwargs", "config", "match"),
+    [
+        ({"reward_funcs": lambda **k: [0.0]}, {}, "reward_funcs cannot be combined with env_factory"),
+        ({"environment_factory": ScriptedEnv}, {}, "different mechanisms"),
+        ({"skill_bank": None}, {}, "no skill_bank was given"),
+        ({"skill_bank": {"general_skills": []}}, {}, "skill_bank must be a sdar_trl.SkillBank"),
+        ({}, {"entropy_coef": 0.01}, "entropy bonus is not supported"),
+        ({"env_factory": lambda: object()}, {}, "lacks \\['reset', 'step', 'close'\\]"),
+        ({"env_factory": "webshop-mini"}, {}, "env_factory must be a callable"),
+    ],
+)
+def test_bad_agent_arguments(tmp_path, tiny_tokenizer, kwargs, config, match):
+    arguments = {"env_factory": ScriptedEnv, "skill_bank": BANK, **kwargs}
+    with pytest.raises((ValueError, TypeError), match=match):
+        SDARTrainer(
+            build_tiny_model(tiny_tokenizer),
+            args=agent_args(tmp_path, **config),
+            train_dataset=Dataset.from_list([{"seed": 0}] * 4),
+            processing_class=tiny_tokenizer,
+            **arguments,
+        )
+
+
+def test_each_process_must_hold_whole_task_groups(tmp_path):
+    from sdar_trl.trainer import _check_agent_arguments
+
+    args = agent_args(tmp_path)
+    args.num_generations = 3  # as if 2 processes shared a generation batch of 12 (TRL checks only the global size)
+    with pytest.raises(ValueError, match="4 × 1 = 4 trajectories per process must be divisible by num_generations=3"):
+        _check_agent_arguments(
+            args, env_factory=ScriptedEnv, skill_bank=BANK, reward_funcs=None, tools=None, rollout_func=None,
+            environment_factory=None,
+        )  # fmt: skip
+
+
+def test_skill_bank_without_env_factory_is_rejected(tmp_path, tiny_tokenizer):
+    with pytest.raises(ValueError, match="skill_bank is used in agent mode only"):
+        SDARTrainer(
+            build_tiny_model(tiny_tokenizer),
+            reward_funcs=lambda completions, **k: [0.0] * len(completions),
+            args=agent_args(tmp_path, method="grpo"),
+            train_dataset=Dataset.from_list([{"prompt": "hi"}] * 4),
+            processing_class=tiny_tokenizer,
+            skill_bank=BANK,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- real model
+@pytest.mark.integration
+def test_end_to_end_training_and_evaluation(tmp_path, tiny_tokenizer):
+    tasks = Dataset.from_list([{"seed": i} for i in range(16)])
+    trainer = SDARTrainer(
+        build_tiny_model(tiny_tokenizer),
+        args=agent_args(tmp_path, max_steps=3, per_device_eval_batch_size=4),
+        train_dataset=tasks,
+        eval_dataset=tasks.select(range(6)),
+        processing_class=tiny_tokenizer,
+        env_factory=KeyDoorEnv,
+        skill_bank=BANK,
+    )
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    train_logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(train_logs) == 3
+    for entry in train_logs:
+        for key in (*SDAR_METRICS, *ENV_METRICS):
+            assert key in entry, key
+        assert entry["env/episodes"] == 4
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    metrics = trainer.evaluate()
+    assert metrics["eval_env/episodes"] == 6
+    for key in ("eval_env/success", "eval_env/invalid_action_rate", "eval_env/episode_length"):
+        assert key in metrics and key in trainer.state.log_history[-1]
+    assert any(key.startswith("eval_env/success/") for key in metrics)
+    assert trainer.model.training  # evaluate() restores train mode
+
+
+@pytest.mark.integration
+def test_resume_from_checkpoint_continues_identically(tmp_path, tiny_tokenizer):
+    def run(output_dir, resume=None):
+        trainer = SDARTrainer(
+            build_tiny_model(tiny_tokenizer),
+            args=agent_args(output_dir, max_steps=3, save_strategy="steps", save_steps=2),
+            train_dataset=Dataset.from_list([{"seed": i} for i in range(16)]),
+            processing_class=tiny_tokenizer,
+            env_factory=KeyDoorEnv,
+            skill_bank=BANK,
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return {entry["step"]: entry for entry in trainer.state.log_history if "loss" in entry}
+
+    full = run(tmp_path / "full")
+    resumed = run(tmp_path / "resumed_copy", resume=str(tmp_path / "full" / "checkpoint-2"))
+    assert set(resumed) == {1, 2, 3}  # steps 1-2 come from the checkpoint's trainer state
+    assert resumed[2] == full[2]
+    for key in ("loss", "grad_norm", "sdar/distill_loss", "env/invalid_action_rate"):
+        assert resumed[3][key] == pytest.approx(full[3][key], rel=1e-5, abs=1e-9), key
+    state = json.loads((tmp_path / "full" / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
