@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent / "scripts" / "distributed_smoke.py"
+SCRIPTS = Path(__file__).parent / "scripts"
 
 
-@pytest.mark.integration
-def test_two_process_run_gathers_sdar_metrics(tmp_path):
+def _run_two_processes(script: Path, tmp_path: Path) -> dict:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun is not installed")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
     completed = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(SCRIPT), str(tmp_path)],
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script), str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,
@@ -31,7 +30,12 @@ def test_two_process_run_gathers_sdar_metrics(tmp_path):
     )
     lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
     assert completed.returncode == 0 and len(lines) == 1, completed.stderr[-3000:]
-    result = json.loads(lines[0].removeprefix("RESULT "))
+    return json.loads(lines[0].removeprefix("RESULT "))
+
+
+@pytest.mark.integration
+def test_two_process_run_gathers_sdar_metrics(tmp_path):
+    result = _run_two_processes(SCRIPTS / "distributed_smoke.py", tmp_path)
     assert result["num_processes"] == 2
     records, local = result["records"], result["local_stats"]
     assert len(records) == 2 and len(local) == 4  # 2 steps x 2 processes, one micro-batch each
@@ -41,6 +45,21 @@ def test_two_process_run_gathers_sdar_metrics(tmp_path):
         for name in ("gate_mean", "gate_active_ratio", "teacher_gap_mean", "distill_loss"):
             expected = sum(s[name] * s["count"] for s in shards) / total
             assert record[f"sdar/{name}"] == pytest.approx(expected, rel=1e-5, abs=1e-7), (step, name)
+
+
+@pytest.mark.integration
+def test_two_process_agent_mode_keeps_processes_in_lockstep(tmp_path):
+    result = _run_two_processes(SCRIPTS / "distributed_agent.py", tmp_path)
+    ranks = sorted(result["per_rank"], key=lambda r: r["rank"])
+    # The processes held different numbers of step samples (different episode lengths) ...
+    assert ranks[0]["samples"] != ranks[1]["samples"]
+    # ... yet ran the same number of forward/backward chunks in every accumulation step (no hang, no drift).
+    assert ranks[0]["per_step"] == ranks[1]["per_step"] and len(ranks[0]["per_step"]) == 4
+    logs = result["logs"]
+    assert len(logs) == 2
+    for entry in logs:
+        assert entry["env/episodes"] == 8  # 2 tasks × 2 copies per process, gathered over both processes
+        assert "sdar/gate_mean" in entry
 
 
 def _free_port() -> int:

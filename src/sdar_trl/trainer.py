@@ -561,44 +561,52 @@ class SDARTrainer(GRPOTrainer):
         return [_take_rows(batch, order[list(part)], num) for part in split_rows(num, self.args.steps_per_generation)]
 
     def _agent_chunks(self, piece: dict[str, Any]) -> list[dict[str, Any]]:
-        """Split one slice into chunks of <= per_device_train_batch_size rows; equal chunk counts on all processes.
+        """Split one slice into chunks of <= per_device_train_batch_size rows.
 
-        Each chunk carries `agent_loss_weights`: its share of the slice's rows, tokens and distillation tokens,
-        so that the chunk losses add up to the loss TRL (and the distillation term) would compute on the slice.
+        Under multi-process training every process gets the same number of chunks with the same number of rows
+        (TRL gathers per-row metrics inside its loss, and DDP needs equal backward counts): short chunks are padded
+        with fully masked copies of a row, which add nothing to any loss. Each chunk carries `agent_loss_weights`,
+        its share of the slice, so the chunk losses add up to what TRL (and the distillation term) would compute on
+        the whole slice: rows (incl. padding, which TRL's per-sequence means divide by), tokens, distillation tokens.
         """
         num = piece["prompt_ids"].size(0)
         mask = piece["completion_mask"]  # (n, C)
         distill_mask = self._distill_mask(piece) if "teacher_per_token_logps" in piece else mask  # (n, C)
-        count = math.ceil(num / self.args.per_device_train_batch_size)
+        width = num
         if self.accelerator.num_processes > 1:
-            count = int(self.accelerator.gather(torch.tensor([count], device=mask.device)).max())
-        count = max(count, 1)
+            width = int(self.accelerator.gather(torch.tensor([num], device=mask.device)).max())
+        count = max(math.ceil(width / self.args.per_device_train_batch_size), 1)
+        # Single process: no padding needed. Several: all chunks get the same row count.
+        rows_per_chunk = math.ceil(width / count) if self.accelerator.num_processes > 1 else None
+        source = self._agent_buffer_dummy(piece)
         totals = (max(num, 1), mask.sum().clamp(min=1), distill_mask.sum().clamp(min=1))
         chunks = []
         for part in split_rows(num, count):
-            if len(part) == 0:
-                # Fewer samples here than chunks on another process: a fully masked row keeps backward counts equal.
-                chunk = _take_rows(self._agent_buffer_dummy(piece), torch.tensor([0]), 1)
-                chunk["completion_mask"] = torch.zeros_like(chunk["completion_mask"])
-                chunk["agent_loss_weights"] = {"global": 0.0, "rows": 0.0, "tokens": 0.0, "distill": 0.0}
-            else:
-                index = torch.tensor(list(part))
-                chunk = _take_rows(piece, index, num)
+            real = list(part) if num else []
+            padding = (rows_per_chunk - len(real)) if rows_per_chunk is not None else int(not real)
+            index = torch.tensor(real + [0] * padding)
+            chunk = _take_rows(piece if real else source, index, (piece if real else source)["prompt_ids"].size(0))
+            if padding:
+                chunk["completion_mask"] = chunk["completion_mask"].clone()
+                chunk["completion_mask"][len(real) :] = 0  # padding rows: attended prompt, no loss tokens
+            if real:
+                real_index = torch.tensor(real)
                 chunk["agent_loss_weights"] = {
                     "global": 1.0,  # TRL already divides by the rollout's token count (num_items_in_batch)
-                    "rows": len(part) / totals[0],
-                    "tokens": mask[index].sum() / totals[1],
-                    "distill": distill_mask[index].sum() / totals[2],
+                    "rows": len(index) / totals[0],
+                    "tokens": mask[real_index].sum() / totals[1],
+                    "distill": distill_mask[real_index].sum() / totals[2],
                 }
+            else:
+                chunk["agent_loss_weights"] = {"global": 0.0, "rows": 0.0, "tokens": 0.0, "distill": 0.0}
             chunks.append(chunk)
         return chunks
 
     def _agent_buffer_dummy(self, piece: dict[str, Any]) -> dict[str, Any]:
-        """A slice to copy a dummy row from (this slice, or the first non-empty slice of the buffer)."""
-        if piece["prompt_ids"].size(0) > 0:
+        """A slice to copy padding rows from: this slice, or the first non-empty slice of the buffer."""
+        if piece["prompt_ids"].size(0) > 0 or self._agent_buffer is None:
             return piece
-        assert self._agent_buffer is not None  # internal invariant: chunks come from the buffer
-        return next(s for s in self._agent_buffer if s["prompt_ids"].size(0) > 0)
+        return next((s for s in self._agent_buffer if s["prompt_ids"].size(0) > 0), piece)
 
     def _log_env_metrics(self, mode: str, episodes: list[EpisodeRecord]) -> dict[str, float]:
         """Gather episode outcomes from all processes and append the `env/*` metrics."""
