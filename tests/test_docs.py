@@ -41,3 +41,26 @@ def test_trainer_page_documents_every_sdar_field():
         f.name for f in dataclasses.fields(SDARConfig) if f.name not in inherited and f"| `{f.name}` |" not in page
     ]
     assert not missing, f"docs/trainer.md configuration table lacks {missing}"
+
+
+def _python_blocks(page: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(encoding="utf-8"), flags=re.S)
+
+
+def test_agents_page_environment_example_runs_and_passes_the_checker():
+    example = next(block for block in _python_blocks("agents.md") if "class GuessNumberEnv" in block)
+    assert len(example.strip().splitlines()) <= 50
+    namespace: dict = {}
+    exec(compile(example, "docs/agents.md", "exec"), namespace)  # ends with check_agent_environment(...)
+    env = namespace["GuessNumberEnv"]()
+    _, info = env.reset(seed=3)
+    assert info["task_type"] == "guess"
+    secret = env.secret
+    assert env.step(f"guess {secret}")[1:3] == (1.0, True)
+
+
+def test_agents_page_skill_example_runs(tmp_path, monkeypatch):
+    example = next(block for block in _python_blocks("agents.md") if "bank.save" in block)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/agents.md", "exec"), {})
+    assert (tmp_path / "skills.json").is_file()
