@@ -56,6 +56,12 @@ SDAR_FIELDS = {
     "max_teacher_prompt_length",
     "privileged_context_column",
     "distill_empty_context",
+    "max_steps_per_episode",
+    "history_length",
+    "invalid_action_penalty",
+    "eval_temperature",
+    "max_observation_length",
+    "privileged_context_source",
 }
 
 
@@ -152,6 +158,13 @@ def test_override_changes_needs_teacher(tmp_path):
         ({"max_teacher_prompt_length": 0}, ["max_teacher_prompt_length=0"]),
         ({"privileged_context_column": ""}, ["privileged_context_column"]),
         ({"use_policy_loss": False, "distill_coef": 0.0}, ["use_policy_loss=False", "distill_coef=0"]),
+        ({"max_steps_per_episode": 0}, ["max_steps_per_episode=0"]),
+        ({"history_length": -1}, ["history_length=-1"]),
+        ({"invalid_action_penalty": -0.1}, ["invalid_action_penalty=-0.1"]),
+        ({"invalid_action_penalty": math.nan}, ["invalid_action_penalty=nan"]),
+        ({"eval_temperature": -1.0}, ["eval_temperature=-1.0"]),
+        ({"max_observation_length": 10}, ["max_observation_length=10"]),
+        ({"privileged_context_source": "oracle"}, ["'oracle'", "skills"]),
         ({"method": "grpo", "use_policy_loss": False}, ["use_policy_loss=False", "distill_coef=0"]),
         ({"method": "opsd", "distill_coef": 0.0}, ["use_policy_loss=False", "distill_coef=0"]),
     ],
@@ -174,6 +187,12 @@ def test_rejects_invalid_values(tmp_path, kwargs, needles):
         {"rlsd_decay_steps": 0},
         {"max_teacher_prompt_length": 1},
         {"teacher_mode": "base"},
+        {"max_steps_per_episode": 1},
+        {"history_length": 0},
+        {"invalid_action_penalty": 0.0},
+        {"eval_temperature": 0.0},
+        {"max_observation_length": None},
+        {"privileged_context_source": "skills+facts"},
     ],
 )
 def test_accepts_boundary_values(tmp_path, kwargs):

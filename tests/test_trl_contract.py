@@ -63,7 +63,18 @@ def test_pyproject_pin_matches_tested_range():
     )
 
 
-WRAPPED = [m for m in _compat.GRPO_METHODS if m.name != "_compute_loss"]  # _compute_loss is only called
+# Members we only call (never override): TRL's loss, and the tokenization/generation of agent-mode steps.
+CALLED_ONLY = {"_compute_loss", "_tokenize_prompts", "_generate_single_turn"}
+WRAPPED = [m for m in _compat.GRPO_METHODS if m.name not in CALLED_ONLY]
+
+
+def test_agent_mode_relies_on_trl_generation_outputs():
+    # _generate_single_turn returns (completion_ids, logprobs); _tokenize_prompts returns (ids, images, fields).
+    assert "return completion_ids, logprobs" in inspect.getsource(GRPOTrainer._generate_single_turn)
+    assert "return prompt_ids, images, multimodal_fields" in inspect.getsource(GRPOTrainer._tokenize_prompts)
+    # training_step is where TRL counts steps; our agent-mode override keeps that counter and step_time.
+    source = inspect.getsource(GRPOTrainer.training_step)
+    assert "self._step += 1" in source and "_current_train_step_time" in source
 
 
 @pytest.mark.parametrize("member", WRAPPED, ids=lambda m: m.name)
@@ -80,4 +91,5 @@ def test_sdar_trainer_accepts_every_grpo_trainer_argument():
 
     grpo = list(inspect.signature(GRPOTrainer.__init__).parameters)
     sdar = list(inspect.signature(SDARTrainer.__init__).parameters)
-    assert sdar == grpo, f"GRPOTrainer.__init__ takes {grpo}, SDARTrainer.__init__ forwards {sdar}"
+    agent_mode = ["env_factory", "skill_bank"]  # SDARTrainer's own, after every GRPOTrainer argument
+    assert sdar == [*grpo, *agent_mode], f"GRPOTrainer.__init__ takes {grpo}, SDARTrainer.__init__ forwards {sdar}"
