@@ -281,3 +281,46 @@ def test_resume_from_checkpoint_continues_identically(tmp_path, tiny_tokenizer):
         assert resumed[3][key] == pytest.approx(full[3][key], rel=1e-5, abs=1e-9), key
     state = json.loads((tmp_path / "full" / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"method": "grpo"},
+        {"method": "grpo_opsd"},
+        {"method": "opsd"},
+        {"method": "skill_sd"},
+        {"method": "rlsd"},
+        {"method": "skill_grpo"},
+        {"method": "sdar", "loss_type": "bnpo", "entropy_coef": 0.001, "beta": 0.01},
+        {"method": "sdar", "steps_per_generation": 2, "gradient_accumulation_steps": 1},
+    ],
+    ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()),
+)
+def test_every_method_trains_in_agent_mode(tmp_path, tiny_tokenizer, config):
+    from peft import LoraConfig
+
+    # Scripted responses: odd positions of each generation call win. Step 1 wins copies 1 and 3; step 2 sees copies
+    # 0 and 2 and wins copy 2: 3 of 4 episodes won, so advantages (and the policy gradient) are non-zero.
+    model = build_tiny_model(tiny_tokenizer)
+    trainer = SDARTrainer(
+        model,
+        args=agent_args(tmp_path, max_steps=1, **config),
+        train_dataset=Dataset.from_list([{"seed": i} for i in range(8)]),
+        processing_class=tiny_tokenizer,
+        env_factory=lambda: ScriptedEnv(length=2),
+        skill_bank=BANK,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+        if config.get("beta")
+        else None,
+    )
+    patch_generation(trainer, lambda text, call, position: WIN if position % 2 else GO)
+    trainable = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 1 and logs[0]["env/success"] == 0.75
+    assert any(not torch.equal(p, trainable[n]) for n, p in trainer.model.named_parameters() if n in trainable)
+    if trainer.args.distill_coef > 0:
+        assert "sdar/distill_loss" in logs[0] and "sdar/teacher_gap_mean" in logs[0]
+    if config["method"] == "rlsd":
+        assert "sdar/rlsd_weight" in logs[0]
