@@ -93,3 +93,16 @@ def test_sdar_trainer_accepts_every_grpo_trainer_argument():
     sdar = list(inspect.signature(SDARTrainer.__init__).parameters)
     agent_mode = ["env_factory", "skill_bank"]  # SDARTrainer's own, after every GRPOTrainer argument
     assert sdar == [*grpo, *agent_mode], f"GRPOTrainer.__init__ takes {grpo}, SDARTrainer.__init__ forwards {sdar}"
+
+
+def test_accelerate_gradient_state_switch_used_by_agent_mode():
+    # Agent mode runs several backward passes per Trainer step and switches gradient synchronisation itself, the
+    # way transformers' own training loop does (GradientState._set_sync_gradients + Accelerator.no_sync).
+    from accelerate import Accelerator
+    from accelerate.state import GradientState
+
+    assert callable(getattr(GradientState, "_set_sync_gradients", None))
+    assert callable(getattr(Accelerator, "no_sync", None))
+    import transformers.trainer
+
+    assert "gradient_state._set_sync_gradients" in inspect.getsource(transformers.trainer)
