@@ -64,3 +64,16 @@ def test_agents_page_skill_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "docs/agents.md", "exec"), {})
     assert (tmp_path / "skills.json").is_file()
+
+
+def test_environments_page_example_runs():
+    (example,) = _python_blocks("environments.md")
+    exec(compile(example, "docs/environments.md", "exec"), {})
+
+
+def test_every_doc_link_resolves():
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to missing {target}"
