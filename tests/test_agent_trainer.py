@@ -218,7 +218,7 @@ def test_each_process_must_hold_whole_task_groups(tmp_path):
 
 
 def test_skill_bank_without_env_factory_is_rejected(tmp_path, tiny_tokenizer):
-    with pytest.raises(ValueError, match="skill_bank is used in agent mode only"):
+    with pytest.raises(ValueError, match="skill_bank and eval_env_factory are used in agent mode only"):
         SDARTrainer(
             build_tiny_model(tiny_tokenizer),
             reward_funcs=lambda completions, **k: [0.0] * len(completions),
@@ -241,6 +241,7 @@ def test_end_to_end_training_and_evaluation(tmp_path, tiny_tokenizer):
         processing_class=tiny_tokenizer,
         env_factory=KeyDoorEnv,
         skill_bank=BANK,
+        eval_env_factory=lambda: KeyDoorEnv(num_rooms=4),  # e.g. a held-out split
     )
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
@@ -257,6 +258,7 @@ def test_end_to_end_training_and_evaluation(tmp_path, tiny_tokenizer):
         assert key in metrics and key in trainer.state.log_history[-1]
     assert any(key.startswith("eval_env/success/") for key in metrics)
     assert trainer.model.training  # evaluate() restores train mode
+    assert trainer._agent_eval_envs and all(env.num_rooms == 4 for env in trainer._agent_eval_envs)
 
 
 @pytest.mark.integration

@@ -91,7 +91,7 @@ def test_sdar_trainer_accepts_every_grpo_trainer_argument():
 
     grpo = list(inspect.signature(GRPOTrainer.__init__).parameters)
     sdar = list(inspect.signature(SDARTrainer.__init__).parameters)
-    agent_mode = ["env_factory", "skill_bank"]  # SDARTrainer's own, after every GRPOTrainer argument
+    agent_mode = ["env_factory", "skill_bank", "eval_env_factory"]  # SDARTrainer's own, after GRPOTrainer's
     assert sdar == [*grpo, *agent_mode], f"GRPOTrainer.__init__ takes {grpo}, SDARTrainer.__init__ forwards {sdar}"
 
 

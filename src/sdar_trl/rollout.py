@@ -237,6 +237,7 @@ def play_episodes(
     max_observation_length: int | None = None,
     student_prefix: Callable[[EpisodeRecord], str] | None = None,
     keep_going: Callable[[bool], bool] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> RolloutResult:
     """Play one episode per environment copy, all copies in lock-step.
 
@@ -252,6 +253,7 @@ def play_episodes(
         student_prefix: text put before each prompt of a trajectory (Skill-GRPO shows skills to the student).
         keep_going: called before each step with "this process still has live episodes"; returning False ends
             the loop. Multi-process callers all-reduce it so every process calls `generate` equally often.
+        on_step: called after every step with (steps played, episodes still live), e.g. for a progress bar.
     """
     if not len(envs) == len(rows) == len(group_ids):
         raise ValueError(
@@ -315,6 +317,8 @@ def play_episodes(
                 episode.truncated = episode.truncated or not terminated
                 state.done = True
         step_index += 1
+        if on_step is not None:
+            on_step(step_index, sum(state is not None and not state.done for state in live))
     return RolloutResult(steps=steps, episodes=episodes)
 
 

@@ -106,6 +106,7 @@ class SDARTrainer(GRPOTrainer):
         environment_factory: Any = None,
         env_factory: Callable[[], AgentEnvironment] | None = None,
         skill_bank: SkillBank | None = None,
+        eval_env_factory: Callable[[], AgentEnvironment] | None = None,
     ) -> None:
         if args is None:
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model") or "model"
@@ -125,11 +126,16 @@ class SDARTrainer(GRPOTrainer):
                 rollout_func=rollout_func,
                 environment_factory=environment_factory,
             )
+            if eval_env_factory is not None and not callable(eval_env_factory):
+                raise TypeError(
+                    f"eval_env_factory must be a callable returning an environment, got {eval_env_factory!r}."
+                )
         else:
-            if skill_bank is not None:
+            if skill_bank is not None or eval_env_factory is not None:
                 raise ValueError(
-                    "skill_bank is used in agent mode only (pass env_factory=...). For single-turn data, render the "
-                    f"skills into the {args.privileged_context_column!r} column: skill_bank.render(task_type)."
+                    "skill_bank and eval_env_factory are used in agent mode only (pass env_factory=...). For "
+                    f"single-turn data, render the skills into the {args.privileged_context_column!r} column: "
+                    "skill_bank.render(task_type)."
                 )
             self._check_dataset_columns(train_dataset, args, "train_dataset")
             self._check_dataset_columns(eval_dataset, args, "eval_dataset")
@@ -166,8 +172,10 @@ class SDARTrainer(GRPOTrainer):
         )
 
         self.env_factory = env_factory
+        self.eval_env_factory = eval_env_factory
         self.skill_bank = skill_bank
         self._agent_envs: list[AgentEnvironment] = []
+        self._agent_eval_envs: list[AgentEnvironment] = []
         self._agent_buffer: list[dict[str, Any]] | None = None
         if env_factory is not None:
             self._agent_environments(1)  # build one now so a broken factory fails at construction, not mid-run
@@ -360,24 +368,31 @@ class SDARTrainer(GRPOTrainer):
         self._log_sdar_stats(mode, {"teacher_gap_mean": gap_mean}, mask)
 
     # ------------------------------------------------------------------ agent mode (env_factory=...)
-    def _agent_environments(self, count: int) -> list[AgentEnvironment]:
-        """`count` environments from a pool that grows on demand (episodes reset them, so reuse is safe)."""
-        assert self.env_factory is not None  # internal invariant: agent mode only
-        while len(self._agent_envs) < count:
-            env = self.env_factory()
+    def _agent_environments(self, count: int, *, evaluation: bool = False) -> list[AgentEnvironment]:
+        """`count` environments from a pool that grows on demand (episodes reset them, so reuse is safe).
+
+        Evaluation uses its own pool built by `eval_env_factory` when one was given (e.g. a held-out split).
+        """
+        separate = evaluation and self.eval_env_factory is not None
+        pool = self._agent_eval_envs if separate else self._agent_envs
+        factory = self.eval_env_factory if separate else self.env_factory
+        assert factory is not None  # internal invariant: agent mode only
+        while len(pool) < count:
+            env = factory()
             missing = [name for name in ("reset", "step", "close") if not callable(getattr(env, name, None))]
             if missing:
                 raise TypeError(
-                    f"env_factory() returned {type(env).__name__}, which lacks {missing}; it must return an "
-                    "AgentEnvironment (reset(*, seed, options) -> (obs, info), step(action) -> (obs, reward, "
-                    "terminated, truncated, info), close()). See docs/agents.md."
+                    f"{'eval_env_factory' if separate else 'env_factory'}() returned {type(env).__name__}, which "
+                    f"lacks {missing}; it must return an AgentEnvironment (reset(*, seed, options) -> (obs, info), "
+                    "step(action) -> (obs, reward, terminated, truncated, info), close()). See docs/agents.md."
                 )
-            self._agent_envs.append(env)
-        return self._agent_envs[:count]
+            pool.append(env)
+        return pool[:count]
 
     def close_environments(self) -> None:
         """Close every pooled environment (they are rebuilt on demand by the next rollout)."""
-        envs, self._agent_envs = self._agent_envs, []
+        envs = [*self._agent_envs, *self._agent_eval_envs]
+        self._agent_envs, self._agent_eval_envs = [], []
         for env in envs:
             env.close()
 
@@ -437,8 +452,10 @@ class SDARTrainer(GRPOTrainer):
         self._log_env_metrics("train", result.episodes)
         return self._agent_build_batch(result)
 
-    def _agent_play(self, rows: list[dict[str, Any]], group_ids: list[int]) -> RolloutResult:
-        envs = self._agent_environments(len(rows))
+    def _agent_play(
+        self, rows: list[dict[str, Any]], group_ids: list[int], *, evaluation: bool = False
+    ) -> RolloutResult:
+        envs = self._agent_environments(len(rows), evaluation=evaluation)
         student_prefix = None
         if self.args.skills_in_student_prompt:
             student_prefix = lambda episode: self._render_prefix(self._agent_context(episode))  # noqa: E731
@@ -452,7 +469,15 @@ class SDARTrainer(GRPOTrainer):
             max_observation_length=self.args.max_observation_length,
             student_prefix=student_prefix,
             keep_going=self._agent_keep_going,
+            on_step=lambda step, live: self._agent_hook("on_rollout_step", step=step, live=live, total=len(rows)),
         )
+
+    def _agent_hook(self, event: str, **kwargs: Any) -> None:
+        """Call `event` on every callback that defines it (agent-mode progress: see `AgentProgressCallback`)."""
+        for callback in self.callback_handler.callbacks:
+            handler = getattr(callback, event, None)
+            if callable(handler):
+                handler(self.args, self.state, self.control, **kwargs)
 
     def _agent_keep_going(self, local_live: bool) -> bool:
         """Continue while any process has a live episode, so all processes generate in lock-step."""
@@ -671,7 +696,8 @@ class SDARTrainer(GRPOTrainer):
             with self._sampling_temperature(self.args.eval_temperature):
                 for index in range(num_batches):
                     batch = local[index * width : (index + 1) * width]
-                    episodes.extend(self._agent_play(batch, list(range(len(batch)))).episodes)
+                    episodes.extend(self._agent_play(batch, list(range(len(batch))), evaluation=True).episodes)
+                    self._agent_hook("on_evaluate_progress", done=len(episodes), total=len(local))
             light = [dataclasses.replace(episode, row={}) for episode in episodes]
             if self.accelerator.num_processes > 1:
                 light = gather_object(light)

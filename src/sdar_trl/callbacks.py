@@ -1,0 +1,121 @@
+"""Progress display for agent-mode training: rollout, training and evaluation bars with Rich.
+
+`SDARTrainer` in agent mode calls two extra events on any callback that defines them:
+`on_rollout_step(args, state, control, step, live, total)` after every lock-step environment step,
+and `on_evaluate_progress(args, state, control, done, total)` after every batch of eval episodes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from transformers import TrainerCallback
+
+__all__ = ["AgentProgressCallback"]
+
+_SHOWN = ("env/success", "env/invalid_action_rate", "env/episode_length", "sdar/gate_mean", "sdar/teacher_gap_mean")
+
+
+class AgentProgressCallback(TrainerCallback):
+    """Rich bars for the rollout (steps, live episodes), optimizer steps and evaluation episodes.
+
+    Only the main process draws. Add it with `trainer.add_callback(AgentProgressCallback())`; pass
+    `disable_tqdm=True` in the config to drop transformers' own tqdm bar.
+    """
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self._progress: Progress | None = None
+        self._live: Live | None = None
+        self._tasks: dict[str, Any] = {}
+        self._last: dict[str, float] = {}
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        if self._live is not None:
+            return
+        self._progress = Progress(
+            TextColumn("{task.description:<11}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[note]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
+        self._live = Live(self._render(), console=self.console, refresh_per_second=4)
+        self._live.start()
+
+    def _render(self) -> Group:
+        table = Table(box=None, show_header=False)
+        for key, value in self._last.items():
+            table.add_row(key, f"{value:.3f}")
+        parts: list[Any] = [self._progress] if self._progress is not None else []
+        if self._last:
+            parts.append(Panel(table, title="last logged", border_style="cyan"))
+        return Group(*parts)
+
+    def _bar(self, name: str, total: int, note: str = "") -> Any:
+        assert self._progress is not None  # internal invariant: _start ran
+        if name not in self._tasks:
+            self._tasks[name] = self._progress.add_task(name, total=total, note=note)
+        return self._tasks[name]
+
+    def _drop(self, name: str) -> None:
+        if self._progress is not None and name in self._tasks:
+            self._progress.remove_task(self._tasks.pop(name))
+
+    # -- events ------------------------------------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            self._start()
+            self._bar("Training", state.max_steps)
+
+    def on_rollout_step(self, args: Any, state: Any, control: Any, *, step: int, live: int, total: int) -> None:
+        if not state.is_world_process_zero:
+            return
+        self._start()
+        assert self._progress is not None  # internal invariant: _start ran
+        task = self._bar("Rollout", total)
+        self._progress.update(task, completed=total - live, note=f"step {step}, {live} live")
+        if live == 0:
+            self._drop("Rollout")
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero and self._progress is not None and "Training" in self._tasks:
+            self._progress.update(self._tasks["Training"], completed=state.global_step)
+
+    def on_evaluate_progress(self, args: Any, state: Any, control: Any, *, done: int, total: int) -> None:
+        if not state.is_world_process_zero:
+            return
+        self._start()
+        assert self._progress is not None  # internal invariant: _start ran
+        self._progress.update(self._bar("Evaluation", total), completed=done)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._drop("Evaluation")
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        for key, value in logs.items():
+            short = key.removeprefix("eval_")
+            if short in _SHOWN and isinstance(value, (int, float)):
+                self._last[key] = float(value)
+        if self._live is not None:
+            self._live.update(self._render())
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._drop("Training")
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop drawing (call after a standalone `evaluate()`)."""
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.stop()
+        self._live, self._progress, self._tasks = None, None, {}

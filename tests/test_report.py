@@ -1,0 +1,71 @@
+"""Run reports and the agent-mode progress display."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from datasets import Dataset
+from rich.console import Console
+
+from sdar_trl import SDARConfig, SDARTrainer
+from sdar_trl.callbacks import AgentProgressCallback
+from sdar_trl.environments.toy import KeyDoorEnv
+from sdar_trl.report import write_run_report
+from sdar_trl.skills import Skill, SkillBank
+from sdar_trl.testing import build_tiny_model
+
+LOG = [
+    {"loss": 0.1, "env/success": 0.25, "env/success/unlock": 0.5, "sdar/gate_mean": 0.48, "step": 1},
+    {"loss": 0.05, "env/success": 0.5, "env/success/unlock": 1.0, "sdar/gate_mean": 0.51, "step": 2},
+]
+
+
+def test_report_files_and_table(tmp_path):
+    content = write_run_report(
+        tmp_path,
+        LOG,
+        before={"eval_before_env/success": 0.2, "eval_before_runtime": 1.0},
+        after={"eval_env/success": 0.4, "eval_env/success/unlock": 0.5},
+        title="toy run",
+        details={"env": "toy-keys", "method": "sdar"},
+    )
+    assert content["before"] == {"env/success": 0.2} and content["after"]["env/success"] == 0.4
+    assert json.loads((tmp_path / "metrics.json").read_text())["log_history"][1]["step"] == 2
+    report = (tmp_path / "report.md").read_text()
+    assert "| `env/success` | 0.200 | 0.400 |" in report
+    assert "| `env/success/unlock` | — | 0.500 |" in report
+    assert "- **method**: sdar" in report
+    for name in ("success_by_task_type.png", "sdar_gate.png"):
+        assert (tmp_path / name).stat().st_size > 1000 and f"![{name}]({name})" in report
+
+
+def test_progress_callback_draws_rollout_training_and_evaluation(tmp_path, tiny_tokenizer):
+    out = io.StringIO()
+    progress = AgentProgressCallback(Console(file=out, force_terminal=True, width=100))
+    trainer = SDARTrainer(
+        build_tiny_model(tiny_tokenizer),
+        args=SDARConfig(
+            output_dir=str(tmp_path),
+            per_device_train_batch_size=4,
+            num_generations=2,
+            max_completion_length=8,
+            max_steps=1,
+            logging_steps=1,
+            report_to="none",
+            bf16=False,
+            disable_tqdm=True,
+            max_steps_per_episode=2,
+        ),
+        train_dataset=Dataset.from_list([{"seed": i} for i in range(4)]),
+        eval_dataset=Dataset.from_list([{"seed": i} for i in range(2)]),
+        processing_class=tiny_tokenizer,
+        env_factory=KeyDoorEnv,
+        skill_bank=SkillBank(general=[Skill("Look", "Read the room.", "Always.")]),
+        callbacks=[progress],
+    )
+    trainer.train()
+    trainer.evaluate()
+    progress.stop()
+    text = out.getvalue()
+    assert "Training" in text and "Rollout" in text and "Evaluation" in text
