@@ -1,0 +1,162 @@
+"""Shared body of examples/webshop.py, examples/alfworld.py and examples/search_qa.py.
+
+Parses (ExampleArguments, SDARConfig, ModelConfig) with TRL's parser, builds the environment, the task
+datasets and the trainer, evaluates before and after training, and writes a run report. The defaults
+train the package's offline starter agent on a mini environment in a few minutes on a CPU; every
+default can be overridden on the command line or in a YAML file (`--config recipe.yaml`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+if not any(arg.startswith("--model_name_or_path") for arg in sys.argv):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default model is the offline starter: never touch the hub
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+
+from sdar_trl import SDARConfig, SDARTrainer
+from sdar_trl.callbacks import AgentProgressCallback
+from sdar_trl.environments import make_env
+from sdar_trl.report import write_run_report
+from sdar_trl.skills import SkillBank
+
+
+@dataclass
+class ExampleArguments:
+    env: str = field(
+        default="webshop-mini",
+        metadata={"help": "Environment name for sdar_trl.environments.make_env (a '-mini' env, or the adapter)."},
+    )
+    env_kwargs: str = field(
+        default="{}",
+        metadata={
+            "help": 'JSON keyword arguments for the environment, e.g. \'{"base_url": "http://localhost:3000"}\'.'
+        },
+    )
+    difficulty: str | None = field(
+        default=None, metadata={"help": "Mini environments: difficulty level (default: the starter's demo level)."}
+    )
+    eval_split: str | None = field(
+        default=None, metadata={"help": "Split of the held-out eval tasks (default: the env's test/unseen split)."}
+    )
+    train_tasks: int = field(default=512, metadata={"help": "Number of training tasks (seeds 0..N-1)."})
+    eval_tasks: int = field(default=32, metadata={"help": "Number of held-out eval tasks, played once each."})
+    skills: str | None = field(
+        default=None, metadata={"help": "Skill-bank JSON file (default: the library shipped for the environment)."}
+    )
+    skip_eval_before: bool = field(default=False, metadata={"help": "Do not evaluate before training."})
+
+
+#: Per-script defaults for a CPU demo on the starter model (overridable from the command line).
+CPU_DEMO_DEFAULTS: dict[str, Any] = {
+    "max_steps": 6,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "num_generations": 4,
+    "max_completion_length": 48,
+    "learning_rate": 2e-5,
+    "lr_scheduler_type": "constant",
+    "logging_steps": 1,
+    "save_strategy": "no",
+    "report_to": "none",
+    "disable_tqdm": True,
+    "per_device_eval_batch_size": 16,
+    "bf16": False,
+}
+
+
+def _starter():
+    try:
+        from sdar_trl.starter import DEMO_ENVS, STARTER_PATH, starter_available
+    except ImportError:  # a checkout without the starter package
+        return None, {}
+    return (STARTER_PATH if starter_available() else None), DEMO_ENVS
+
+
+def main(*, default_env: str, skills_name: str, history_length: int, invalid_action_penalty: float) -> None:
+    starter_path, demo_envs = _starter()
+    parser = TrlParser((ExampleArguments, SDARConfig, ModelConfig))
+    parser.set_defaults(
+        env=default_env,
+        output_dir=f"outputs/{default_env}-sdar",
+        history_length=history_length,
+        invalid_action_penalty=invalid_action_penalty,
+        model_name_or_path=str(starter_path) if starter_path is not None else None,
+        **CPU_DEMO_DEFAULTS,
+        # Without a GPU, run on CPU; under a multi-process launcher this makes the processes join a gloo group.
+        use_cpu=not torch.cuda.is_available(),
+    )
+    script_args, training_args, model_args = parser.parse_args_and_config()
+    if model_args.model_name_or_path is None:
+        sys.exit(
+            "No model: the offline starter agent is not built in this checkout. Build it with "
+            "`python scripts/build_starter.py`, or pass --model_name_or_path (e.g. Qwen/Qwen2.5-1.5B-Instruct)."
+        )
+    if not torch.cuda.is_available() and training_args.bf16:
+        training_args.bf16 = False  # TRL defaults to bf16, which CPUs cannot train in
+
+    env_kwargs = json.loads(script_args.env_kwargs)
+    demo = {k: v for k, v in demo_envs.get(script_args.env, {}).items()}
+    eval_split = script_args.eval_split or demo.pop("eval_split", None)
+    demo.pop("eval_split", None)
+    if script_args.difficulty is not None:
+        demo["difficulty"] = script_args.difficulty
+    train_kwargs = {**demo, **env_kwargs}
+    eval_kwargs = {**train_kwargs, **({"split": eval_split} if eval_split else {})}
+    if script_args.env.endswith("-mini"):
+        train_kwargs.setdefault("split", "train")
+    make_env(script_args.env, **train_kwargs).close()  # fail fast on a bad name or missing data
+
+    skill_bank = SkillBank.load(script_args.skills) if script_args.skills else SkillBank.from_package(skills_name)
+    quantization_config = get_quantization_config(model_args)
+    training_args.model_init_kwargs = {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+    }
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, padding_side="left")
+    progress = AgentProgressCallback()
+    trainer = SDARTrainer(
+        model_args.model_name_or_path,
+        args=training_args,
+        train_dataset=Dataset.from_list([{"seed": i} for i in range(script_args.train_tasks)]),
+        eval_dataset=Dataset.from_list([{"seed": i} for i in range(script_args.eval_tasks)]),
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        quantization_config=quantization_config,
+        callbacks=[progress],
+        env_factory=lambda: make_env(script_args.env, **train_kwargs),
+        eval_env_factory=lambda: make_env(script_args.env, **eval_kwargs),
+        skill_bank=skill_bank,
+    )
+    before = None if script_args.skip_eval_before else trainer.evaluate(metric_key_prefix="eval_before")
+    trainer.train()
+    after = trainer.evaluate()
+    progress.stop()
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.create_model_card(model_name=os.path.basename(training_args.output_dir.rstrip("/")))
+        details = {
+            "environment": f"{script_args.env} {train_kwargs}",
+            "eval tasks": f"{script_args.eval_tasks} ({eval_kwargs.get('split', 'default split')})",
+            "model": model_args.model_name_or_path,
+            "method": training_args.method,
+            "optimizer steps": trainer.state.global_step,
+        }
+        write_run_report(training_args.output_dir, trainer.state.log_history, before=before, after=after,
+                         title=f"{training_args.method} on {script_args.env}", details=details)  # fmt: skip
+        success_before = (before or {}).get("eval_before_env/success")
+        print(
+            f"\nEval success before training: {success_before if success_before is not None else 'not measured'}"
+            f" | after training: {after.get('eval_env/success')}\nReport: {training_args.output_dir}/report.md"
+        )

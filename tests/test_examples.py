@@ -1,0 +1,71 @@
+"""The example scripts run end to end (tiny budget, tiny model), alone and data-parallel on 2 CPU processes.
+
+On a machine without GPUs, `accelerate launch --multi_gpu --num_processes 2` starts two processes that join a gloo
+group on CPU (accelerate's `--cpu` launcher starts a single process unless MPI is set up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdar_trl.testing import save_tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_BUDGET = [
+    "--max_steps", "2", "--train_tasks", "8", "--eval_tasks", "4", "--per_device_train_batch_size", "4",
+    "--num_generations", "2", "--max_completion_length", "16",
+]  # fmt: skip
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+
+
+def _check_outputs(output_dir: Path, stdout: str) -> None:
+    assert "Eval success before training:" in stdout and "after training:" in stdout
+    for name in ("metrics.json", "report.md", "README.md", "model.safetensors", "success_by_task_type.png"):
+        assert (output_dir / name).is_file(), name
+    metrics = json.loads((output_dir / "metrics.json").read_text())
+    assert "env/success" in metrics["before"] and "env/success" in metrics["after"]
+    assert "| metric | before training | after training |" in (output_dir / "report.md").read_text()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("script", ["webshop.py", "alfworld.py", "search_qa.py"])
+def test_example_runs_and_writes_the_report(tmp_path, script):
+    model = save_tiny(tmp_path / "model")
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / script), "--model_name_or_path", str(model),
+         "--output_dir", str(out), *TINY_BUDGET],
+        capture_output=True, text=True, env=ENV, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    _check_outputs(out, completed.stdout)
+
+
+@pytest.mark.slow
+def test_example_runs_data_parallel_on_two_cpu_processes(tmp_path):
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("accelerate CLI not installed")
+    model = save_tiny(tmp_path / "model")
+    out = tmp_path / "out"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    completed = subprocess.run(
+        [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(port),
+         str(ROOT / "examples" / "webshop.py"), "--model_name_or_path", str(model), "--output_dir", str(out),
+         *TINY_BUDGET],
+        capture_output=True, text=True, env=ENV, timeout=900, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    _check_outputs(out, completed.stdout)
+    logs = json.loads((out / "metrics.json").read_text())["log_history"]
+    assert any(entry.get("env/episodes") == 8 for entry in logs)  # 2 processes × 4 trajectories
