@@ -1,3 +1,4 @@
+# ruff: noqa: E402  (the Hugging Face environment variables must be set before transformers/TRL are imported)
 """Shared body of examples/webshop.py, examples/alfworld.py and examples/search_qa.py.
 
 Parses (ExampleArguments, SDARConfig, ModelConfig) with TRL's parser, builds the environment, the task
@@ -15,8 +16,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-if not any(arg.startswith("--model_name_or_path") for arg in sys.argv):
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the default model is the offline starter: never touch the hub
+
+
+def _local_model_requested(argv: list[str]) -> bool:
+    """No model flag (the default is the packaged starter) or a local directory: run fully offline."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--model_name_or_path"):
+            value = arg.split("=", 1)[1] if "=" in arg else (argv[index + 1] if index + 1 < len(argv) else "")
+            return os.path.isdir(value)
+    return True
+
+
+if _local_model_requested(sys.argv[1:]):
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never touch the hub for a model on disk
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch
