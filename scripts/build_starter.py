@@ -1,0 +1,276 @@
+"""Build the offline starter agent from scratch: expert data → tokenizer → small Qwen3 → SFT → closed-loop eval.
+
+Offline, CPU, one thread. Writes the model, the tokenizer and `metrics.json` to `--output_dir`
+(default: the package's `src/sdar_trl/starter/`). See docs/starter.md.
+
+    OMP_NUM_THREADS=1 python scripts/build_starter.py                     # the shipped build
+    OMP_NUM_THREADS=1 python scripts/build_starter.py --quick --output_dir /tmp/starter   # a 2-minute smoke build
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch
+from datasets import concatenate_datasets
+from transformers import set_seed
+from trl import SFTConfig, SFTTrainer
+
+from sdar_trl.environments import make_env
+from sdar_trl.rollout import summarize_episodes
+from sdar_trl.sft import SKILL_BANKS, build_sft_dataset, collect_expert_steps
+from sdar_trl.skills import SkillBank
+from sdar_trl.starter import DEMO_ENVS, STARTER_PATH, load_starter, play_with_model
+from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
+
+START = time.perf_counter()
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - START:7.1f}s] {message}", flush=True)
+
+
+def env_kwargs(name: str, split: str) -> dict:
+    kwargs = {k: v for k, v in DEMO_ENVS[name].items() if k != "eval_split"}
+    return {**kwargs, "split": split}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", type=Path, default=STARTER_PATH)
+    parser.add_argument("--quick", action="store_true", help="tiny data and steps: checks the pipeline only")
+    parser.add_argument("--episodes", type=int, default=250, help="expert episodes per env and context source")
+    parser.add_argument(
+        "--sources",
+        default="none:1,facts:1,skills+facts:0.05",
+        help="context sources of the SFT episodes, with their weight relative to --episodes",
+    )
+    parser.add_argument("--noise", type=float, default=0.1, help="random-action rate while collecting")
+    parser.add_argument("--vocab_size", type=int, default=4096)
+    parser.add_argument("--hidden_size", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv_heads", type=int, default=2)
+    parser.add_argument("--intermediate_size", type=int, default=384)
+    parser.add_argument("--epochs", type=float, default=1.5)
+    parser.add_argument("--max_steps", type=int, default=-1)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--max_length", type=int, default=2048)
+    parser.add_argument("--eval_tasks", type=int, default=30, help="held-out tasks per env and context source")
+    parser.add_argument(
+        "--eval_sources", default="none,facts", help="context sources measured in the final evaluation"
+    )
+    parser.add_argument("--eval_temperature", type=float, default=0.4)
+    parser.add_argument("--envs", default="searchqa-mini,alfworld-mini,webshop-mini")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eval_only", action="store_true", help="only re-measure the model in --output_dir (no training)"
+    )
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.episodes, args.eval_tasks, args.max_steps, args.vocab_size = 10, 4, 20, 600
+    return args
+
+
+def collect(args: argparse.Namespace) -> list:
+    sources = [(name, float(weight)) for name, weight in (item.split(":") for item in args.sources.split(","))]
+    steps = []
+    for env_name in args.envs.split(","):
+        offset = 0
+        for source, weight in sources:
+            count = round(args.episodes * weight)
+            env = make_env(env_name, **env_kwargs(env_name, "train"))
+            seeds = range(offset, offset + count)
+            offset += count
+            collected = collect_expert_steps(
+                env, env_name, seeds, context_source=source, noise=args.noise, rng_seed=args.seed + offset
+            )
+            steps.extend(collected)
+            log(f"collected {env_name} {source}: {count} episodes, {len(collected)} steps")
+    return steps
+
+
+def corpus_for_tokenizer(steps: list, args: argparse.Namespace) -> list[str]:
+    rng = random.Random(args.seed)
+    texts = [s.prompt + "\n" + s.response for s in rng.sample(steps, min(len(steps), 1500))]
+    for env_name in args.envs.split(","):
+        bank = SkillBank.from_package(SKILL_BANKS[env_name])
+        texts += [bank.render(task_type) for task_type in bank.task_types]
+    return texts
+
+
+def evaluate(model, tokenizer, args: argparse.Namespace) -> dict:
+    results: dict = {}
+    for env_name in args.envs.split(","):
+        split = DEMO_ENVS[env_name]["eval_split"]
+        bank = SkillBank.from_package(SKILL_BANKS[env_name])
+        results[env_name] = {}
+        for source in args.eval_sources.split(","):
+            envs = [make_env(env_name, **env_kwargs(env_name, split)) for _ in range(args.eval_tasks)]
+            rows = [{"seed": i} for i in range(args.eval_tasks)]
+            start = time.perf_counter()
+            result = play_with_model(
+                model,
+                tokenizer,
+                envs,
+                rows,
+                context_source=source,
+                skill_bank=bank,
+                temperature=args.eval_temperature,
+                seed=args.seed,
+            )
+            metrics = summarize_episodes(result.episodes)
+            results[env_name][source] = {
+                "success": metrics["env/success"],
+                "valid_action_rate": 1.0 - metrics["env/invalid_action_rate"],
+                "episode_length": metrics["env/episode_length"],
+                "tasks": args.eval_tasks,
+                "per_task_type": {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith("env/success/")},
+            }
+            log(
+                f"eval {env_name} [{split}] context={source}: success {metrics['env/success']:.2f}, valid "
+                f"{1 - metrics['env/invalid_action_rate']:.3f}, length {metrics['env/episode_length']:.1f} "
+                f"({time.perf_counter() - start:.0f}s)"
+            )
+    return results
+
+
+def render_table(eval_results: dict) -> str:
+    """The docs/starter.md table: env × context source → success, valid-action rate, episode length."""
+    lines = [
+        "| env (held-out split) | context | success | valid-action rate | mean episode length | tasks |",
+        "|---|---|---|---|---|---|",
+    ]
+    for env_name, by_source in eval_results.items():
+        split = DEMO_ENVS[env_name]["eval_split"]
+        for source, m in by_source.items():
+            lines.append(
+                f"| {env_name} ({split}) | {source} | {m['success']:.2f} | {m['valid_action_rate']:.3f} | "
+                f"{m['episode_length']:.1f} | {m['tasks']} |"
+            )
+    return "\n".join(lines)
+
+
+def evaluate_only(args: argparse.Namespace) -> int:
+    """Re-measure a built starter: prints the table and the numbers (metrics.json is left untouched)."""
+    model, tokenizer = load_starter(args.output_dir)
+    results = evaluate(model, tokenizer, args)
+    print(json.dumps(results, indent=2))
+    print(render_table(results), flush=True)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    set_seed(args.seed)
+    if args.eval_only:
+        return evaluate_only(args)
+    steps = collect(args)
+
+    tokenizer = build_tiny_tokenizer(vocab_size=args.vocab_size, corpus=corpus_for_tokenizer(steps, args))
+    tokenizer.model_max_length = args.max_length
+    log(f"tokenizer: {len(tokenizer)} tokens")
+    dataset = build_sft_dataset(steps, tokenizer, shuffle_seed=args.seed)
+    lengths = [
+        len(tokenizer(row, add_special_tokens=False)["input_ids"]) for row in dataset.select(range(200))["prompt"]
+    ]
+    log(f"dataset: {len(dataset)} rows; prompt tokens mean {sum(lengths) / len(lengths):.0f}, max {max(lengths)}")
+    dataset = concatenate_datasets([dataset])  # flatten the shuffle's index mapping
+    dataset = dataset.select_columns(["prompt", "completion"])
+
+    model = build_tiny_model(
+        tokenizer,
+        architecture="qwen3",
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        intermediate_size=args.intermediate_size,
+        max_position_embeddings=4096,
+        seed=args.seed,
+    )
+    log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config = SFTConfig(
+            output_dir=scratch,
+            completion_only_loss=True,
+            max_length=args.max_length,
+            per_device_train_batch_size=args.batch_size,
+            num_train_epochs=args.epochs,
+            max_steps=args.max_steps,
+            learning_rate=args.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.05,
+            weight_decay=0.01,
+            logging_steps=25,
+            save_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            seed=args.seed,
+            train_sampling_strategy="group_by_length",
+            dataloader_num_workers=0,
+            disable_tqdm=True,
+        )
+        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+        train_start = time.perf_counter()
+        output = trainer.train()
+        train_seconds = time.perf_counter() - train_start
+        log(f"SFT: {output.global_step} steps, final loss {output.training_loss:.4f}, {train_seconds:.0f}s")
+        losses = [(r["step"], r["loss"]) for r in trainer.state.log_history if "loss" in r]
+
+    model.eval()
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(args.output_dir)
+    tokenizer.save_pretrained(args.output_dir)
+    log(f"saved model and tokenizer to {args.output_dir}")
+    eval_results = evaluate(model, tokenizer, args)
+
+    metrics = {
+        "command": "python scripts/build_starter.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "envs": {name: DEMO_ENVS[name] for name in args.envs.split(",")},
+        "eval": eval_results,
+        "eval_temperature": args.eval_temperature,
+        "train": {
+            "rows": len(dataset),
+            "steps": output.global_step,
+            "final_loss": output.training_loss,
+            "loss_curve": losses,
+            "seconds": round(train_seconds, 1),
+        },
+        "model": {
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "vocab_size": len(tokenizer),
+            "hidden_size": args.hidden_size,
+            "layers": args.layers,
+        },
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "total_seconds": round(time.perf_counter() - START, 1),
+    }
+    metrics["size_bytes"] = sum(
+        f.stat().st_size for f in args.output_dir.iterdir() if f.is_file() and f.suffix != ".py"
+    )
+    size = metrics["size_bytes"]
+    (args.output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    log(f"saved to {args.output_dir} ({size / 1e6:.1f} MB)")
+    print(render_table(eval_results), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
