@@ -65,6 +65,10 @@ class AgentProgressCallback(TrainerCallback):
             self._tasks[name] = self._progress.add_task(name, total=total, note=note)
         return self._tasks[name]
 
+    def _refresh(self) -> None:
+        if self._live is not None:
+            self._live.refresh()
+
     def _drop(self, name: str) -> None:
         if self._progress is not None and name in self._tasks:
             self._progress.remove_task(self._tasks.pop(name))
@@ -82,12 +86,14 @@ class AgentProgressCallback(TrainerCallback):
         assert self._progress is not None  # internal invariant: _start ran
         task = self._bar("Rollout", total)
         self._progress.update(task, completed=total - live, note=f"step {step}, {live} live")
+        self._refresh()  # a rollout can finish between two automatic refreshes
         if live == 0:
             self._drop("Rollout")
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if state.is_world_process_zero and self._progress is not None and "Training" in self._tasks:
             self._progress.update(self._tasks["Training"], completed=state.global_step)
+            self._refresh()
 
     def on_evaluate_progress(self, args: Any, state: Any, control: Any, *, done: int, total: int) -> None:
         if not state.is_world_process_zero:
@@ -95,6 +101,7 @@ class AgentProgressCallback(TrainerCallback):
         self._start()
         assert self._progress is not None  # internal invariant: _start ran
         self._progress.update(self._bar("Evaluation", total), completed=done)
+        self._refresh()
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._drop("Evaluation")

@@ -82,7 +82,9 @@ def main(output_dir: str) -> None:
     )
     if trainer.accelerator.is_main_process:
         logs = [entry for entry in trainer.state.log_history if "loss" in entry]
-        print("RESULT " + json.dumps({"per_rank": per_rank, "logs": logs}))
+        print("RESULT " + json.dumps({"per_rank": per_rank, "logs": logs}), flush=True)
+    # Leave together: a process that exits while its peer is still inside gloo can abort the peer.
+    trainer.accelerator.wait_for_everyone()
 
 
 if __name__ == "__main__":
