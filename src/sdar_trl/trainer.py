@@ -63,6 +63,7 @@ from .rollout import (
     split_rows,
     summarize_episodes,
 )
+from .sft import render_context
 from .skills import SkillBank
 from .teacher import EMATeacherWeights, build_teacher_prompt_ids, render_teacher_prefix
 
@@ -508,15 +509,12 @@ class SDARTrainer(GRPOTrainer):
     def _agent_context(self, episode: EpisodeRecord) -> str:
         """The teacher's privileged context for one episode (SDAR: general + task-type skills)."""
         source = self.args.privileged_context_source
-        parts = []
-        if "skills" in source and self.skill_bank is not None:
-            parts.append(self.skill_bank.render(episode.task_type))
-        if "facts" in source:
-            parts.append(episode.privileged_facts)
+        skills = self.skill_bank.render(episode.task_type) if "skills" in source and self.skill_bank else ""
+        context = render_context(source, skills=skills, facts=episode.privileged_facts)
         row_context = episode.row.get(self.args.privileged_context_column)
         if isinstance(row_context, str):
-            parts.append(row_context)
-        return "\n\n".join(part for part in parts if part)
+            context = "\n\n".join(part for part in (context, row_context) if part)
+        return context
 
     def _agent_build_batch(self, result: RolloutResult) -> dict[str, Any]:
         device = self.accelerator.device
@@ -633,12 +631,16 @@ class SDARTrainer(GRPOTrainer):
             return piece
         return next((s for s in self._agent_buffer if s["prompt_ids"].size(0) > 0), piece)
 
-    def _log_env_metrics(self, mode: str, episodes: list[EpisodeRecord]) -> dict[str, float]:
-        """Gather episode outcomes from all processes and append the `env/*` metrics."""
+    def _gather_env_metrics(self, episodes: list[EpisodeRecord]) -> dict[str, float]:
+        """`env/*` metrics over the episodes of all processes (rows dropped before gathering: they can be big)."""
         light = [dataclasses.replace(episode, row={}) for episode in episodes]
         if self.accelerator.num_processes > 1:
             light = gather_object(light)
-        metrics = summarize_episodes(light)
+        return summarize_episodes(light)
+
+    def _log_env_metrics(self, mode: str, episodes: list[EpisodeRecord]) -> dict[str, float]:
+        """Gather episode outcomes from all processes and append the `env/*` metrics."""
+        metrics = self._gather_env_metrics(episodes)
         for name, value in metrics.items():
             self._metrics[mode][name].append(value)
         return metrics
@@ -698,10 +700,7 @@ class SDARTrainer(GRPOTrainer):
                     batch = local[index * width : (index + 1) * width]
                     episodes.extend(self._agent_play(batch, list(range(len(batch))), evaluation=True).episodes)
                     self._agent_hook("on_evaluate_progress", done=len(episodes), total=len(local))
-            light = [dataclasses.replace(episode, row={}) for episode in episodes]
-            if self.accelerator.num_processes > 1:
-                light = gather_object(light)
-            metrics = {f"{metric_key_prefix}_{k}": v for k, v in summarize_episodes(light).items()}
+            metrics = {f"{metric_key_prefix}_{k}": v for k, v in self._gather_env_metrics(episodes).items()}
             metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
             self.log(metrics)  # in eval mode, so TRL's log() adds no train metrics to this record
         finally:
