@@ -172,3 +172,7 @@ def main(*, default_env: str, skills_name: str, history_length: int, invalid_act
             f"\nEval success before training: {success_before if success_before is not None else 'not measured'}"
             f" | after training: {after.get('eval_env/success')}\nReport: {training_args.output_dir}/report.md"
         )
+    # Leave together and destroy the process group (if any) before interpreter shutdown, which otherwise
+    # can abort a gloo peer with "terminate called without an active exception".
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()

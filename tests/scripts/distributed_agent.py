@@ -83,8 +83,10 @@ def main(output_dir: str) -> None:
     if trainer.accelerator.is_main_process:
         logs = [entry for entry in trainer.state.log_history if "loss" in entry]
         print("RESULT " + json.dumps({"per_rank": per_rank, "logs": logs}), flush=True)
-    # Leave together: a process that exits while its peer is still inside gloo can abort the peer.
+    # Leave together and tear the gloo group down explicitly: a process group left to interpreter shutdown
+    # can abort with "terminate called without an active exception" (seen in CI).
     trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

@@ -71,7 +71,10 @@ def main(output_dir: str) -> None:
             "records": [r for r in records if r],
             "local_stats": local_stats,
         }
-        print("RESULT " + json.dumps(result))
+        print("RESULT " + json.dumps(result), flush=True)
+    # Leave together and destroy the gloo group before interpreter shutdown (see distributed_agent.py).
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
