@@ -65,7 +65,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--kv_heads", type=int, default=2)
     parser.add_argument("--intermediate_size", type=int, default=384)
-    parser.add_argument("--epochs", type=float, default=1.5)
+    parser.add_argument(
+        "--lm_epochs",
+        type=float,
+        default=1.0,
+        help="phase 1: epochs of language modelling on the whole rows (prompt + response). The prompts repeat "
+        "names (history, admissible actions, the instruction on every page), which teaches the copying the "
+        "agent needs; completion-only loss alone never formed it (docs/starter.md)",
+    )
+    parser.add_argument("--epochs", type=float, default=0.75, help="phase 2: epochs of completion-only SFT")
     parser.add_argument("--max_steps", type=int, default=-1)
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--learning_rate", type=float, default=3e-3)
@@ -77,12 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval_temperature", type=float, default=0.4)
     parser.add_argument("--envs", default="searchqa-mini,alfworld-mini,webshop-mini")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument(
         "--eval_only", action="store_true", help="only re-measure the model in --output_dir (no training)"
     )
     args = parser.parse_args(argv)
     if args.quick:
         args.episodes, args.eval_tasks, args.max_steps, args.vocab_size = 10, 4, 20, 600
+        args.lm_epochs = min(args.lm_epochs, 0.5)
     return args
 
 
@@ -176,7 +186,7 @@ def evaluate_only(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     set_seed(args.seed)
     if args.eval_only:
         return evaluate_only(args)
@@ -187,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     log(f"tokenizer: {len(tokenizer)} tokens")
     dataset = build_sft_dataset(steps, tokenizer, shuffle_seed=args.seed)
     lengths = [
-        len(tokenizer(row, add_special_tokens=False)["input_ids"]) for row in dataset.select(range(200))["prompt"]
+        len(tokenizer(row, add_special_tokens=False)["input_ids"])
+        for row in dataset.select(range(min(200, len(dataset))))["prompt"]
     ]
     log(f"dataset: {len(dataset)} rows; prompt tokens mean {sum(lengths) / len(lengths):.0f}, max {max(lengths)}")
     dataset = concatenate_datasets([dataset])  # flatten the shuffle's index mapping
@@ -206,33 +217,41 @@ def main(argv: list[str] | None = None) -> int:
     )
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
-    with tempfile.TemporaryDirectory() as scratch:
-        config = SFTConfig(
-            output_dir=scratch,
-            completion_only_loss=True,
-            max_length=args.max_length,
-            per_device_train_batch_size=args.batch_size,
-            num_train_epochs=args.epochs,
-            max_steps=args.max_steps,
-            learning_rate=args.learning_rate,
-            lr_scheduler_type="cosine",
-            warmup_steps=0.05,
-            weight_decay=0.01,
-            logging_steps=25,
-            save_strategy="no",
-            report_to=[],
-            use_cpu=True,
-            seed=args.seed,
-            train_sampling_strategy="group_by_length",
-            dataloader_num_workers=0,
-            disable_tqdm=True,
-        )
-        trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-        train_start = time.perf_counter()
-        output = trainer.train()
-        train_seconds = time.perf_counter() - train_start
-        log(f"SFT: {output.global_step} steps, final loss {output.training_loss:.4f}, {train_seconds:.0f}s")
-        losses = [(r["step"], r["loss"]) for r in trainer.state.log_history if "loss" in r]
+    phases = [("lm", args.lm_epochs, False), ("sft", args.epochs, True)]
+    losses: dict[str, list] = {}
+    steps_done, train_seconds, final_loss = 0, 0.0, float("nan")
+    for phase, epochs, completion_only in phases:
+        if epochs <= 0:
+            continue
+        with tempfile.TemporaryDirectory() as scratch:
+            config = SFTConfig(
+                output_dir=scratch,
+                completion_only_loss=completion_only,
+                max_length=args.max_length,
+                per_device_train_batch_size=args.batch_size,
+                num_train_epochs=epochs,
+                max_steps=args.max_steps,
+                learning_rate=args.learning_rate,
+                lr_scheduler_type="cosine",
+                warmup_steps=0.05,
+                weight_decay=0.01,
+                logging_steps=25,
+                save_strategy="no",
+                report_to=[],
+                use_cpu=True,
+                seed=args.seed,
+                train_sampling_strategy="group_by_length",
+                dataloader_num_workers=0,
+                disable_tqdm=True,
+            )
+            trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
+            train_start = time.perf_counter()
+            output = trainer.train()
+            train_seconds += time.perf_counter() - train_start
+            steps_done += output.global_step
+            final_loss = output.training_loss
+            log(f"{phase}: {output.global_step} steps, mean loss {final_loss:.4f}, {train_seconds:.0f}s in total")
+            losses[phase] = [(r["step"], r["loss"]) for r in trainer.state.log_history if "loss" in r]
 
     model.eval()
     args.output_dir.mkdir(parents=True, exist_ok=True)
@@ -248,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         "eval_temperature": args.eval_temperature,
         "train": {
             "rows": len(dataset),
-            "steps": output.global_step,
-            "final_loss": output.training_loss,
+            "steps": steps_done,
+            "final_loss": final_loss,
             "loss_curve": losses,
             "seconds": round(train_seconds, 1),
         },
