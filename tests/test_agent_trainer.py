@@ -100,17 +100,26 @@ def test_scripted_batch_samples_advantages_masks_and_teacher_prompt(tmp_path, ti
         mask = batch["completion_mask"][row].bool()
         assert batch["completion_ids"][row][mask].tolist() == expected_ids
 
-    # Exact teacher prompt: header + general & task-type skills + separator + the student's templated prompt.
-    ((teacher_ids, teacher_mask),) = teacher_inputs  # GA=1 and beta=0: the teacher forward is the only one
-    for row, task_type in [(0, "type0"), (2, "type1")]:
-        ids = teacher_ids[row][teacher_mask[row].bool()].tolist()
+    # Exact teacher inputs: header + general & task-type skills + separator + the student's templated prompt +
+    # the sampled completion. GA=1 and beta=0, so the teacher forwards (length-sorted groups of rows, each
+    # cropped to its own width) are the only ones: together they hold every row exactly once.
+    expected = []
+    for row in range(8):
+        task_type = "type0" if row in (0, 1, 4, 5) else "type1"
         prefix = "[Privileged Skill Information]\n" + BANK.render(task_type) + "\n\n"
         student = batch["prompt_ids"][row][batch["prompt_mask"][row].bool()].tolist()
         completion = batch["completion_ids"][row][batch["completion_mask"][row].bool()].tolist()
-        assert ids == tiny_tokenizer(prefix, add_special_tokens=False)["input_ids"] + student + completion
-    assert "Even tasks end with win." in tiny_tokenizer.decode(teacher_ids[0])
-    assert "Even tasks end with win." not in tiny_tokenizer.decode(teacher_ids[2])  # type1 gets general only
-    assert "Say win when ready." in tiny_tokenizer.decode(teacher_ids[2])
+        expected.append(tiny_tokenizer(prefix, add_special_tokens=False)["input_ids"] + student + completion)
+    seen = [
+        ids[mask.bool()].tolist()
+        for input_ids, masks in teacher_inputs
+        for ids, mask in zip(input_ids, masks, strict=True)
+    ]
+    assert sorted(seen) == sorted(expected)
+    decoded = [tiny_tokenizer.decode(ids) for ids in expected]
+    assert "Even tasks end with win." in decoded[0]
+    assert "Even tasks end with win." not in decoded[2]  # type1 gets general only
+    assert "Say win when ready." in decoded[2]
     assert batch["teacher_per_token_logps"].shape == batch["completion_ids"].shape
     assert batch["teacher_row_mask"].tolist() == [1] * 8
     # The student never sees the skills.

@@ -9,7 +9,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import pytest
 import torch
 
-from sdar_trl.teacher import EMATeacherWeights, build_teacher_prompt_ids, render_teacher_prefix
+from sdar_trl.teacher import EMATeacherWeights, build_teacher_prompt_ids, length_sorted_slices, render_teacher_prefix
 
 HEADER = "[Privileged Skill Information]\n"
 PAD = 0
@@ -222,3 +222,20 @@ def test_ema_keeps_float32_average_for_low_precision_weights():
         assert layer.weight.dtype == torch.bfloat16
         assert layer.weight.item() == torch.tensor(expected).to(torch.bfloat16).item()
     assert layer.weight.item() == 1.0078125
+
+
+# ---------------------------------------------------------------- length_sorted_slices
+def test_length_sorted_slices_group_similar_rows_and_crop_padding():
+    prompt_mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 1], [0, 1, 1, 1]])  # lengths 2, 4, 1, 3
+    completion_mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 0, 0], [0, 0, 0]])  # lengths 2, 3, 1, 0
+    slices = length_sorted_slices(prompt_mask, completion_mask, batch_size=2)
+    # Totals: row0 4, row1 7, row2 2, row3 3 -> order 2, 3, 0, 1.
+    assert [s[0].tolist() for s in slices] == [[2, 3], [0, 1]]
+    assert [(s[1], s[2]) for s in slices] == [(3, 1), (4, 3)]  # an all-empty completion still gets width 1
+    covered = torch.cat([s[0] for s in slices]).sort().values
+    assert covered.tolist() == [0, 1, 2, 3]
+
+
+def test_length_sorted_slices_rejects_a_zero_batch_size():
+    with pytest.raises(ValueError, match="batch_size=0"):
+        length_sorted_slices(torch.ones(1, 2), torch.ones(1, 2), batch_size=0)

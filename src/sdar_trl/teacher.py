@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["EMATeacherWeights", "build_teacher_prompt_ids", "render_teacher_prefix"]
+__all__ = ["EMATeacherWeights", "build_teacher_prompt_ids", "length_sorted_slices", "render_teacher_prefix"]
 
 
 def render_teacher_prefix(context: str | None, *, header: str, separator: str = "\n\n") -> str:
@@ -80,6 +80,40 @@ def build_teacher_prompt_ids(
             teacher_ids[i, width - row.numel() :] = row
             teacher_mask[i, width - row.numel() :] = 1
     return teacher_ids, teacher_mask
+
+
+def length_sorted_slices(
+    prompt_mask: torch.Tensor, completion_mask: torch.Tensor, batch_size: int
+) -> list[tuple[torch.Tensor, int, int]]:
+    """Group rows of similar length for a no-grad forward and give each group the width it needs.
+
+    The teacher scores every step sample of a rollout at once, and agent prompts vary a lot in length
+    (history, observations, the privileged context), so one forward over the batch padded to its longest
+    row wastes most of its work on padding. Rows are sorted by real length (prompt + completion) and cut
+    into groups of `batch_size`; each group is then cropped to its longest left-padded prompt and its
+    longest right-padded completion.
+
+    Args:
+        prompt_mask: (B, P) 1 on real prompt tokens, left padding 0.
+        completion_mask: (B, C) 1 on real completion tokens, right padding 0.
+        batch_size: rows per group (≥ 1).
+
+    Returns:
+        `(rows, prompt_width, completion_width)` per group: `rows` a (b,) index tensor; the group's inputs are
+        `prompt[rows, P - prompt_width:]` and `completion[rows, :completion_width]` (`completion_width` ≥ 1).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be at least 1.")
+    prompt_lengths = prompt_mask.sum(dim=1)  # (B,)
+    completion_lengths = completion_mask.sum(dim=1)  # (B,)
+    order = torch.argsort(prompt_lengths + completion_lengths, stable=True)  # (B,)
+    slices = []
+    for start in range(0, order.numel(), batch_size):
+        rows = order[start : start + batch_size]  # (b,)
+        prompt_width = int(prompt_lengths[rows].max())
+        completion_width = max(1, int(completion_lengths[rows].max()))
+        slices.append((rows, prompt_width, completion_width))
+    return slices
 
 
 class EMATeacherWeights:

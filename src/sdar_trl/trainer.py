@@ -65,7 +65,7 @@ from .rollout import (
 )
 from .sft import render_context
 from .skills import SkillBank
-from .teacher import EMATeacherWeights, build_teacher_prompt_ids, render_teacher_prefix
+from .teacher import EMATeacherWeights, build_teacher_prompt_ids, length_sorted_slices, render_teacher_prefix
 
 __all__ = ["SDARTrainer"]
 
@@ -331,15 +331,28 @@ class SDARTrainer(GRPOTrainer):
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]  # (B, C) each
         input_ids = torch.cat([teacher_prompt_ids, completion_ids], dim=1)  # (B, P_T + C)
         attention_mask = torch.cat([teacher_prompt_mask, completion_mask], dim=1)  # (B, P_T + C)
+        prompt_width = teacher_prompt_ids.size(1)
+        teacher_logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device)  # (B, C)
         with (
             torch.no_grad(),
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
             self._teacher_model() as teacher,
         ):
-            teacher_logps, _, _ = self._get_per_token_logps_and_entropies(
-                teacher, input_ids, attention_mask, completion_ids.size(1), batch_size=self._forward_batch_size()
-            )  # (B, C) aligned with the student's completion tokens
-        return teacher_logps
+            # Rows of similar length together, each group cropped to its own width: far less padding than one
+            # forward over the whole (B, P_T + C) batch. Logps past a row's completion stay 0 (masked out).
+            for rows, prompt_len, completion_len in length_sorted_slices(
+                teacher_prompt_mask, completion_mask, self._forward_batch_size()
+            ):
+                start = prompt_width - prompt_len
+                logps, _, _ = self._get_per_token_logps_and_entropies(
+                    teacher,
+                    input_ids[rows, start : prompt_width + completion_len],
+                    attention_mask[rows, start : prompt_width + completion_len],
+                    completion_len,
+                    batch_size=rows.numel(),
+                )  # (b, completion_len)
+                teacher_logps[rows, :completion_len] = logps.float()
+        return teacher_logps  # (B, C) aligned with the student's completion tokens
 
     def _apply_rlsd(self, output: dict[str, Any], teacher_logps: torch.Tensor) -> None:
         """RLSD: replace (B,) advantages by teacher-reweighted (B, C) token advantages."""

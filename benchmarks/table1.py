@@ -1,0 +1,380 @@
+"""The SDAR paper's Table 1 in miniature: every method × mini environment × seed, from one starter model.
+
+Each run starts from the same model (default: the packaged offline starter), trains for the same budget
+with one `method` preset of `SDARConfig`, and is evaluated once on held-out tasks (the env's unseen/test
+split, never seen in training and never used to tune anything here). `starter` is the model without any
+training. Results accumulate in `<output_dir>/table1.json` after every run (a rerun skips the runs already
+there; `--fresh` starts over), then the script writes `table1.md` (the paper's layout, mean ± std over
+seeds), one PNG of training-rollout success per env, prints a human table on stderr and one JSON line
+(starting with `{"benchmark": "table1"`) on stdout.
+
+    OMP_NUM_THREADS=2 python benchmarks/table1.py --preset cpu-small --envs alfworld-mini     # ~1 h, 2-core CPU
+    python benchmarks/table1.py --preset paper --model Qwen/Qwen2.5-3B-Instruct --envs alfworld-mini  # a GPU
+
+`table1.json` is `{"runs": [{"env", "method", "seed", "success", "success_by_task_type", "steps", "wall_s",
+...}, ...]}`. docs/results.md has the committed numbers and how to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Row order and labels of the paper's Table 1 (our preset names → the paper's names).
+METHODS: dict[str, str] = {
+    "starter": "Starter (no training)",
+    "grpo": "GRPO",
+    "skill_grpo": "Skill-GRPO",
+    "grpo_opsd": "GRPO+OPSD",
+    "opsd": "OPSD",
+    "skill_sd": "Skill-SD",
+    "rlsd": "RLSD",
+    "sdar": "SDAR",
+}
+ENVS = ("alfworld-mini", "webshop-mini", "searchqa-mini")
+#: The reference's per-benchmark agent settings (SDAR_SPEC.md §1): history length, invalid-action penalty,
+#: KL coefficient, skill library.
+ENV_SETTINGS: dict[str, dict[str, Any]] = {
+    "alfworld-mini": {"history_length": 2, "invalid_action_penalty": 0.1, "beta": 0.01, "skills": "alfworld"},
+    "webshop-mini": {"history_length": 2, "invalid_action_penalty": 0.1, "beta": 0.01, "skills": "webshop"},
+    "searchqa-mini": {"history_length": 4, "invalid_action_penalty": 0.01, "beta": 0.001, "skills": "searchqa"},
+}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A training/evaluation budget shared by every method of a table."""
+
+    description: str
+    max_steps: int  # optimizer steps per run
+    tasks_per_step: int  # tasks per rollout (each played num_generations times)
+    num_generations: int
+    per_device_train_batch_size: int  # trajectories per accumulation slice; also the step samples per chunk
+    learning_rate: float
+    max_completion_length: int
+    eval_tasks: int | None  # None: the whole held-out split
+    use_demo_envs: bool  # the starter's demo settings (easy difficulty, short episodes) vs the full benchmark
+    context: str  # privileged_context_source of the teacher
+    seeds: int = 3
+
+
+PRESETS: dict[str, Preset] = {
+    # 2-core CPU, the packaged starter: about 1 hour per env for 8 methods x 3 seeds (docs/results.md).
+    "cpu-small": Preset(
+        description="packaged starter, demo envs, 8 optimizer steps of 2 tasks x 4 trajectories, 30 held-out tasks",
+        max_steps=8,
+        tasks_per_step=2,
+        num_generations=4,
+        per_device_train_batch_size=8,
+        learning_rate=5e-5,
+        max_completion_length=96,
+        eval_tasks=30,
+        use_demo_envs=True,
+        # The starter acts on oracle facts (docs/starter.md); skills alone do not change its behaviour.
+        context="skills+facts",
+    ),
+    # The reference hyperparameters (SDAR_SPEC.md §1-3) for an instruct model on a GPU.
+    "paper": Preset(
+        description="reference hyperparameters: 150 steps of 16 tasks x 8 trajectories, lr 1e-6, full held-out split",
+        max_steps=150,
+        tasks_per_step=16,
+        num_generations=8,
+        per_device_train_batch_size=8,
+        learning_rate=1e-6,
+        max_completion_length=512,
+        eval_tasks=None,
+        use_demo_envs=False,
+        context="skills",
+    ),
+}
+_FULL_EPISODE_STEPS = {"alfworld-mini": 50, "webshop-mini": 15, "searchqa-mini": 4}
+_HELD_OUT_SPLIT = {"alfworld-mini": "valid_unseen", "webshop-mini": "test", "searchqa-mini": "test"}
+_SPLIT_SIZE = {"alfworld-mini": 134, "webshop-mini": 500, "searchqa-mini": 500}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-small")
+    parser.add_argument("--envs", default=",".join(ENVS), help="comma-separated mini environments")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, from {list(METHODS)}")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's, 3)")
+    parser.add_argument("--model", default=None, help="model path or hub id (default: the packaged starter)")
+    parser.add_argument("--output_dir", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--max_steps", type=int, default=None, help="override the preset's optimizer steps")
+    parser.add_argument("--eval_tasks", type=int, default=None, help="override the preset's held-out task count")
+    parser.add_argument("--context", default=None, help="override the teacher's privileged_context_source")
+    parser.add_argument("--fresh", action="store_true", help="discard the runs already in table1.json")
+    parser.add_argument("--bf16", action="store_true", help="train in bf16 (GPU)")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.methods.split(",") if m not in METHODS]
+    if unknown:
+        parser.error(f"--methods: unknown {unknown}; expected a comma-separated subset of {list(METHODS)}")
+    bad_envs = [e for e in args.envs.split(",") if e not in ENVS]
+    if bad_envs:
+        parser.error(f"--envs: unknown {bad_envs}; expected a comma-separated subset of {list(ENVS)}")
+    return args
+
+
+def env_kwargs(env_name: str, preset: Preset, split: str) -> dict[str, Any]:
+    from sdar_trl.starter import DEMO_ENVS
+
+    if preset.use_demo_envs:
+        kwargs = {k: v for k, v in DEMO_ENVS[env_name].items() if k != "eval_split"}
+    else:
+        kwargs = {"max_episode_steps": _FULL_EPISODE_STEPS[env_name]}
+    return {**kwargs, "split": split}
+
+
+def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argparse.Namespace) -> dict[str, Any]:
+    """Train one (env, method, seed) from the starter model and evaluate it on held-out tasks."""
+    from datasets import Dataset
+    from transformers import AutoTokenizer, set_seed
+
+    from sdar_trl import SDARConfig, SDARTrainer
+    from sdar_trl.environments import make_env
+    from sdar_trl.skills import SkillBank
+    from sdar_trl.starter import DEMO_ENVS
+
+    settings = ENV_SETTINGS[env_name]
+    eval_split = DEMO_ENVS[env_name]["eval_split"] if preset.use_demo_envs else _HELD_OUT_SPLIT[env_name]
+    train_kwargs, eval_kwargs = env_kwargs(env_name, preset, "train"), env_kwargs(env_name, preset, eval_split)
+    eval_tasks = options.eval_tasks or preset.eval_tasks or _SPLIT_SIZE[env_name]
+    max_steps = options.max_steps if options.max_steps is not None else preset.max_steps
+    set_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(options.model, padding_side="left")
+    # Training tasks differ per seed; the held-out tasks are the same for every run.
+    train_rows = [{"seed": 1_000_000 * (seed + 1) + i} for i in range(max(1, max_steps) * preset.tasks_per_step)]
+    with tempfile.TemporaryDirectory() as scratch:
+        args = SDARConfig(
+            output_dir=scratch,
+            method="grpo" if method == "starter" else method,
+            seed=seed,
+            max_steps=max_steps,
+            per_device_train_batch_size=preset.per_device_train_batch_size,
+            # One rollout of tasks_per_step x num_generations trajectories per optimizer step.
+            gradient_accumulation_steps=max(
+                1, preset.tasks_per_step * preset.num_generations // preset.per_device_train_batch_size
+            ),
+            num_generations=preset.num_generations,
+            max_completion_length=preset.max_completion_length,
+            learning_rate=preset.learning_rate,
+            lr_scheduler_type="constant",
+            beta=settings["beta"],
+            history_length=settings["history_length"],
+            invalid_action_penalty=settings["invalid_action_penalty"],
+            privileged_context_source=options.context or preset.context,
+            per_device_eval_batch_size=32,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            bf16=options.bf16,
+            use_cpu=not options.bf16,
+            shuffle_dataset=True,
+        )
+        trainer = SDARTrainer(
+            options.model,
+            args=args,
+            train_dataset=Dataset.from_list(train_rows),
+            eval_dataset=Dataset.from_list([{"seed": i} for i in range(eval_tasks)]),
+            processing_class=tokenizer,
+            env_factory=lambda: make_env(env_name, **train_kwargs),
+            eval_env_factory=lambda: make_env(env_name, **eval_kwargs),
+            skill_bank=SkillBank.from_package(settings["skills"]),
+        )
+        start = time.perf_counter()
+        if method != "starter":
+            trainer.train()
+        train_s = time.perf_counter() - start
+        # Skill-GRPO is evaluated without the skills it trained with (the paper's "Skill-GRPO", not "*").
+        trainer.args.skills_in_student_prompt = False
+        metrics = trainer.evaluate()
+        wall_s = time.perf_counter() - start
+        curve = [
+            {k: v for k, v in entry.items() if k == "step" or k.startswith(("env/", "sdar/"))}
+            for entry in trainer.state.log_history
+            if "env/success" in entry
+        ]
+        trainer.close_environments()
+    prefix = "eval_env/success/"
+    return {
+        "env": env_name,
+        "method": method,
+        "seed": seed,
+        "success": metrics["eval_env/success"],
+        "success_by_task_type": {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)},
+        "score": metrics.get("eval_env/score"),
+        "valid_action_rate": 1.0 - metrics["eval_env/invalid_action_rate"],
+        "steps": trainer.state.global_step,
+        "wall_s": round(wall_s, 1),
+        "train_s": round(train_s, 1),
+        "eval_tasks": eval_tasks,
+        "eval_split": eval_split,
+        "curve": curve,
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """env → method → {mean, std, n, by_task_type: {type: (mean, std)}} over seeds (std: sample std, 0 for n=1)."""
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for env_name in dict.fromkeys(r["env"] for r in runs):
+        summary[env_name] = {}
+        for method in METHODS:
+            chosen = [r for r in runs if r["env"] == env_name and r["method"] == method]
+            if not chosen:
+                continue
+            types = sorted({t for r in chosen for t in r["success_by_task_type"]})
+            summary[env_name][method] = {
+                **_mean_std([r["success"] for r in chosen]),
+                "n": len(chosen),
+                "by_task_type": {t: _mean_std([r["success_by_task_type"].get(t, 0.0) for r in chosen]) for t in types},
+                "wall_s": sum(r["wall_s"] for r in chosen),
+            }
+    return summary
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def _cell(stats: dict[str, float]) -> str:
+    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+
+
+def render_markdown(summary: dict[str, dict[str, dict[str, Any]]], header: str) -> str:
+    """One table per env in the paper's layout: a row per method, a column per task type, then the overall."""
+    lines = [header, ""]
+    for env_name, by_method in summary.items():
+        types = sorted({t for stats in by_method.values() for t in stats["by_task_type"]})
+        lines += [f"### {env_name} (success %, mean ± std over seeds)", ""]
+        lines.append("| method | " + " | ".join(types) + " | **all** | seeds |")
+        lines.append("|---|" + "---|" * (len(types) + 2))
+        for method, stats in by_method.items():
+            cells = [_cell(stats["by_task_type"][t]) if t in stats["by_task_type"] else "–" for t in types]
+            overall = f"**{_cell(stats)}**" if method == "sdar" else _cell(stats)
+            lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {overall} | {stats['n']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
+    """Training-rollout success per optimizer step, mean over seeds, one PNG per env (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(
+            "matplotlib is not installed: no learning-curve plots (pip install 'sdar-trl[examples]')", file=sys.stderr
+        )
+        return []
+    written = []
+    for env_name in dict.fromkeys(r["env"] for r in runs):
+        figure, axis = plt.subplots(figsize=(7, 4))
+        for method in METHODS:
+            curves = [r["curve"] for r in runs if r["env"] == env_name and r["method"] == method and r["curve"]]
+            if not curves:
+                continue
+            steps = sorted({point["step"] for curve in curves for point in curve})
+            means = [
+                statistics.fmean(p["env/success"] for curve in curves for p in curve if p["step"] == step)
+                for step in steps
+            ]
+            axis.plot(steps, means, marker="o", label=METHODS[method])
+        axis.set(xlabel="optimizer step", ylabel="training-rollout success", title=f"{env_name}: learning curves")
+        axis.legend(fontsize=7)
+        path = output_dir / f"table1_{env_name}.png"
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path.name)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    preset = PRESETS[options.preset]
+    if options.model is None:
+        from sdar_trl.starter import STARTER_PATH, starter_available
+
+        if not starter_available():
+            sys.exit("no --model given and the packaged starter is not built; see docs/starter.md")
+        options.model = str(STARTER_PATH)
+    if os.path.isdir(options.model):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    seeds = options.seeds if options.seeds is not None else preset.seeds
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    results_path = options.output_dir / "table1.json"
+    stored: dict[str, Any] = {"runs": []}
+    if results_path.is_file() and not options.fresh:
+        stored = json.loads(results_path.read_text(encoding="utf-8"))
+    stored["preset"], stored["model"] = options.preset, options.model
+    done = {(r["env"], r["method"], r["seed"]) for r in stored["runs"]}
+    plan = [
+        (env_name, method, seed)
+        for env_name in options.envs.split(",")
+        for seed in range(seeds)
+        for method in options.methods.split(",")
+    ]
+    started = time.perf_counter()
+    for index, (env_name, method, seed) in enumerate(plan, 1):
+        if (env_name, method, seed) in done:
+            continue
+        run = run_one(env_name, method, seed, preset, options)
+        stored["runs"].append(run)
+        results_path.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")  # survive interruptions
+        print(
+            f"[{time.perf_counter() - started:7.0f}s] {index}/{len(plan)} {env_name} {method} seed {seed}: "
+            f"success {run['success']:.3f} ({run['wall_s']:.0f}s)",
+            file=sys.stderr,
+            flush=True,
+        )
+    wanted = {(e, m, s) for e, m, s in plan}
+    runs = [r for r in stored["runs"] if (r["env"], r["method"], r["seed"]) in wanted]
+    summary = summarize(runs)
+    header = (
+        f"Table 1 in miniature — preset `{options.preset}` ({preset.description}); model `{options.model}`; "
+        f"teacher context `{options.context or preset.context}`; held-out tasks, success %."
+    )
+    markdown = render_markdown(summary, header)
+    (options.output_dir / "table1.md").write_text(markdown + "\n", encoding="utf-8")
+    plots = plot_curves(runs, options.output_dir)
+    print(markdown, file=sys.stderr)
+    record = {
+        "benchmark": "table1",
+        "preset": options.preset,
+        "summary": {
+            env_name: {method: {"mean": s["mean"], "std": s["std"], "n": s["n"]} for method, s in by_method.items()}
+            for env_name, by_method in summary.items()
+        },
+        "sdar_minus_grpo": {
+            env_name: by_method["sdar"]["mean"] - by_method["grpo"]["mean"]
+            for env_name, by_method in summary.items()
+            if "sdar" in by_method and "grpo" in by_method
+        },
+        "results": str(results_path),
+        "plots": plots,
+        "wall_s": round(sum(r["wall_s"] for r in runs), 1),
+    }
+    print(json.dumps(record, default=lambda v: None if isinstance(v, float) and math.isnan(v) else v))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
