@@ -75,7 +75,7 @@ CPU_DEMO_DEFAULTS: dict[str, Any] = {
     "per_device_train_batch_size": 8,
     "gradient_accumulation_steps": 1,
     "num_generations": 4,
-    "max_completion_length": 48,
+    "max_completion_length": 96,  # the starter's responses are up to ~85 tokens
     "learning_rate": 2e-5,
     "lr_scheduler_type": "constant",
     "logging_steps": 1,
