@@ -25,7 +25,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
-from datasets import concatenate_datasets
+from datasets import Dataset, concatenate_datasets
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
@@ -87,6 +87,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument(
+        "--init_from",
+        type=Path,
+        default=None,
+        help="continue from a built starter (its model and tokenizer) instead of a fresh model",
+    )
+    parser.add_argument(
+        "--copy_rows",
+        type=int,
+        default=0,
+        help="synthetic copy rows (a random span of tokens, then the span again) mixed into both phases, so "
+        "that the model learns to continue a sequence it saw earlier in its context",
+    )
+    parser.add_argument(
         "--eval_only", action="store_true", help="only re-measure the model in --output_dir (no training)"
     )
     args = parser.parse_args(argv)
@@ -121,6 +134,25 @@ def corpus_for_tokenizer(steps: list, args: argparse.Namespace) -> list[str]:
         bank = SkillBank.from_package(SKILL_BANKS[env_name])
         texts += [bank.render(task_type) for task_type in bank.task_types]
     return texts
+
+
+def copy_rows(tokenizer, count: int, *, seed: int) -> list[dict[str, str]]:
+    """Rows whose second half repeats their first: `completion` = span + " | " + span (empty prompt).
+
+    The spans are random word-like pieces of the tokenizer's vocabulary, so the only way to predict the
+    repeat is to look back and copy; that is the skill the agent needs for names it never saw in training.
+    """
+    rng = random.Random(seed)
+    vocab = [
+        piece
+        for piece in (tokenizer.convert_tokens_to_string([t]) for t in tokenizer.get_vocab())
+        if piece.strip().isalnum()
+    ]
+    rows = []
+    for _ in range(count):
+        span = "".join(rng.choice(vocab) for _ in range(rng.randint(4, 24)))
+        rows.append({"prompt": "", "completion": f"{span} | {span}{tokenizer.eos_token}"})
+    return rows
 
 
 def evaluate(model, tokenizer, args: argparse.Namespace) -> dict:
@@ -192,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_only(args)
     steps = collect(args)
 
-    tokenizer = build_tiny_tokenizer(vocab_size=args.vocab_size, corpus=corpus_for_tokenizer(steps, args))
+    if args.init_from is not None:
+        model, tokenizer = load_starter(args.init_from)
+        log(f"continuing from {args.init_from}")
+    else:
+        tokenizer = build_tiny_tokenizer(vocab_size=args.vocab_size, corpus=corpus_for_tokenizer(steps, args))
     tokenizer.model_max_length = args.max_length
     log(f"tokenizer: {len(tokenizer)} tokens")
     dataset = build_sft_dataset(steps, tokenizer, shuffle_seed=args.seed)
@@ -203,18 +239,24 @@ def main(argv: list[str] | None = None) -> int:
     log(f"dataset: {len(dataset)} rows; prompt tokens mean {sum(lengths) / len(lengths):.0f}, max {max(lengths)}")
     dataset = concatenate_datasets([dataset])  # flatten the shuffle's index mapping
     dataset = dataset.select_columns(["prompt", "completion"])
+    if args.copy_rows:
+        copies = Dataset.from_list(copy_rows(tokenizer, args.copy_rows, seed=args.seed))
+        dataset = concatenate_datasets([dataset, copies]).shuffle(seed=args.seed)
+        dataset = concatenate_datasets([dataset])  # flatten the shuffle's index mapping
+        log(f"added {args.copy_rows} synthetic copy rows")
 
-    model = build_tiny_model(
-        tokenizer,
-        architecture="qwen3",
-        hidden_size=args.hidden_size,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
-        intermediate_size=args.intermediate_size,
-        max_position_embeddings=4096,
-        seed=args.seed,
-    )
+    if args.init_from is None:
+        model = build_tiny_model(
+            tokenizer,
+            architecture="qwen3",
+            hidden_size=args.hidden_size,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            num_key_value_heads=args.kv_heads,
+            intermediate_size=args.intermediate_size,
+            max_position_embeddings=4096,
+            seed=args.seed,
+        )
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     phases = [("lm", args.lm_epochs, False), ("sft", args.epochs, True)]
