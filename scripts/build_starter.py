@@ -145,22 +145,23 @@ def corpus_for_tokenizer(steps: list, args: argparse.Namespace) -> list[str]:
     return texts
 
 
-def copy_rows(tokenizer, count: int, *, seed: int) -> list[dict[str, str]]:
-    """Rows whose second half repeats their first: `completion` = span + " | " + span (empty prompt).
+def copy_rows(tokenizer, count: int, *, seed: int, span_tokens: int = 16) -> list[dict[str, str]]:
+    """Rows whose second half repeats their first: `completion` = span + " |" + span (empty prompt).
 
-    The spans are random word-like pieces of the tokenizer's vocabulary, so the only way to predict the
-    repeat is to look back and copy; that is the skill the agent needs for names it never saw in training.
+    A span is `span_tokens` random word pieces of the tokenizer's vocabulary, so the only way to predict
+    the repeat is to look back and copy; that is the skill the agent needs for names it never saw in
+    training. Pieces start with a space, so the span tokenizes the same way both times.
     """
     rng = random.Random(seed)
     vocab = [
         piece
         for piece in (tokenizer.convert_tokens_to_string([t]) for t in tokenizer.get_vocab())
-        if piece.strip().isalnum()
+        if piece.startswith(" ") and piece[1:].isalnum()
     ]
     rows = []
     for _ in range(count):
-        span = "".join(rng.choice(vocab) for _ in range(rng.randint(4, 24)))
-        rows.append({"prompt": "", "completion": f"{span} | {span}{tokenizer.eos_token}"})
+        span = "".join(rng.choice(vocab) for _ in range(span_tokens))
+        rows.append({"prompt": "", "completion": f"{span} |{span}{tokenizer.eos_token}"})
     return rows
 
 
@@ -268,18 +269,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
-    # (name, rows, batch size, epochs, max steps, loss on the prompt too?)
+    # (name, rows, batch size, epochs, max steps, completion-only loss, learning-rate schedule)
     phases = [
-        ("lm", dataset, args.batch_size, args.lm_epochs, args.max_steps, False),
-        ("sft", dataset, args.batch_size, args.epochs, args.max_steps, True),
+        ("lm", dataset, args.batch_size, args.lm_epochs, args.max_steps, False, "cosine"),
+        ("sft", dataset, args.batch_size, args.epochs, args.max_steps, True, "cosine"),
     ]
     if args.copy_steps > 0:
         # Short synthetic rows first: cheap, and they form the copying the agent rows need (docs/starter.md).
         copies = Dataset.from_list(copy_rows(tokenizer, args.copy_steps * 32, seed=args.seed + 1))
-        phases.insert(0, ("copy", copies, 32, 1.0, args.copy_steps, True))
+        phases.insert(0, ("copy", copies, 32, 1.0, args.copy_steps, True, "constant_with_warmup"))
     losses: dict[str, list] = {}
     steps_done, train_seconds, final_loss = 0, 0.0, float("nan")
-    for phase, rows, batch_size, epochs, max_steps, completion_only in phases:
+    for phase, rows, batch_size, epochs, max_steps, completion_only, schedule in phases:
         if epochs <= 0 or max_steps == 0:
             continue
         with tempfile.TemporaryDirectory() as scratch:
@@ -291,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_train_epochs=epochs,
                 max_steps=max_steps,
                 learning_rate=args.learning_rate,
-                lr_scheduler_type="cosine",
+                lr_scheduler_type=schedule,
                 warmup_steps=0.05,
                 weight_decay=0.01,
                 logging_steps=25,
