@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -20,16 +21,20 @@ def _run_two_processes(script: Path, tmp_path: Path) -> dict:
     if torchrun is None:
         pytest.skip("torchrun is not installed")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    completed = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        check=False,
+    command = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script), str(tmp_path)]
+    # A session of its own, so that a timeout kills torchrun *and* its workers (subprocess.run's timeout only
+    # kills torchrun and would leave a hung worker behind).
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
     )
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and len(lines) == 1, completed.stderr[-3000:]
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"the two processes did not finish within 240 s; stderr:\n{stderr[-3000:]}")
+    lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+    assert process.returncode == 0 and len(lines) == 1, stderr[-3000:]
     return json.loads(lines[0].removeprefix("RESULT "))
 
 

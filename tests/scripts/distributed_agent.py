@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+from _leave import leave_together
 from accelerate.utils import gather_object
 from datasets import Dataset
 
@@ -83,10 +84,7 @@ def main(output_dir: str) -> None:
     if trainer.accelerator.is_main_process:
         logs = [entry for entry in trainer.state.log_history if "loss" in entry]
         print("RESULT " + json.dumps({"per_rank": per_rank, "logs": logs}), flush=True)
-    # Leave together and tear the gloo group down explicitly: a process group left to interpreter shutdown
-    # can abort with "terminate called without an active exception" (seen in CI).
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    leave_together(trainer)
 
 
 if __name__ == "__main__":

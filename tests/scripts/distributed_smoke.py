@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
+from _leave import leave_together
 from accelerate.utils import gather_object
 from datasets import Dataset
 
@@ -72,9 +73,7 @@ def main(output_dir: str) -> None:
             "local_stats": local_stats,
         }
         print("RESULT " + json.dumps(result), flush=True)
-    # Leave together and destroy the gloo group before interpreter shutdown (see distributed_agent.py).
-    trainer.accelerator.wait_for_everyone()
-    trainer.accelerator.end_training()
+    leave_together(trainer)
 
 
 if __name__ == "__main__":
