@@ -95,10 +95,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--copy_steps",
         type=int,
-        default=600,
+        default=0,
         help="phase 0: optimizer steps (batch 32) on short synthetic copy rows only, before the agent rows; "
-        "a fresh 4-layer model learns to copy a 16-piece span there in ~600 steps, while copy rows mixed "
-        "into the long agent rows were not learnt (docs/starter.md). 0 skips the phase",
+        "a fresh 4-layer model learns to copy a 16-piece span there in ~600 steps, but the language-modelling "
+        "phase after it converged more slowly (docs/starter.md), so it is off (0) by default",
     )
     parser.add_argument(
         "--copy_rows",

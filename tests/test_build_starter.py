@@ -18,7 +18,7 @@ def test_quick_build_writes_a_loadable_starter_with_metrics(tmp_path):
     out = tmp_path / "starter"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, str(ROOT / "scripts" / "build_starter.py"), "--quick", "--output_dir", str(out)]
-    command += ["--envs", "searchqa-mini"]
+    command += ["--envs", "searchqa-mini", "--copy_steps", "20"]
     completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=900)
     assert completed.returncode == 0, completed.stderr[-3000:]
     for phase in ("copy:", "lm:", "sft:"):  # the three training phases ran, in this order
