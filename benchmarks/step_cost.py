@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import resolve_model
+
 os.environ["OMP_NUM_THREADS"] = "1"  # comparable timings: one thread in both runs
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -171,14 +173,7 @@ def run_child(options: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    if options.model is None:
-        from sdar_trl.starter import STARTER_PATH, starter_available
-
-        if not starter_available():
-            sys.exit("no --model given and the packaged starter is not built; see docs/starter.md")
-        options.model = str(STARTER_PATH)
-    if os.path.isdir(options.model):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    options.model = resolve_model(options.model)
     if options.child:
         print("CHILD " + json.dumps(run_child(options)), flush=True)
         return 0

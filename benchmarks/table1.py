@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from _common import resolve_model
+
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -310,14 +312,7 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     preset = PRESETS[options.preset]
-    if options.model is None:
-        from sdar_trl.starter import STARTER_PATH, starter_available
-
-        if not starter_available():
-            sys.exit("no --model given and the packaged starter is not built; see docs/starter.md")
-        options.model = str(STARTER_PATH)
-    if os.path.isdir(options.model):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    options.model = resolve_model(options.model)
     seeds = options.seeds if options.seeds is not None else preset.seeds
     options.output_dir.mkdir(parents=True, exist_ok=True)
     results_path = options.output_dir / "table1.json"
