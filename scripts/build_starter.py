@@ -147,7 +147,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.learning_rate is None:
         args.learning_rate = 3e-3 if args.backbone == "scratch" else 1e-3
     if args.quick:
-        args.episodes, args.eval_tasks, args.max_steps, args.vocab_size = 10, 4, 20, 600
+        args.episodes, args.vocab_size = 10, 600
+        args.eval_tasks = min(args.eval_tasks, 4)
+        args.max_steps = 20 if args.max_steps < 0 else args.max_steps
         args.rows_per_env = min(args.rows_per_env or 40, 40)
         args.lm_epochs = min(args.lm_epochs, 0.5)
         args.copy_steps = min(args.copy_steps, 20)

@@ -18,7 +18,7 @@ def test_quick_build_writes_a_loadable_starter_with_metrics(tmp_path):
     out = tmp_path / "starter"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, str(ROOT / "scripts" / "build_starter.py"), "--quick", "--output_dir", str(out)]
-    command += ["--envs", "searchqa-mini", "--copy_steps", "20"]
+    command += ["--backbone", "scratch", "--envs", "searchqa-mini", "--copy_steps", "20"]
     completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=900)
     assert completed.returncode == 0, completed.stderr[-3000:]
     for phase in ("copy:", "lm:", "sft:"):  # the three training phases ran, in this order
@@ -34,3 +34,29 @@ def test_quick_build_writes_a_loadable_starter_with_metrics(tmp_path):
     assert 0.0 <= cell["success"] <= 1.0 and cell["tasks"] == 4
     assert set(metrics["train"]["loss_curve"]) == {"copy", "lm", "sft"}
     assert json.loads((out / "metrics.json").read_text())["model"]["parameters"] > 0
+
+
+@pytest.mark.slow
+def test_quick_smollm2_build_writes_a_small_adapter(tmp_path):
+    """The shipped path: one LoRA SFT step on SmolLM2, the adapter saved in bfloat16 and loaded back merged."""
+    from sdar_trl.starter import starter_available
+
+    if not starter_available():
+        pytest.skip("the starter's base model is not fetched (python -m sdar_trl.starter download-base)")
+    out = tmp_path / "starter"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [sys.executable, str(ROOT / "scripts" / "build_starter.py"), "--quick", "--output_dir", str(out)]
+    command += ["--envs", "searchqa-mini", "--max_steps", "1", "--rows_per_env", "8", "--eval_tasks", "2"]
+    command += ["--threads", "2"]
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, check=False, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "sft: 1 steps" in completed.stdout and "lm:" not in completed.stdout
+
+    from sdar_trl.starter import load_starter, load_starter_metrics
+
+    assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
+    assert (out / "adapter_model.safetensors").stat().st_size < 6_000_000, "bfloat16 rank-8 adapter: ~4.9 MB"
+    model, _ = load_starter(out)
+    assert model.config.model_type == "llama" and not hasattr(model, "peft_config")
+    metrics = load_starter_metrics(out)
+    assert metrics["model"]["backbone"] == "smollm2" and metrics["eval"]["searchqa-mini"]["none"]["tasks"] == 2
