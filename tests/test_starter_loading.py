@@ -68,15 +68,19 @@ def adapter_starter(tmp_path, monkeypatch):
     return path, ids, expected
 
 
+def _assert_same_logits(model, ids, expected):
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits  # (1, T, V)
+    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_load_starter_merges_the_adapter(adapter_starter):
     path, ids, expected = adapter_starter
     assert starter.starter_built(path) and starter.starter_available(path)
     model, tokenizer = starter.load_starter(path)
     assert not hasattr(model, "peft_config"), "the adapter must be merged into a plain model"
     assert tokenizer.padding_side == "left"
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits  # (1, T, V)
-    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    _assert_same_logits(model, ids, expected)
 
 
 def test_starter_model_path_writes_a_loadable_model_once(adapter_starter, tmp_path):
@@ -92,10 +96,7 @@ def test_starter_model_path_writes_a_loadable_model_once(adapter_starter, tmp_pa
 
     from transformers import AutoModelForCausalLM
 
-    reloaded = AutoModelForCausalLM.from_pretrained(merged, local_files_only=True)
-    with torch.no_grad():
-        logits = reloaded(input_ids=ids).logits  # (1, T, V)
-    torch.testing.assert_close(logits, expected, atol=1e-4, rtol=1e-4)
+    _assert_same_logits(AutoModelForCausalLM.from_pretrained(merged, local_files_only=True), ids, expected)
 
 
 def test_a_changed_adapter_gets_a_new_cache_directory(adapter_starter, tmp_path):

@@ -226,7 +226,7 @@ def load_starter(
 
     Raises:
         FileNotFoundError: when `path` holds no built starter (build one with `python scripts/build_starter.py`)
-            or the base model file is not installed (the message names the `pip install` that fixes it).
+            or the base model file is not fetched (the message names `python -m sdar_trl.starter download-base`).
     """
     path = Path(path)
     if not starter_built(path):
@@ -274,9 +274,8 @@ def starter_model_path(path: str | Path = STARTER_PATH, *, cache_dir: str | Path
     try:
         model.save_pretrained(scratch)
         tokenizer.save_pretrained(scratch)
-        for extra in ("metrics.json",):
-            if (path / extra).is_file():
-                shutil.copyfile(path / extra, scratch / extra)
+        if (path / "metrics.json").is_file():
+            shutil.copyfile(path / "metrics.json", scratch / "metrics.json")
         try:
             os.rename(scratch, target)
         except OSError:
