@@ -95,18 +95,12 @@ CPU_DEMO_DEFAULTS: dict[str, Any] = {
 
 def _starter_model() -> str:
     """The packaged starter as a model directory (merged into its base once, then cached), or exit naming the fix."""
-    from sdar_trl.starter import STARTER_PATH, find_base_gguf, starter_built, starter_model_path
+    from sdar_trl.starter import starter_model_path
 
-    if not starter_built():
-        sys.exit(
-            f"No model: the offline starter agent is not built in {STARTER_PATH}. Build it with "
-            "`python scripts/build_starter.py`, or pass --model_name_or_path (e.g. Qwen/Qwen2.5-1.5B-Instruct)."
-        )
     try:
-        find_base_gguf()
-    except FileNotFoundError as error:
+        return str(starter_model_path())
+    except FileNotFoundError as error:  # not built, or its base not downloaded: the message names the fix
         sys.exit(f"No model: {error} Or pass --model_name_or_path (e.g. Qwen/Qwen2.5-1.5B-Instruct).")
-    return str(starter_model_path())
 
 
 def main(*, default_env: str, skills_name: str, history_length: int, invalid_action_penalty: float) -> None:

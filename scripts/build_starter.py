@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lora_r", type=int, default=8, help="smollm2: LoRA rank (all linear layers)")
     parser.add_argument("--lora_alpha", type=int, default=16, help="smollm2: LoRA alpha")
     parser.add_argument(
+        "--base_dtype",
+        choices=("bfloat16", "float32"),
+        default="bfloat16",
+        help="smollm2: dtype of the frozen base while training (the LoRA weights stay float32). bfloat16 runs "
+        "~1.5x faster on CPUs with AMX/AVX512-BF16; the shipped adapter is merged into the float32 base",
+    )
+    parser.add_argument(
         "--rows_per_env", type=int, default=0, help="keep at most this many SFT rows per env (0: all), sampled"
     )
     parser.add_argument("--vocab_size", type=int, default=4096)
@@ -121,7 +128,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--init_from",
         type=Path,
         default=None,
-        help="continue from a built starter (its model and tokenizer) instead of a fresh model",
+        help="continue from a built starter instead of a fresh model: an adapter build continues as LoRA on "
+        "the base, a whole-model (scratch) build as full fine-tuning",
     )
     parser.add_argument(
         "--copy_steps",
@@ -184,14 +192,25 @@ class PlainLossSFTTrainer(SFTTrainer):
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]  # (B, T), -100 outside the completion
+        # Score only the positions from the batch's first labelled token on: the prompt positions need no logits,
+        # and SmolLM2's 49k-entry LM head is about a fifth of each forward and backward.
+        labelled = (labels != -100).any(dim=0)  # (T,)
+        first = int(labelled.float().argmax()) if bool(labelled.any()) else labels.size(1) - 1
+        keep = labels.size(1) - max(first - 1, 0)  # logits at position t predict token t + 1
         outputs = model(
             input_ids=inputs["input_ids"],  # (B, T)
             attention_mask=inputs.get("attention_mask"),  # (B, T)
-            labels=inputs["labels"],  # (B, T), -100 outside the completion
-            num_items_in_batch=num_items_in_batch,
+            logits_to_keep=keep,
             use_cache=False,
         )
-        loss = outputs.loss
+        logits = outputs.logits[:, :-1].float()  # (B, K - 1, V) predictions of tokens T - K + 1 .. T - 1
+        targets = labels[:, labels.size(1) - keep + 1 :]  # (B, K - 1)
+        loss = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+        count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum().clamp(min=1)
+        loss = loss / count
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages the gradients
         return (loss, outputs) if return_outputs else loss
@@ -299,6 +318,47 @@ def evaluate_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def make_model_and_tokenizer(args: argparse.Namespace, steps: list) -> tuple:
+    """(model, tokenizer, peft_config) to train: a LoRA on SmolLM2, a fresh small Qwen3, or a build to continue.
+
+    `peft_config` is set only when the trainer must create a new adapter. `--init_from` an adapter build loads
+    the adapter trainable on the base (it continues as LoRA); a whole-model build continues as full fine-tuning.
+    """
+    dtype = getattr(torch, args.base_dtype)
+    if args.init_from is not None:
+        log(f"continuing from {args.init_from}")
+        if (args.init_from / "adapter_config.json").is_file():
+            tokenizer = load_base_tokenizer()
+            # peft loads the bfloat16-saved adapter weights back in float32 (autocast_adapter_dtype)
+            model = PeftModel.from_pretrained(load_base_model(dtype=dtype), args.init_from, is_trainable=True)
+            return model, tokenizer, None
+        model, tokenizer = load_starter(args.init_from)
+        return model, tokenizer, None
+    if args.backbone == "smollm2":
+        log(f"base model: {find_base_gguf()}")
+        peft_config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=0.0,
+            target_modules="all-linear",
+            task_type="CAUSAL_LM",
+        )
+        return load_base_model(dtype=dtype), load_base_tokenizer(), peft_config
+    tokenizer = build_tiny_tokenizer(vocab_size=args.vocab_size, corpus=corpus_for_tokenizer(steps, args))
+    model = build_tiny_model(
+        tokenizer,
+        architecture="qwen3",
+        hidden_size=args.hidden_size,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        intermediate_size=args.intermediate_size,
+        max_position_embeddings=4096,
+        seed=args.seed,
+    )
+    return model, tokenizer, None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -310,23 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows_per_env > 0:
         steps = cap_rows_per_env(steps, args.rows_per_env, seed=args.seed)
         log(f"kept at most {args.rows_per_env} rows per env: {len(steps)} rows")
-    peft_config = None
-    if args.init_from is not None:
-        model, tokenizer = load_starter(args.init_from)
-        log(f"continuing from {args.init_from}")
-    elif args.backbone == "smollm2":
-        tokenizer = load_base_tokenizer()
-        log(f"base model: {find_base_gguf()}")
-    else:
-        tokenizer = build_tiny_tokenizer(vocab_size=args.vocab_size, corpus=corpus_for_tokenizer(steps, args))
-    if args.backbone == "smollm2" and args.init_from is None:
-        peft_config = LoraConfig(
-            r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            lora_dropout=0.0,
-            target_modules="all-linear",
-            task_type="CAUSAL_LM",
-        )
+    model, tokenizer, peft_config = make_model_and_tokenizer(args, steps)
     tokenizer.model_max_length = args.max_length
     log(f"tokenizer: {len(tokenizer)} tokens")
     dataset = build_sft_dataset(steps, tokenizer, shuffle_seed=args.seed)
@@ -343,22 +387,6 @@ def main(argv: list[str] | None = None) -> int:
         dataset = concatenate_datasets([dataset])  # flatten the shuffle's index mapping
         log(f"added {args.copy_rows} synthetic copy rows")
 
-    if args.init_from is not None:
-        pass
-    elif args.backbone == "smollm2":
-        model = load_base_model()
-    else:
-        model = build_tiny_model(
-            tokenizer,
-            architecture="qwen3",
-            hidden_size=args.hidden_size,
-            num_hidden_layers=args.layers,
-            num_attention_heads=args.heads,
-            num_key_value_heads=args.kv_heads,
-            intermediate_size=args.intermediate_size,
-            max_position_embeddings=4096,
-            seed=args.seed,
-        )
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters")
 
     # (name, rows, batch size, epochs, max steps, completion-only loss, learning-rate schedule)
@@ -388,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                 lr_scheduler_type=schedule,
                 warmup_steps=0.05,
                 weight_decay=0.01,
-                logging_steps=25,
+                logging_steps=10,
                 save_strategy="no",
                 report_to=[],
                 use_cpu=True,
@@ -441,6 +469,11 @@ def main(argv: list[str] | None = None) -> int:
         },
         "model": {
             "backbone": args.backbone,
+            **(
+                {"lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "train_base_dtype": args.base_dtype}
+                if args.backbone == "smollm2"
+                else {}
+            ),
             "parameters": sum(p.numel() for p in model.parameters()),
             "vocab_size": len(tokenizer),
             "hidden_size": model.config.hidden_size,

@@ -60,3 +60,40 @@ def test_quick_smollm2_build_writes_a_small_adapter(tmp_path):
     assert model.config.model_type == "llama" and not hasattr(model, "peft_config")
     metrics = load_starter_metrics(out)
     assert metrics["model"]["backbone"] == "smollm2" and metrics["eval"]["searchqa-mini"]["none"]["tasks"] == 2
+
+
+def _build_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_starter", ROOT / "scripts" / "build_starter.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("num_items", [None, "count"])
+def test_plain_loss_scores_only_the_completion_and_equals_the_models_cross_entropy(num_items):
+    """The build's loss keeps logits from the batch's first labelled token on; the value must not change."""
+    import torch
+
+    from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
+
+    build = _build_script()
+    model = build_tiny_model(build_tiny_tokenizer())
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, 100, (3, 12), generator=generator)  # (B, T)
+    labels = input_ids.clone()
+    labels[:, :5] = -100  # prompts of different lengths, and right padding in the last row
+    labels[0, :7] = -100
+    labels[2, 10:] = -100
+    count = (labels[:, 1:] != -100).sum() if num_items == "count" else None
+    trainer = build.PlainLossSFTTrainer.__new__(build.PlainLossSFTTrainer)  # compute_loss reads only args
+    trainer.args = type("Args", (), {"average_tokens_across_devices": False})()
+    ours = trainer.compute_loss(model, {"input_ids": input_ids, "labels": labels}, num_items_in_batch=count)
+    reference = model(input_ids=input_ids, labels=labels, num_items_in_batch=count).loss
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-6)
+    # Nothing labelled before position 5: the model was asked for the last 12 - 4 = 8 positions only.
+    seen = {}
+    model.register_forward_hook(lambda module, args, kwargs, output: seen.update(kwargs), with_kwargs=True)
+    trainer.compute_loss(model, {"input_ids": input_ids, "labels": labels})
+    assert seen["logits_to_keep"] == 8

@@ -106,3 +106,47 @@ def test_accelerate_gradient_state_switch_used_by_agent_mode():
     import transformers.trainer
 
     assert "gradient_state._set_sync_gradients" in inspect.getsource(transformers.trainer)
+
+
+def _fused_logps_and_grads(compact: bool, monkeypatch):
+    """TRL's fused LM head on a tiny model, prompt positions masked as GRPO masks them; log-probs + gradients."""
+    import torch
+    import trl.trainer.utils as trl_utils
+
+    from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
+
+    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: compact)
+    model = build_tiny_model(build_tiny_tokenizer())
+    _compat.add_fused_lm_head(model, temperature=0.7)
+    input_ids = torch.randint(5, 100, (2, 10), generator=torch.Generator().manual_seed(0))  # (B, T)
+    labels = input_ids.clone()
+    labels[:, :-3] = -100  # 3 completion tokens, as GRPOTrainer._get_per_token_logps_and_entropies builds them
+    outputs = model(input_ids=input_ids, labels=labels, fused_lm_head=True)
+    outputs.log_probs[:, -3:].sum().backward()
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    return outputs.log_probs.detach(), grads
+
+
+def test_cpu_compaction_leaves_log_probs_and_gradients_unchanged(monkeypatch):
+    full, full_grads = _fused_logps_and_grads(False, monkeypatch)
+    compact, compact_grads = _fused_logps_and_grads(True, monkeypatch)
+    torch = pytest.importorskip("torch")
+    torch.testing.assert_close(compact, full)
+    assert full[:, :-3].abs().sum() == 0  # masked positions are 0 either way
+    assert len(full_grads) == len(compact_grads) > 0
+    for a, b in zip(full_grads, compact_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_compact_fused_log_probs_on_cpu_widens_only_the_cpu_test(monkeypatch):
+    import torch
+    import trl.trainer.utils as trl_utils
+
+    monkeypatch.setattr(trl_utils, "_use_triton", lambda device: False)
+    _compat.compact_fused_log_probs_on_cpu()
+    patched = trl_utils._use_triton
+    assert patched(torch.device("cpu")) is True
+    assert patched(torch.device("meta")) is False  # other devices keep TRL's own answer
+    _compat.compact_fused_log_probs_on_cpu()  # idempotent: no second wrapper
+    assert trl_utils._use_triton is patched
+    assert _compat.FUSED_HEAD_COMPACTION_TEST in inspect.getsource(_compat.add_fused_lm_head)

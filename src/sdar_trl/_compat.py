@@ -11,7 +11,9 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
+import torch
 import trl
+import trl.trainer.utils as _trl_utils
 from packaging.version import Version
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
@@ -24,6 +26,7 @@ __all__ = [
     "TRLMember",
     "add_fused_lm_head",
     "check_trl_contract",
+    "compact_fused_log_probs_on_cpu",
     "disable_gradient_checkpointing",
     "prepare_deepspeed",
     "prepare_fsdp",
@@ -149,6 +152,31 @@ GENERATION_OUTPUT_KEYS: tuple[str, ...] = (
 )
 
 
+#: The test inside TRL's fused LM head (`add_fused_lm_head`) that decides whether only the labelled positions
+#: are scored. `compact_fused_log_probs_on_cpu` widens it; the contract test checks the line is still there.
+FUSED_HEAD_COMPACTION_TEST = "compact = _use_triton(hidden_states.device)"
+
+
+def compact_fused_log_probs_on_cpu() -> None:
+    """Make TRL's fused LM head score only the labelled (completion) positions on CPU too. Idempotent.
+
+    TRL compacts to the labelled positions only on Triton devices: elsewhere (e.g. Neuron) a batch-dependent
+    number of positions would recompile its kernels. A CPU compiles nothing, but without compaction every
+    prompt position goes through the vocabulary projection: for SmolLM2 (49k entries) and ~1,000-token agent
+    prompts that is a fifth of each log-prob forward and backward, spent on values that are masked to 0. The
+    results are identical (tests/test_trl_contract.py compares log-probs and gradients); only CPU is affected.
+    """
+    original = _trl_utils._use_triton
+    if getattr(original, "sdar_cpu_compaction", False):
+        return
+
+    def use_compaction(device: torch.device) -> bool:
+        return device.type == "cpu" or original(device)
+
+    use_compaction.sdar_cpu_compaction = True  # type: ignore[attr-defined]
+    _trl_utils._use_triton = use_compaction
+
+
 def _parameters(obj: object) -> tuple[str, ...]:
     return tuple(inspect.signature(obj).parameters)
 
@@ -175,6 +203,13 @@ def check_trl_contract() -> list[str]:
                 f"GRPOTrainer.{member.name} signature changed: expected leading parameters {member.parameters}, "
                 f"found {params} (needed: {member.why})."
             )
+    if not callable(getattr(_trl_utils, "_use_triton", None)) or FUSED_HEAD_COMPACTION_TEST not in inspect.getsource(
+        add_fused_lm_head
+    ):
+        problems.append(
+            "trl.trainer.utils.add_fused_lm_head no longer decides compaction with "
+            f"`{FUSED_HEAD_COMPACTION_TEST}` (needed: compact_fused_log_probs_on_cpu, a CPU speed-up)."
+        )
     for member in HELPERS:
         params = _parameters(member.owner)
         missing = [p for p in member.parameters if p not in params]

@@ -37,6 +37,7 @@ from trl import GRPOTrainer
 
 from ._compat import (
     add_fused_lm_head,
+    compact_fused_log_probs_on_cpu,
     disable_gradient_checkpointing,
     prepare_deepspeed,
     prepare_fsdp,
@@ -155,6 +156,8 @@ class SDARTrainer(GRPOTrainer):
                     "beta > 0 (the reference model is then reused as the base teacher), or train with peft_config."
                 )
 
+        # On CPU, score only the completion positions in the log-prob forwards (identical values, ~20 % faster).
+        compact_fused_log_probs_on_cpu()
         super().__init__(
             model,
             reward_funcs,
