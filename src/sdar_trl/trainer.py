@@ -156,7 +156,8 @@ class SDARTrainer(GRPOTrainer):
                     "beta > 0 (the reference model is then reused as the base teacher), or train with peft_config."
                 )
 
-        # On CPU, score only the completion positions in the log-prob forwards (identical values, ~20 % faster).
+        # On CPU, score only the completion positions in the log-prob forwards: identical values, and the
+        # vocabulary projection is about a fifth of the FLOPs per token with a 49k vocabulary.
         compact_fused_log_probs_on_cpu()
         super().__init__(
             model,
