@@ -61,7 +61,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", type=Path, default=STARTER_PATH)
     parser.add_argument("--quick", action="store_true", help="tiny data and steps: checks the pipeline only")
-    parser.add_argument("--episodes", type=int, default=250, help="expert episodes per env and context source")
+    parser.add_argument(
+        "--episodes",
+        type=per_env_counts,
+        default="250",
+        help="expert episodes per env and context source: one number for every env, optionally followed by "
+        "per-env values, e.g. '100,alfworld-mini=300'",
+    )
+    parser.add_argument(
+        "--first_seed",
+        type=int,
+        default=0,
+        help="first task seed of the expert episodes (a continuation with --init_from can use tasks its first "
+        "build never saw)",
+    )
     parser.add_argument(
         "--sources",
         default="none:1,facts:1,skills+facts:0.05",
@@ -85,7 +98,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "~1.5x faster on CPUs with AMX/AVX512-BF16; the shipped adapter is merged into the float32 base",
     )
     parser.add_argument(
-        "--rows_per_env", type=int, default=0, help="keep at most this many SFT rows per env (0: all), sampled"
+        "--rows_per_env",
+        type=per_env_counts,
+        default="0",
+        help="keep at most this many SFT rows per env (0: all), sampled; the same syntax as --episodes, e.g. "
+        "'150,alfworld-mini=600'",
     )
     parser.add_argument("--vocab_size", type=int, default=4096)
     parser.add_argument("--hidden_size", type=int, default=128)
@@ -155,22 +172,46 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.learning_rate is None:
         args.learning_rate = 3e-3 if args.backbone == "scratch" else 1e-3
     if args.quick:
-        args.episodes, args.vocab_size = 10, 600
+        args.episodes, args.vocab_size = {"*": 10}, 600
         args.eval_tasks = min(args.eval_tasks, 4)
         args.max_steps = 20 if args.max_steps < 0 else args.max_steps
-        args.rows_per_env = min(args.rows_per_env or 40, 40)
+        args.rows_per_env = {env: min(count or 40, 40) for env, count in args.rows_per_env.items()}
         args.lm_epochs = min(args.lm_epochs, 0.5)
         args.copy_steps = min(args.copy_steps, 20)
     return args
+
+
+def per_env_counts(value: str) -> dict[str, int]:
+    """'N' or 'N,env=M,...' as {"*": N, env: M}: a count for every env, with per-env exceptions."""
+    counts: dict[str, int] = {}
+    for item in value.split(","):
+        name, _, number = item.rpartition("=")
+        try:
+            count = int(number)
+        except ValueError:
+            count = -1
+        if count < 0 or (name and name not in DEMO_ENVS) or (name or "*") in counts:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not a count list: expected a non-negative number, optionally followed by "
+                f"env=number items for the envs {sorted(DEMO_ENVS)}, each env once (e.g. '100,alfworld-mini=300')"
+            )
+        counts[name or "*"] = count
+    if "*" not in counts:
+        counts["*"] = 0
+    return counts
+
+
+def count_for(counts: dict[str, int], env_name: str) -> int:
+    return counts.get(env_name, counts["*"])
 
 
 def collect(args: argparse.Namespace) -> list:
     sources = [(name, float(weight)) for name, weight in (item.split(":") for item in args.sources.split(","))]
     steps = []
     for env_name in args.envs.split(","):
-        offset = 0
+        offset = args.first_seed
         for source, weight in sources:
-            count = round(args.episodes * weight)
+            count = round(count_for(args.episodes, env_name) * weight)
             env = make_env(env_name, **env_kwargs(env_name, "train"))
             seeds = range(offset, offset + count)
             offset += count
@@ -216,14 +257,16 @@ class PlainLossSFTTrainer(SFTTrainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def cap_rows_per_env(steps: list, limit: int, *, seed: int) -> list:
-    """At most `limit` steps per environment, sampled without replacement (the order within an env is kept)."""
+def cap_rows_per_env(steps: list, limits: dict[str, int], *, seed: int) -> list:
+    """At most `count_for(limits, env)` steps per environment (0: all), sampled without replacement (the order
+    within an env is kept)."""
     rng = random.Random(seed)
     by_env: dict[str, list[int]] = {}
     for index, step in enumerate(steps):
         by_env.setdefault(step.env, []).append(index)
     keep = set()
-    for indices in by_env.values():
+    for env_name, indices in by_env.items():
+        limit = count_for(limits, env_name) or len(indices)
         keep.update(rng.sample(indices, min(limit, len(indices))))
     return [step for index, step in enumerate(steps) if index in keep]
 
@@ -367,9 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         return evaluate_only(args)
     steps = collect(args)
 
-    if args.rows_per_env > 0:
+    if any(args.rows_per_env.values()):
         steps = cap_rows_per_env(steps, args.rows_per_env, seed=args.seed)
-        log(f"kept at most {args.rows_per_env} rows per env: {len(steps)} rows")
+        log(f"kept at most {args.rows_per_env} rows per env ('*': the others): {len(steps)} rows")
     model, tokenizer, peft_config = make_model_and_tokenizer(args, steps)
     tokenizer.model_max_length = args.max_length
     log(f"tokenizer: {len(tokenizer)} tokens")

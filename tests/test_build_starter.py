@@ -97,3 +97,28 @@ def test_plain_loss_scores_only_the_completion_and_equals_the_models_cross_entro
     model.register_forward_hook(lambda module, args, kwargs, output: seen.update(kwargs), with_kwargs=True)
     trainer.compute_loss(model, {"input_ids": input_ids, "labels": labels})
     assert seen["logits_to_keep"] == 8
+
+
+def test_per_env_counts_parse_a_default_with_exceptions_and_reject_bad_lists():
+    import argparse
+
+    build = _build_script()
+    counts = build.per_env_counts("100,alfworld-mini=300")
+    assert counts == {"*": 100, "alfworld-mini": 300}
+    assert build.count_for(counts, "alfworld-mini") == 300 and build.count_for(counts, "webshop-mini") == 100
+    assert build.per_env_counts("webshop-mini=5") == {"webshop-mini": 5, "*": 0}
+    for bad in ("x", "-1", "nowhere-mini=3", "5,alfworld-mini=1,alfworld-mini=2", "alfworld-mini=x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="count list"):
+            build.per_env_counts(bad)
+
+
+def test_cap_rows_per_env_keeps_per_env_limits_and_order():
+    from types import SimpleNamespace
+
+    build = _build_script()
+    steps = [SimpleNamespace(env="a", i=i) for i in range(10)] + [SimpleNamespace(env="b", i=i) for i in range(6)]
+    kept = build.cap_rows_per_env(steps, {"*": 0, "a": 4}, seed=0)  # 0: every row of b
+    a_rows = [s.i for s in kept if s.env == "a"]
+    assert len(a_rows) == 4 and a_rows == sorted(a_rows)
+    assert [s.i for s in kept if s.env == "b"] == list(range(6))
+    assert len(build.cap_rows_per_env(steps, {"*": 3}, seed=0)) == 6
