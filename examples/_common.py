@@ -62,17 +62,25 @@ class ExampleArguments:
         default=None, metadata={"help": "Split of the held-out eval tasks (default: the env's test/unseen split)."}
     )
     train_tasks: int = field(default=512, metadata={"help": "Number of training tasks (seeds 0..N-1)."})
-    eval_tasks: int = field(default=6, metadata={"help": "Number of held-out eval tasks, played once each."})
+    eval_tasks: int = field(default=4, metadata={"help": "Number of held-out eval tasks, played once each."})
     skills: str | None = field(
         default=None, metadata={"help": "Skill-bank JSON file (default: the library shipped for the environment)."}
     )
     skip_eval_before: bool = field(default=False, metadata={"help": "Do not evaluate before training."})
+    cpu_threads: int = field(
+        default=0,
+        metadata={
+            "help": "Torch threads per process when running on CPU (0: this machine's cores divided by the "
+            "processes on this node). `accelerate launch` exports OMP_NUM_THREADS=1, which leaves all but one "
+            "core idle in a single-process CPU run."
+        },
+    )
 
 
 #: Per-script defaults for a CPU demo on the starter model (overridable from the command line). The starter is
 #: SmolLM2-135M (LoRA-tuned): on 2 CPU cores a WebShop step sample costs seconds (a ~900-token prompt), so the
 #: demo trains one step on one task's pair of trajectories, episodes stop after 6 steps (the expert needs 4-5),
-#: and 6 held-out tasks are evaluated before and after: measured 11.5-14 minutes in all (docs/starter.md).
+#: and 4 held-out tasks are evaluated before and after (--eval_tasks): 8.5 minutes measured with 6 (docs/starter.md).
 CPU_DEMO_DEFAULTS: dict[str, Any] = {
     "max_steps": 1,
     "per_device_train_batch_size": 2,
@@ -91,6 +99,17 @@ CPU_DEMO_DEFAULTS: dict[str, Any] = {
     "per_device_eval_batch_size": 16,
     "bf16": False,
 }
+
+
+def cpu_threads_per_process(requested: int = 0) -> int:
+    """Torch CPU threads for this process: `requested` if positive, else the usable cores split evenly over the
+    processes of this node (`LOCAL_WORLD_SIZE`, set by torchrun/accelerate; 1 when launched alone)."""
+    if requested < 0:
+        raise ValueError(f"--cpu_threads={requested} must be >= 0 (0: the cores divided by the local processes).")
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def _starter_model() -> str:
@@ -121,6 +140,10 @@ def main(*, default_env: str, skills_name: str, history_length: int, invalid_act
         model_args.model_name_or_path = _starter_model()
     if not torch.cuda.is_available() and training_args.bf16:
         training_args.bf16 = False  # TRL defaults to bf16, which CPUs cannot train in
+    if not torch.cuda.is_available():
+        # accelerate launch exports OMP_NUM_THREADS=1 unless --num_cpu_threads_per_process is given: on a 2-core
+        # CPU that alone made the demo ~2x slower.
+        torch.set_num_threads(cpu_threads_per_process(script_args.cpu_threads))
 
     env_kwargs = json.loads(script_args.env_kwargs)
     demo = {k: v for k, v in demo_envs.get(script_args.env, {}).items()}

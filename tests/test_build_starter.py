@@ -56,6 +56,8 @@ def test_quick_smollm2_build_writes_a_small_adapter(tmp_path):
 
     assert (out / "adapter_config.json").is_file() and not (out / "config.json").exists()
     assert (out / "adapter_model.safetensors").stat().st_size < 6_000_000, "bfloat16 rank-8 adapter: ~4.9 MB"
+    recorded = json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert recorded == "HuggingFaceTB/SmolLM2-135M-Instruct", "the public id, not this machine's cache path"
     model, _ = load_starter(out)
     assert model.config.model_type == "llama" and not hasattr(model, "peft_config")
     metrics = load_starter_metrics(out)

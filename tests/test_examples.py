@@ -21,7 +21,7 @@ from sdar_trl.testing import save_tiny
 ROOT = Path(__file__).resolve().parents[1]
 TINY_BUDGET = [
     "--max_steps", "2", "--train_tasks", "8", "--eval_tasks", "4", "--per_device_train_batch_size", "4",
-    "--num_generations", "2", "--max_completion_length", "16",
+    "--num_generations", "2", "--max_completion_length", "16", "--cpu_threads", "1",
 ]  # fmt: skip
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
 
@@ -69,3 +69,25 @@ def test_example_runs_data_parallel_on_two_cpu_processes(tmp_path):
     _check_outputs(out, completed.stdout)
     logs = json.loads((out / "metrics.json").read_text())["log_history"]
     assert any(entry.get("env/episodes") == 8 for entry in logs)  # 2 processes × 4 trajectories
+
+
+def test_cpu_threads_split_the_cores_over_the_local_processes(monkeypatch):
+    """accelerate launch exports OMP_NUM_THREADS=1; the examples use the cores instead (docs/starter.md)."""
+    import importlib.util
+
+    for name in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "TRL_EXPERIMENTAL_SILENCE"):  # set at import
+        monkeypatch.setenv(name, "1")
+    spec = importlib.util.spec_from_file_location("examples_common", ROOT / "examples" / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "examples_common", common)  # dataclasses look their module up there
+    spec.loader.exec_module(common)
+    monkeypatch.setattr(common.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert common.cpu_threads_per_process() == 4
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert common.cpu_threads_per_process() == 2
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert common.cpu_threads_per_process() == 1
+    assert common.cpu_threads_per_process(3) == 3
+    with pytest.raises(ValueError, match="cpu_threads=-1"):
+        common.cpu_threads_per_process(-1)
