@@ -80,7 +80,7 @@ class ExampleArguments:
 #: Per-script defaults for a CPU demo on the starter model (overridable from the command line). The starter is
 #: SmolLM2-135M (LoRA-tuned): on 2 CPU cores a WebShop step sample costs seconds (a ~900-token prompt), so the
 #: demo trains one step on one task's pair of trajectories, episodes stop after 6 steps (the expert needs 4-5),
-#: and 4 held-out tasks are evaluated before and after (--eval_tasks): 8.5 minutes measured with 6 (docs/starter.md).
+#: and 4 held-out tasks are evaluated before and after (--eval_tasks): 6.5 minutes on a fresh clone (docs/starter.md).
 CPU_DEMO_DEFAULTS: dict[str, Any] = {
     "max_steps": 1,
     "per_device_train_batch_size": 2,
