@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from datasets import Dataset
@@ -117,6 +118,34 @@ def test_facts_make_the_expert_act_better(name):
     assert len(informed) <= len(plain)  # never longer: it goes straight to the target where the facts say where
     if name != "webshop-mini":  # WebShop's expert already opens the target first; facts change the reasoning
         assert len(informed) < len(plain)
+
+
+def test_searchqa_gold_facts_answer_at_once():
+    name = "searchqa-mini"
+    informed = collect_expert_steps(_env(name), name, range(40), context_source="facts")
+    assert [step.step for step in informed] == [0] * 40  # one answer per episode, no search
+    assert all(step.won for step in informed)
+    assert all(step.response.startswith("<think>The privileged information states that ") for step in informed)
+    compared = [step for step in informed if step.task_type == "compare"]
+    assert compared and all(" wins over " in step.response for step in compared)
+    # Facts without the gold-facts line (a bridge only) still fall back to skipping a hop, not to answering.
+    env = _env(name)
+    env.reset(seed=3)
+    assert "<answer>" not in context_aware_response(env, name, facts="Gold passages: X.", prompt=env.question)
+
+
+def test_webshop_facts_select_the_listed_options_quoting_the_previous_action():
+    name = "webshop-mini"
+    plain = collect_expert_steps(_env(name), name, range(30))
+    informed = collect_expert_steps(_env(name), name, range(30), context_source="facts")
+    # Same actions as the plain expert (it already opens the target and selects in order); the reasoning differs.
+    assert [s.response.split("<action>")[1] for s in informed] == [s.response.split("<action>")[1] for s in plain]
+    on_item = [s for s in informed if "My previous action was " in s.response]
+    assert len(on_item) >= 60  # at least one option and the purchase per episode
+    for step in on_item:
+        last_action = re.findall(r"Action \d+: '([^']*)'\]", step.prompt)[-1]
+        assert f"My previous action was {last_action};" in step.response, (step.prompt[-300:], step.response)
+    assert sum("so I buy it" in s.response for s in on_item) == 30
 
 
 def test_noise_steps_are_played_but_not_recorded():

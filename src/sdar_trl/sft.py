@@ -8,8 +8,9 @@ exactly the teacher prefix the trainer builds (`teacher_context_header + context
 so a "with context" row looks like the teacher's input.
 
 With context, the expert acts better where the context helps (`context_aware_response`): with the oracle
-facts it goes straight to the object (ALFWorld), opens the named target product (WebShop), or skips to the
-last hop through the named bridge entity (Search-QA), and its `<think>` text cites the fact. With skills
+facts it goes straight to the object (ALFWorld), opens the named target product (WebShop), or answers from
+the gold facts at once (Search-QA; with only the bridge entities it skips to a chain's last hop), and its
+`<think>` text cites the fact. With skills
 alone the expert's response is unchanged (the skills state general advice the expert already follows).
 
 ```python
@@ -114,7 +115,9 @@ _ALF_DESTINATION = re.compile(r"The (\w+ \d+) is where it must go\.")
 _ALF_LAMP = re.compile(r"The (\w+ \d+) is (?:in|on) the (\w+ \d+); turn it on")
 _WEB_TARGET = re.compile(r"Target product: (B0[0-9A-Z]{8}) - ")
 _WEB_QUERY = re.compile(r"A good search query: (.*)\.$")
+_WEB_OPTIONS = re.compile(r"Options to select: (.*?)\. Budget:")
 _SEARCH_BRIDGES = re.compile(r"Bridge entities: (.*)\.$", re.M)
+_SEARCH_GOLD = re.compile(r"^Gold facts: (.*)\.$", re.M)
 
 
 def _think_action(reason: str, action: str) -> str:
@@ -163,15 +166,71 @@ def _webshop_response(env: Any, facts: str, observation: str) -> str | None:
         asin = target.group(1)
         reason = f"The privileged information names the target product {asin}, and it is listed here, so I open it."
         return _think_action(reason, f"click[{asin.lower()}]")
-    return None
+    return _webshop_option_response(env, facts, segments)
+
+
+def _webshop_option_response(env: Any, facts: str, segments: Sequence[str]) -> str | None:
+    """On the item page, select the options the facts list, then buy, quoting the previous action.
+
+    The plain expert's "my previous action was (not) an option selection" asks the model to classify a history
+    entry in one leap; a small model trained on it clicks an option forever or buys before selecting. Here the
+    reasoning first copies the previous action from the history, and the decision follows from that copy.
+    """
+    listed = _WEB_OPTIONS.search(facts)
+    last = getattr(env, "_last_action", None)
+    if listed is None or not last or "Buy Now" not in segments:
+        return None
+    values = [item.partition(": ")[2] for item in listed.group(1).split(", ") if ": " in item]
+    action = env.expert_action()
+    intro = f"The privileged information says to select {listed.group(1)}. My previous action was {last}"
+    previous = last.strip().lower().removeprefix("click[").removesuffix("]")
+    if action == "click[buy now]" and values and previous == values[-1]:
+        return _think_action(f"{intro}; it selected {previous}, the last of them, so I buy it.", action)
+    chosen = action.removeprefix("click[").removesuffix("]")
+    if chosen not in values:
+        return None
+    position = values.index(chosen)
+    if position == 0:
+        why = "it did not select an option, so I select the first one"
+    else:
+        why = f"it selected {values[position - 1]}, so I select the next one"
+    return _think_action(f"{intro}; {why}: {chosen}.", action)
+
+
+def _searchqa_gold_answer(env: Any, facts: str) -> str | None:
+    """With the gold facts in the context, answer at once from them (the reasoning restates what it uses)."""
+    from .environments.searchqa.expert import _COMPARISON_WORDS, ExpertDecision
+    from .environments.searchqa.questions import ComparePlan, parse_question
+    from .environments.searchqa.schema import RELATIONS, numeric_value
+
+    gold = env.gold_facts() if callable(getattr(env, "gold_facts", None)) else ()
+    plan = parse_question(env.question or "")
+    if not gold or plan is None or _SEARCH_GOLD.search(facts) is None:
+        return None
+    said = "; ".join(f"{RELATIONS[relation].phrase.format(S=subject)} is {value}" for subject, relation, value in gold)
+    reason = f"The privileged information states that {said}."
+    if isinstance(plan, ComparePlan):
+        (first, relation, a), (second, _, b) = gold
+        first_wins = (numeric_value(a) < numeric_value(b)) == (plan.best == "min")
+        winner, loser, better, worse = (first, second, a, b) if first_wins else (second, first, b, a)
+        word = _COMPARISON_WORDS[RELATIONS[relation].value_kind]
+        answer = winner
+        reason += f" {better} is {word} than {worse}, so {winner} wins over {loser} and the answer is {winner}."
+    else:
+        answer = gold[-1][2]
+        reason += f" So the answer is {answer}."
+    return ExpertDecision("answer", answer, reason).response
 
 
 def _searchqa_response(env: Any, facts: str, history_length: int) -> str | None:
-    """With the bridge entities known, skip to the last hop of a multi-hop chain."""
+    """With the gold facts known, answer at once; with only the bridge entities, skip to a chain's last hop."""
     from .environments.searchqa.expert import ExpertDecision, find_fact, search_query
     from .environments.searchqa.questions import ChainPlan, parse_question
     from .environments.searchqa.schema import RELATIONS
 
+    answered = _searchqa_gold_answer(env, facts)
+    if answered is not None:
+        return answered
     bridges = _SEARCH_BRIDGES.search(facts)
     plan = parse_question(env.question or "")
     if bridges is None or not isinstance(plan, ChainPlan) or len(plan.relations) < 2:

@@ -26,6 +26,7 @@ from sdar_trl.environments.searchqa import (
 )
 from sdar_trl.environments.searchqa.expert import parse_information
 from sdar_trl.environments.searchqa.mini import _load_world
+from sdar_trl.environments.searchqa.schema import RELATIONS, numeric_value
 from sdar_trl.skills import SkillBank
 
 SPLITS = ("train", "test")
@@ -385,6 +386,28 @@ def test_privileged_facts_name_gold_titles_and_bridges():
         for title in env._task.gold_titles:
             assert title in facts
         assert ("Bridge entities:" in facts) == (info["task_type"] == "multi_hop_reasoning")
+
+
+def test_gold_facts_state_what_decides_the_answer():
+    env = SearchQAMiniEnv(split="test", difficulty="hard")
+    assert env.gold_facts() == ()
+    for seed in range(0, 500, 7):
+        _, info = env.reset(seed=seed)
+        gold = env.gold_facts()
+        facts = env.privileged_facts().splitlines()
+        assert facts[-1].startswith("Gold facts: ") and facts[-1].endswith(".")
+        for subject, relation, value in gold:
+            assert f"{RELATIONS[relation].phrase.format(S=subject)} is {value}" in facts[-1]
+        plan = env._task.plan
+        if info["task_type"] == "compare":
+            assert [s for s, _, _ in gold] == [plan.first, plan.second]
+            a, b = (numeric_value(v) for _, _, v in gold)
+            winner = plan.first if (a < b) == (plan.best == "min") else plan.second
+            assert winner in env.golden_answers
+        else:
+            assert len(gold) == len(plan.relations) and gold[0][0] == plan.subject
+            assert [v for _, _, v in gold[:-1]] == [s for s, _, _ in gold[1:]]  # each value is the next subject
+            assert gold[-1][2] == env.golden_answers[0]
 
 
 def test_parse_question_recovers_every_generated_plan():

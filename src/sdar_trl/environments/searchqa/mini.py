@@ -36,7 +36,7 @@ from typing import Any
 
 from .expert import ExpertDecision, decide, find_fact, search_query
 from .loop import SearchLoop
-from .questions import MiniQuestion, generate_questions
+from .questions import ComparePlan, MiniQuestion, generate_questions
 from .retrieval import BM25Retriever, Passage, render_information
 from .schema import RELATIONS
 from .world import DIFFICULTY_LEVELS, World, generate_world
@@ -182,13 +182,38 @@ class SearchQAMiniEnv(SearchLoop):
         """The expert's full response: `<think>reasoning</think><search>q</search>` (or `<answer>`)."""
         return self._expert_decision().response
 
+    def gold_facts(self) -> tuple[tuple[str, str, str], ...]:
+        """The `(subject, relation, value)` facts the current question needs, in the order the expert reads them.
+
+        A chain question's facts follow its hops (each value is the next hop's subject); a comparison's are the
+        two compared values. Empty before the first `reset()`.
+        """
+        if self._task is None or self._bundle is None:
+            return ()
+        entities, plan = self._bundle.world.entities, self._task.plan
+        if isinstance(plan, ComparePlan):
+            pairs = [(plan.first, plan.relation), (plan.second, plan.relation)]
+            return tuple((name, relation, entities[name].facts[relation]) for name, relation in pairs)
+        facts, subject = [], plan.subject
+        for relation in plan.relations:
+            value = entities[subject].facts[relation]
+            facts.append((subject, relation, value))
+            subject = value
+        return tuple(facts)
+
     def privileged_facts(self) -> str:
-        """The titles of the passages stating the needed facts and, for multi-hop questions, the bridge entities."""
+        """Oracle facts for the teacher: the gold passages' titles, the bridge entities of a multi-hop question,
+        and the gold facts themselves (what those passages state), so the answer follows from the context alone."""
         if self._task is None:
             return ""
         lines = ["Gold passages: " + "; ".join(dict.fromkeys(self._task.gold_titles)) + "."]
         if self._task.bridges:
             lines.append("Bridge entities: " + "; ".join(self._task.bridges) + ".")
+        statements = [
+            f"{RELATIONS[relation].phrase.format(S=subject)} is {value}"
+            for subject, relation, value in self.gold_facts()
+        ]
+        lines.append("Gold facts: " + "; ".join(statements) + ".")
         return "\n".join(lines)
 
     @property
