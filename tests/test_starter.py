@@ -59,20 +59,42 @@ def test_recorded_valid_action_rate_meets_the_target(name, source):
     assert _recorded(name, source)["valid_action_rate"] >= 0.90
 
 
-@pytest.mark.parametrize("name", list(BANKS))
+#: Environments where the shipped build's student is outside the band, with the recorded numbers (strict xfail).
+STUDENT_BAND_MISSED: dict[str, str] = {
+    "alfworld-mini": "not met by the shipped starter (build 5): the alfworld-mini student wins 1 of 12 held-out "
+    "tasks (0.08, band 0.15-0.70); build 4 had 0.50 before build 5's WebShop-heavy continuation (docs/starter.md)",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=STUDENT_BAND_MISSED[name]))
+        if name in STUDENT_BAND_MISSED
+        else name
+        for name in BANKS
+    ],
+)
 def test_recorded_student_success_is_in_the_band(name):
     """Issue target per env: student success in [15 %, 70 %] (room to improve, and a non-zero RL signal)."""
     student = _recorded(name, "none")
     assert 0.15 <= student["success"] <= 0.70, (name, student)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not met by the shipped starter (build 3): with the oracle facts success is +8 points on alfworld-mini, "
-    "-25 on webshop-mini and -17 on searchqa-mini (docs/starter.md). strict: this fails loudly once a build meets "
-    "the target, so the marker is removed then.",
+#: Environments where the shipped build misses the context-gain target, with the recorded numbers. Each is a strict
+#: xfail, so a build that meets the target there fails loudly until its entry is removed.
+CONTEXT_GAIN_SHORT: dict[str, str] = {}  # build 5 meets it everywhere: +50, +50 and +25 points
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=CONTEXT_GAIN_SHORT[name]))
+        if name in CONTEXT_GAIN_SHORT
+        else name
+        for name in BANKS
+    ],
 )
-@pytest.mark.parametrize("name", list(BANKS))
 def test_recorded_context_gain_meets_the_target(name):
     """The precondition for self-distillation: the same weights act at least 15 points better with the context."""
     student, teacher = _recorded(name, "none"), _recorded(name, "facts")
@@ -94,11 +116,16 @@ def test_first_actions_are_valid(starter, name):
 @pytest.mark.parametrize("name", ["searchqa-mini"])
 def test_success_band_on_a_sample(starter, name):
     """Closed loop on the build's 12 held-out tasks (~2 min on 2 cores): the student is in a widened band and acts
-    validly. searchqa-mini only: its episodes are the shortest (alfworld-mini's 12 tasks take ~10 min)."""
+    validly, and the oracle facts make it better. searchqa-mini only: its episodes are the shortest (alfworld-mini's
+    12 tasks take ~10 min)."""
     model, tokenizer = starter
     rows = [{"seed": i} for i in range(12)]
     result = play_with_model(model, tokenizer, _envs(name, len(rows)), rows, context_source="none")
     student = summarize_episodes(result.episodes)
-    # 12 tasks at a fixed sampling seed: the band is checked with slack for thread-count noise (build: 58 %).
+    # 12 tasks at a fixed sampling seed: the band is checked with slack for thread-count noise (build 5: 58 %).
     assert 0.10 <= student["env/success"] <= 0.80, student
     assert student["env/invalid_action_rate"] <= 0.10, student
+    # The same weights with the oracle facts in front of the prompt (the teacher's input) do better.
+    result = play_with_model(model, tokenizer, _envs(name, len(rows)), rows, context_source="facts")
+    teacher = summarize_episodes(result.episodes)
+    assert teacher["env/success"] > student["env/success"], (student, teacher)
