@@ -59,6 +59,14 @@ def test_recorded_valid_action_rate_meets_the_target(name, source):
     assert _recorded(name, source)["valid_action_rate"] >= 0.90
 
 
+def _envs_xfailing(missed: dict[str, str]) -> list:
+    """Every env as a parameter; those in `missed` as strict xfails with its reason (the recorded numbers)."""
+    return [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=missed[name])) if name in missed else name
+        for name in BANKS
+    ]
+
+
 #: Environments where the shipped build's student is outside the band, with the recorded numbers (strict xfail).
 STUDENT_BAND_MISSED: dict[str, str] = {
     "alfworld-mini": "not met by the shipped starter (build 5): the alfworld-mini student wins 1 of 12 held-out "
@@ -66,15 +74,7 @@ STUDENT_BAND_MISSED: dict[str, str] = {
 }
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=STUDENT_BAND_MISSED[name]))
-        if name in STUDENT_BAND_MISSED
-        else name
-        for name in BANKS
-    ],
-)
+@pytest.mark.parametrize("name", _envs_xfailing(STUDENT_BAND_MISSED))
 def test_recorded_student_success_is_in_the_band(name):
     """Issue target per env: student success in [15 %, 70 %] (room to improve, and a non-zero RL signal)."""
     student = _recorded(name, "none")
@@ -86,15 +86,7 @@ def test_recorded_student_success_is_in_the_band(name):
 CONTEXT_GAIN_SHORT: dict[str, str] = {}  # build 5 meets it everywhere: +50, +50 and +25 points
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=CONTEXT_GAIN_SHORT[name]))
-        if name in CONTEXT_GAIN_SHORT
-        else name
-        for name in BANKS
-    ],
-)
+@pytest.mark.parametrize("name", _envs_xfailing(CONTEXT_GAIN_SHORT))
 def test_recorded_context_gain_meets_the_target(name):
     """The precondition for self-distillation: the same weights act at least 15 points better with the context."""
     student, teacher = _recorded(name, "none"), _recorded(name, "facts")

@@ -176,6 +176,8 @@ def _webshop_option_response(env: Any, facts: str, segments: Sequence[str]) -> s
     entry in one leap; a small model trained on it clicks an option forever or buys before selecting. Here the
     reasoning first copies the previous action from the history, and the decision follows from that copy.
     """
+    from .environments.webshop.expert import _click_value
+
     listed = _WEB_OPTIONS.search(facts)
     last = getattr(env, "_last_action", None)
     if listed is None or not last or "Buy Now" not in segments:
@@ -183,10 +185,10 @@ def _webshop_option_response(env: Any, facts: str, segments: Sequence[str]) -> s
     values = [item.partition(": ")[2] for item in listed.group(1).split(", ") if ": " in item]
     action = env.expert_action()
     intro = f"The privileged information says to select {listed.group(1)}. My previous action was {last}"
-    previous = last.strip().lower().removeprefix("click[").removesuffix("]")
+    previous = _click_value(last)
     if action == "click[buy now]" and values and previous == values[-1]:
         return _think_action(f"{intro}; it selected {previous}, the last of them, so I buy it.", action)
-    chosen = action.removeprefix("click[").removesuffix("]")
+    chosen = _click_value(action)
     if chosen not in values:
         return None
     position = values.index(chosen)
@@ -199,23 +201,17 @@ def _webshop_option_response(env: Any, facts: str, segments: Sequence[str]) -> s
 
 def _searchqa_gold_answer(env: Any, facts: str) -> str | None:
     """With the gold facts in the context, answer at once from them (the reasoning restates what it uses)."""
-    from .environments.searchqa.expert import _COMPARISON_WORDS, ExpertDecision
+    from .environments.searchqa.expert import ExpertDecision, compare_verdict, fact_statement
     from .environments.searchqa.questions import ComparePlan, parse_question
-    from .environments.searchqa.schema import RELATIONS, numeric_value
 
     gold = env.gold_facts() if callable(getattr(env, "gold_facts", None)) else ()
     plan = parse_question(env.question or "")
     if not gold or plan is None or _SEARCH_GOLD.search(facts) is None:
         return None
-    said = "; ".join(f"{RELATIONS[relation].phrase.format(S=subject)} is {value}" for subject, relation, value in gold)
-    reason = f"The privileged information states that {said}."
+    reason = "The privileged information states that " + "; ".join(fact_statement(*fact) for fact in gold) + "."
     if isinstance(plan, ComparePlan):
-        (first, relation, a), (second, _, b) = gold
-        first_wins = (numeric_value(a) < numeric_value(b)) == (plan.best == "min")
-        winner, loser, better, worse = (first, second, a, b) if first_wins else (second, first, b, a)
-        word = _COMPARISON_WORDS[RELATIONS[relation].value_kind]
-        answer = winner
-        reason += f" {better} is {word} than {worse}, so {winner} wins over {loser} and the answer is {winner}."
+        answer, verdict = compare_verdict(plan, gold[0][2], gold[1][2])
+        reason += f" {verdict}"
     else:
         answer = gold[-1][2]
         reason += f" So the answer is {answer}."

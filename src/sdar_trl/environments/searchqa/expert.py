@@ -28,7 +28,15 @@ from dataclasses import dataclass
 from .questions import ChainPlan, ComparePlan, parse_question
 from .schema import RELATIONS, extract_value, numeric_value
 
-__all__ = ["ExpertDecision", "decide", "find_fact", "parse_information", "search_query"]
+__all__ = [
+    "ExpertDecision",
+    "compare_verdict",
+    "decide",
+    "fact_statement",
+    "find_fact",
+    "parse_information",
+    "search_query",
+]
 
 _DOC_START = re.compile(r"(?:^|\n)Doc (\d+)\(Title: ")
 _COMPARISON_WORDS = {"year": "earlier", "number": "larger", "length": "longer"}
@@ -107,6 +115,20 @@ def _phrase(relation: str, subject: str) -> str:
     return RELATIONS[relation].phrase.format(S=subject)
 
 
+def fact_statement(subject: str, relation: str, value: str) -> str:
+    """One fact as a clause: `"the year Drek was founded is 1086"` (the gold-facts line and its citations)."""
+    return f"{_phrase(relation, subject)} is {value}"
+
+
+def compare_verdict(plan: ComparePlan, first_value: str, second_value: str) -> tuple[str, str]:
+    """The winner of a comparison given both entities' values, and the sentence that concludes it."""
+    first_wins = (numeric_value(first_value) < numeric_value(second_value)) == (plan.best == "min")
+    winner, loser = (plan.first, plan.second) if first_wins else (plan.second, plan.first)
+    better, worse = (first_value, second_value) if first_wins else (second_value, first_value)
+    word = _COMPARISON_WORDS[RELATIONS[plan.relation].value_kind]
+    return winner, f"{better} is {word} than {worse}, so {winner} wins over {loser} and the answer is {winner}."
+
+
 def _source(found: _Found, subject: str, current: int) -> str:
     if found.observation == current:
         return f"Doc {found.doc} (Title: {subject})"
@@ -169,11 +191,7 @@ def decide(question: str, actions: Sequence[str], observations: Sequence[str], t
                 return _search(subject, plan.relation, issued, reasoning, first=not reasoning)
             reasoning.append(_statement(found, subject, plan.relation, current))
             values.append(found.value)
-        a, b = numeric_value(values[0]), numeric_value(values[1])
-        first_wins = (a < b) == (plan.best == "min")
-        winner, loser = (plan.first, plan.second) if first_wins else (plan.second, plan.first)
-        better, worse = (values[0], values[1]) if first_wins else (values[1], values[0])
-        word = _COMPARISON_WORDS[RELATIONS[plan.relation].value_kind]
-        reasoning.append(f"{better} is {word} than {worse}, so {winner} wins over {loser} and the answer is {winner}.")
+        winner, verdict = compare_verdict(plan, values[0], values[1])
+        reasoning.append(verdict)
         return ExpertDecision("answer", winner, " ".join(reasoning))
     return ExpertDecision("answer", "unknown", "I cannot tell what this question asks for, so I answer unknown.")

@@ -34,7 +34,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .expert import ExpertDecision, decide, find_fact, search_query
+from .expert import ExpertDecision, decide, fact_statement, find_fact, search_query
 from .loop import SearchLoop
 from .questions import ComparePlan, MiniQuestion, generate_questions
 from .retrieval import BM25Retriever, Passage, render_information
@@ -209,11 +209,7 @@ class SearchQAMiniEnv(SearchLoop):
         lines = ["Gold passages: " + "; ".join(dict.fromkeys(self._task.gold_titles)) + "."]
         if self._task.bridges:
             lines.append("Bridge entities: " + "; ".join(self._task.bridges) + ".")
-        statements = [
-            f"{RELATIONS[relation].phrase.format(S=subject)} is {value}"
-            for subject, relation, value in self.gold_facts()
-        ]
-        lines.append("Gold facts: " + "; ".join(statements) + ".")
+        lines.append("Gold facts: " + "; ".join(fact_statement(*fact) for fact in self.gold_facts()) + ".")
         return "\n".join(lines)
 
     @property
