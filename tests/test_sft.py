@@ -148,6 +148,16 @@ def test_webshop_facts_select_the_listed_options_quoting_the_previous_action():
     assert sum("so I buy it" in s.response for s in on_item) == 30
 
 
+def test_webshop_option_reasoning_needs_the_previous_action_in_the_prompt():
+    # The quoted action is read from the prompt's history; a prompt without history cannot be quoted from, so
+    # the plain expert's reasoning is used instead of inventing an action the model never sees.
+    name = "webshop-mini"
+    blind = collect_expert_steps(_env(name), name, range(5), context_source="facts", history_length=0)
+    plain = collect_expert_steps(_env(name), name, range(5), history_length=0)
+    assert not any("My previous action was " in s.response for s in blind)
+    assert [s.response.split("<action>")[1] for s in blind] == [s.response.split("<action>")[1] for s in plain]
+
+
 def test_noise_steps_are_played_but_not_recorded():
     name = "alfworld-mini"
     clean = collect_expert_steps(_env(name), name, range(10))

@@ -154,7 +154,7 @@ def _alfworld_response(env: Any, facts: str, admissible: Sequence[str]) -> str |
     return _think_action(f"{goal}, so I go straight there instead of searching.", target)
 
 
-def _webshop_response(env: Any, facts: str, observation: str) -> str | None:
+def _webshop_response(env: Any, facts: str, observation: str, last_action: str | None) -> str | None:
     """Search with the oracle query and open the named target product when the page lists it."""
     target = _WEB_TARGET.search(facts)
     query = _WEB_QUERY.search(facts)
@@ -166,29 +166,29 @@ def _webshop_response(env: Any, facts: str, observation: str) -> str | None:
         asin = target.group(1)
         reason = f"The privileged information names the target product {asin}, and it is listed here, so I open it."
         return _think_action(reason, f"click[{asin.lower()}]")
-    return _webshop_option_response(env, facts, segments)
+    return _webshop_option_response(env, facts, segments, last_action)
 
 
-def _webshop_option_response(env: Any, facts: str, segments: Sequence[str]) -> str | None:
+def _webshop_option_response(env: Any, facts: str, segments: Sequence[str], last: str | None) -> str | None:
     """On the item page, select the options the facts list, then buy, quoting the previous action.
 
     The plain expert's "my previous action was (not) an option selection" asks the model to classify a history
     entry in one leap; a small model trained on it clicks an option forever or buys before selecting. Here the
-    reasoning first copies the previous action from the history, and the decision follows from that copy.
+    reasoning first copies the previous action from the history (`last`, as the prompt shows it), and the
+    decision follows from that copy.
     """
-    from .environments.webshop.expert import _click_value
+    from .environments.webshop.expert import click_value
 
     listed = _WEB_OPTIONS.search(facts)
-    last = getattr(env, "_last_action", None)
     if listed is None or not last or "Buy Now" not in segments:
         return None
     values = [item.partition(": ")[2] for item in listed.group(1).split(", ") if ": " in item]
     action = env.expert_action()
     intro = f"The privileged information says to select {listed.group(1)}. My previous action was {last}"
-    previous = _click_value(last)
+    previous = click_value(last)
     if action == "click[buy now]" and values and previous == values[-1]:
         return _think_action(f"{intro}; it selected {previous}, the last of them, so I buy it.", action)
-    chosen = _click_value(action)
+    chosen = click_value(action)
     if chosen not in values:
         return None
     position = values.index(chosen)
@@ -267,7 +267,7 @@ def context_aware_response(
         if env_name == "alfworld-mini":
             response = _alfworld_response(env, facts, parse_admissible(prompt))
         elif env_name == "webshop-mini":
-            response = _webshop_response(env, facts, _current_observation(prompt))
+            response = _webshop_response(env, facts, _current_observation(prompt), _previous_action(prompt))
         elif env_name == "searchqa-mini":
             response = _searchqa_response(env, facts, history_length)
     return response if response is not None else env.expert_response()  # type: ignore[attr-defined]
@@ -397,6 +397,15 @@ def _current_observation(prompt: str) -> str:
         return ""
     end = prompt.find("\nYour admissible actions of the current situation are:", start)
     return prompt[start + len(marker) : end if end >= 0 else None]
+
+
+_PREVIOUS_ACTION = re.compile(r", Action \d+: '(.*)'\]$", re.M)
+
+
+def _previous_action(prompt: str) -> str | None:
+    """The last action of the history shown in a rendered step prompt (None before the first step)."""
+    found = _PREVIOUS_ACTION.findall(prompt)
+    return found[-1] if found else None
 
 
 # ---------------------------------------------------------------------------------------------- dataset

@@ -83,7 +83,8 @@ def _budget_text(budget: float | None) -> str:
     return "no budget" if budget is None else f"${budget:.2f}"
 
 
-def _click_value(action: str | None) -> str | None:
+def click_value(action: str | None) -> str | None:
+    """The lower-cased value inside `click[...]`, or None when `action` is not a click."""
     if action is None:
         return None
     match = re.match(r"^\s*click\[(.*)\]\s*$", action.strip().lower(), flags=re.S)
@@ -133,7 +134,7 @@ def _item_decision(goal: ParsedGoal, segments: list[str], last_action: str | Non
     visible = {s.lower() for s in segments[start : price_index - 1 if price_index else len(segments)]}
     wanted = [(name, value) for name, value in goal.options if value in visible]
     listed = ", ".join(f"{name}: {value}" for name, value in goal.options) or "none"
-    previous = _click_value(last_action)
+    previous = click_value(last_action)
     values = [value for _, value in wanted]
     position = values.index(previous) + 1 if previous in values else 0
     if position < len(wanted):
