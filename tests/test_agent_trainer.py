@@ -67,7 +67,11 @@ def respond_by_script(script):
 
 # ---------------------------------------------------------------------------------------------- scripted
 def test_scripted_batch_samples_advantages_masks_and_teacher_prompt(tmp_path, tiny_tokenizer):
-    trainer = make_agent_trainer(tmp_path, tiny_tokenizer, env_factory=lambda: ScriptedEnv(length=2))
+    # Without the shared-prefix cache every teacher row goes through one recordable forward over its whole
+    # teacher prompt (test_teacher_prefix_cache_gives_the_same_agent_batch checks the cached path against it).
+    trainer = make_agent_trainer(
+        tmp_path, tiny_tokenizer, env_factory=lambda: ScriptedEnv(length=2), teacher_prefix_cache=False
+    )
     # Task 4 (two copies, group 0): copy 0 wins at step 2; copy 1 answers garbage then go (2 steps, no win).
     # Task 5 (group 1): both copies go, go (no win).
     script = [[GO, "garbage", GO, GO], [WIN, GO, GO, GO]]
@@ -124,6 +128,26 @@ def test_scripted_batch_samples_advantages_masks_and_teacher_prompt(tmp_path, ti
     assert batch["teacher_row_mask"].tolist() == [1] * 8
     # The student never sees the skills.
     assert all("Privileged" not in p and "Say win" not in p for p in prompts)
+
+
+def test_teacher_prefix_cache_gives_the_same_agent_batch(tmp_path, tiny_tokenizer):
+    # Step samples share their teacher prefix per task type (skills): 8 samples, 2 prefixes of 4 rows each.
+    script = [[GO, "garbage", GO, GO], [WIN, GO, GO, GO]]
+    rows = [{"seed": 4}, {"seed": 4}, {"seed": 5}, {"seed": 5}]
+    batches = []
+    for cache in (True, False):
+        trainer = make_agent_trainer(
+            tmp_path, tiny_tokenizer, env_factory=lambda: ScriptedEnv(length=2), teacher_prefix_cache=cache
+        )
+        patch_generation(trainer, respond_by_script(script))
+        batches.append(trainer._agent_generate_and_score(rows))
+    cached, full = batches
+    assert torch.equal(cached["completion_ids"], full["completion_ids"])
+    mask = full["completion_mask"].bool()
+    torch.testing.assert_close(
+        cached["teacher_per_token_logps"][mask], full["teacher_per_token_logps"][mask], atol=1e-5, rtol=0
+    )
+    assert (cached["teacher_per_token_logps"][~mask] == 0).all()
 
 
 def test_history_window_in_trainer_prompts(tmp_path, tiny_tokenizer):

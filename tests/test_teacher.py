@@ -9,7 +9,16 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import pytest
 import torch
 
-from sdar_trl.teacher import EMATeacherWeights, build_teacher_prompt_ids, length_sorted_slices, render_teacher_prefix
+from sdar_trl._compat import add_fused_lm_head
+from sdar_trl.teacher import (
+    EMATeacherWeights,
+    build_teacher_prompt_ids,
+    length_sorted_slices,
+    prefix_cached_logps,
+    render_teacher_prefix,
+    shared_prefix_groups,
+)
+from sdar_trl.testing import build_tiny_model
 
 HEADER = "[Privileged Skill Information]\n"
 PAD = 0
@@ -239,3 +248,80 @@ def test_length_sorted_slices_group_similar_rows_and_crop_padding():
 def test_length_sorted_slices_rejects_a_zero_batch_size():
     with pytest.raises(ValueError, match="batch_size=0"):
         length_sorted_slices(torch.ones(1, 2), torch.ones(1, 2), batch_size=0)
+
+
+# ---------------------------------------------------------------- shared prefixes
+def test_shared_prefix_groups_by_hand():
+    a, b = [1, 2, 3], [4, 5]
+    prefixes = [a, b, [], a, b, a, [9]]
+    groups, rest = shared_prefix_groups(prefixes, [4, 4, 4, 4, 4, 4, 4])
+    assert [(prefix, rows.tolist()) for prefix, rows in groups] == [((1, 2, 3), [0, 3, 5]), ((4, 5), [1, 4])]
+    assert rest.tolist() == [2, 6]  # no context; a prefix only one row has
+
+
+def test_shared_prefix_groups_leave_truncated_rows_to_the_full_forward():
+    a = [1, 2, 3]
+    # max_length 6: rows 1 and 2 (3 + 4 tokens) would be left-truncated into a different prefix.
+    groups, rest = shared_prefix_groups([a, a, a, a], [3, 4, 4, 2], max_length=6)
+    assert [(prefix, rows.tolist()) for prefix, rows in groups] == [((1, 2, 3), [0, 3])]
+    assert rest.tolist() == [1, 2]
+    groups, rest = shared_prefix_groups([a, a], [3, 3], min_rows=3)
+    assert groups == [] and rest.tolist() == [0, 1]
+
+
+def test_shared_prefix_groups_reject_bad_input():
+    with pytest.raises(ValueError, match="2 teacher prefixes for 1 prompt lengths"):
+        shared_prefix_groups([[1], [1]], [3])
+    with pytest.raises(ValueError, match="min_rows=0"):
+        shared_prefix_groups([[1]], [3], min_rows=0)
+
+
+def _full_forward_logps(model, prefix, prompt_ids, prompt_mask, completion_ids, completion_mask):
+    teacher_ids, teacher_mask = build_teacher_prompt_ids(
+        prompt_ids, prompt_mask, [prefix] * len(prompt_ids), pad_token_id=PAD
+    )
+    ids = torch.cat([teacher_ids, completion_ids], dim=1)  # (B, P_T + C)
+    mask = torch.cat([teacher_mask, completion_mask], dim=1)  # (B, P_T + C)
+    width = completion_ids.size(1)
+    labels = ids.masked_fill(mask == 0, -100)
+    labels[:, :-width] = -100
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+    return out.log_probs[:, -width:] * completion_mask  # (B, C)
+
+
+@pytest.mark.parametrize("architecture", ["qwen2", "qwen3"])
+def test_prefix_cached_logps_equal_one_forward_per_row(tiny_tokenizer, architecture):
+    model = build_tiny_model(tiny_tokenizer, architecture=architecture).eval()
+    add_fused_lm_head(model, temperature=0.7)
+    generator = torch.Generator().manual_seed(0)
+    prompt_ids = torch.randint(3, 60, (5, 9), generator=generator)  # (5, 9)
+    prompt_mask = torch.ones_like(prompt_ids)
+    completion_ids = torch.randint(3, 60, (5, 6), generator=generator)  # (5, 6)
+    completion_mask = torch.ones_like(completion_ids)
+    for row, (padding, length) in enumerate([(0, 6), (3, 2), (5, 4), (1, 6), (0, 1)]):
+        prompt_mask[row, :padding] = 0
+        prompt_ids[row, :padding] = JUNK
+        completion_mask[row, length:] = 0
+        completion_ids[row, length:] = PAD
+    prefix = torch.randint(3, 60, (13,), generator=generator).tolist()
+    with torch.no_grad():
+        cached = prefix_cached_logps(
+            model, prefix, prompt_ids, prompt_mask, completion_ids, completion_mask, batch_size=2
+        )  # (5, 6)
+        full = _full_forward_logps(model, prefix, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    assert cached.shape == (5, 6) and cached.dtype == torch.float32
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
+    assert (cached[completion_mask == 0] == 0).all()
+    # The prefix matters: without it (or with another one) the log-probs differ.
+    with torch.no_grad():
+        other = prefix_cached_logps(
+            model, prefix[::-1], prompt_ids, prompt_mask, completion_ids, completion_mask, batch_size=5
+        )
+    assert (other - cached).abs().max() > 1e-3
+
+
+def test_prefix_cached_logps_needs_a_prefix(tiny_tokenizer):
+    model = build_tiny_model(tiny_tokenizer)
+    ids = torch.ones(1, 2, dtype=torch.long)
+    with pytest.raises(ValueError, match="non-empty prefix"):
+        prefix_cached_logps(model, [], ids, ids, ids, ids, batch_size=1)

@@ -10,7 +10,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from sdar_trl import SDARConfig, SDARTrainer, compute_sdar_loss
-from sdar_trl.teacher import render_teacher_prefix
+from sdar_trl.teacher import prefix_cached_logps, render_teacher_prefix
 from sdar_trl.testing import build_tiny_model
 
 SDAR_METRICS = ("sdar/gate_mean", "sdar/gate_active_ratio", "sdar/teacher_gap_mean", "sdar/distill_loss")
@@ -158,9 +158,37 @@ def test_empty_context_and_header_gives_teacher_equal_to_student(tmp_path, tiny_
     assert stats["gate_mean"].item() == pytest.approx(0.5, abs=1e-5)
 
 
-def test_teacher_logps_match_naive_forward_on_privileged_prompt(tmp_path, tiny_tokenizer):
-    trainer = make_trainer(tmp_path, tiny_tokenizer)
+@pytest.mark.parametrize("prefix_cache", [True, False])
+def test_teacher_logps_match_naive_forward_on_privileged_prompt(tmp_path, tiny_tokenizer, monkeypatch, prefix_cache):
+    import sdar_trl.trainer as trainer_module
+
+    cached_rows = []
+
+    def spy(model, prefix, prompt_ids, *args, **kwargs):
+        cached_rows.append(prompt_ids.size(0))
+        return prefix_cached_logps(model, prefix, prompt_ids, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "prefix_cached_logps", spy)
+    # Three prompts x 4 generations: two distinct contexts (one cached prefix each) and one row without context
+    # (full forward), so both paths run side by side in one batch.
+    contexts = ["Add the two numbers.", "", "The answer is twice the number."]
+    dataset = Dataset.from_list(
+        [
+            {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "privileged_context": c}
+            for i, c in enumerate(contexts)
+        ]
+    )
+    trainer = make_trainer(
+        tmp_path,
+        tiny_tokenizer,
+        dataset=dataset,
+        per_device_train_batch_size=12,
+        teacher_prefix_cache=prefix_cache,
+        distill_empty_context=True,
+    )
     rows, output = generation_batch(trainer)
+    assert sorted(row["privileged_context"] for row in rows) == sorted(contexts * 4)
+    assert cached_rows == ([4, 4] if prefix_cache else [])
     teacher = output["teacher_per_token_logps"]  # (B, C)
     model = trainer.model
     for i, row in enumerate(rows):

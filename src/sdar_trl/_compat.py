@@ -22,6 +22,7 @@ from trl.trainer.utils import add_fused_lm_head, use_adapter
 
 __all__ = [
     "GRPO_METHODS",
+    "KV_CACHE_NAME",
     "TESTED_TRL_RANGE",
     "TRLMember",
     "add_fused_lm_head",
@@ -175,6 +176,19 @@ def compact_fused_log_probs_on_cpu() -> None:
 
     use_compaction.sdar_cpu_compaction = True  # type: ignore[attr-defined]
     _trl_utils._use_triton = use_compaction
+
+
+def _kv_cache_name() -> str:
+    # transformers renamed the key/value cache argument and output field `past_key_values` -> `cache` (5.2x,
+    # the old name is deprecated until 5.40); we support both sides of the rename (pyproject admits 5.17).
+    from transformers.models.llama.modeling_llama import LlamaModel
+
+    return "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+#: The keyword (and model-output field) transformers uses for a key/value cache: the teacher's shared-prefix
+#: cache (`sdar_trl.teacher.prefix_cached_logps`) passes it. tests/test_teacher.py runs that path.
+KV_CACHE_NAME: str = _kv_cache_name()
 
 
 def _parameters(obj: object) -> tuple[str, ...]:

@@ -144,6 +144,10 @@ class SDARConfig(GRPOConfig):
         max_teacher_prompt_length (`int`, *optional*):
             Left-truncate teacher prompts to this many tokens (reference: the max prompt length,
             2048 for ALFWorld, 4096 for WebShop/Search). `None`: no truncation.
+        teacher_prefix_cache (`bool`, *optional*, defaults to `True`):
+            Encode each distinct teacher prefix (header + privileged context) once per batch and reuse its
+            key/value cache for every row that shares it. Same log-probs up to float rounding; an
+            implementation choice, not part of the paper.
         distill_empty_context (`bool`, *optional*, defaults to `False`):
             Keep rows with an empty privileged context in the distillation term (their teacher equals
             the student). By default they are left out of it (never arises in the reference).
@@ -263,6 +267,15 @@ class SDARConfig(GRPOConfig):
         metadata={
             "help": "Left-truncate teacher prompts (header + context + student prompt) to this many tokens, as the "
             "reference truncates to its max prompt length (2048 ALFWorld, 4096 WebShop/Search). None: no truncation."
+        },
+    )
+    teacher_prefix_cache: bool = field(
+        default=True,
+        metadata={
+            "help": "Encode each distinct teacher prefix (header + privileged context) once per batch and reuse its "
+            "key/value cache for all rows sharing it (every step of an episode and every trajectory of a task share "
+            "one). Same log-probs up to float rounding, at a fraction of the cost when the context is longer than "
+            "the prompt. Not part of the paper (an implementation choice); False: one full forward per row."
         },
     )
     distill_empty_context: bool = field(

@@ -9,11 +9,22 @@ left-truncate (dropping the oldest tokens, as the reference does) and left-pad f
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
-__all__ = ["EMATeacherWeights", "build_teacher_prompt_ids", "length_sorted_slices", "render_teacher_prefix"]
+from ._compat import KV_CACHE_NAME
+
+__all__ = [
+    "EMATeacherWeights",
+    "build_teacher_prompt_ids",
+    "length_sorted_slices",
+    "prefix_cached_logps",
+    "render_teacher_prefix",
+    "shared_prefix_groups",
+]
 
 
 def render_teacher_prefix(context: str | None, *, header: str, separator: str = "\n\n") -> str:
@@ -114,6 +125,121 @@ def length_sorted_slices(
         completion_width = max(1, int(completion_lengths[rows].max()))
         slices.append((rows, prompt_width, completion_width))
     return slices
+
+
+def shared_prefix_groups(
+    prefix_ids: Sequence[Sequence[int]],
+    prompt_lengths: Sequence[int],
+    *,
+    max_length: int | None = None,
+    min_rows: int = 2,
+) -> tuple[list[tuple[tuple[int, ...], torch.Tensor]], torch.Tensor]:
+    """Rows whose teacher prompts start with the same privileged prefix, for a prefix encoded once.
+
+    Step samples share their teacher prefix widely: every step of an episode, and every trajectory of a GRPO
+    group, sees the same skills (per task type) and the same reset-time facts (per task). A batch of
+    hundreds of step samples holds a handful of distinct prefixes, each often longer than the student's prompt.
+
+    Args:
+        prefix_ids: B token-id lists (a row's tokenized teacher prefix; empty = no privileged context).
+        prompt_lengths: B real (unpadded) student-prompt lengths.
+        max_length: the teacher-prompt truncation (`max_teacher_prompt_length`). A row it would truncate loses the
+            start of its prefix, so it no longer shares it and is left to the plain forward.
+        min_rows: smallest group worth a cached prefix (a lone row gains nothing from it).
+
+    Returns:
+        `(groups, rest)`: `groups` lists `(prefix, rows)` with `rows` a (b,) index tensor, in first-seen order;
+        `rest` (r,) holds every other row (empty prefix, truncated, or a prefix shared by fewer than `min_rows`).
+    """
+    if len(prefix_ids) != len(prompt_lengths):
+        raise ValueError(f"Got {len(prefix_ids)} teacher prefixes for {len(prompt_lengths)} prompt lengths.")
+    if min_rows < 1:
+        raise ValueError(f"min_rows={min_rows} must be at least 1.")
+    by_prefix: dict[tuple[int, ...], list[int]] = {}
+    rest: list[int] = []
+    for row, (prefix, length) in enumerate(zip(prefix_ids, prompt_lengths, strict=True)):
+        fits = max_length is None or len(prefix) + int(length) <= max_length
+        if len(prefix) and fits:
+            by_prefix.setdefault(tuple(prefix), []).append(row)
+        else:
+            rest.append(row)
+    groups = []
+    for prefix, rows in by_prefix.items():
+        if len(rows) >= min_rows:
+            groups.append((prefix, torch.tensor(rows, dtype=torch.long)))
+        else:
+            rest.extend(rows)
+    return groups, torch.tensor(sorted(rest), dtype=torch.long)
+
+
+def prefix_cached_logps(
+    model: torch.nn.Module,
+    prefix: Sequence[int],
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    batch_size: int,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> torch.Tensor:
+    """Teacher log-probs of rows that share one prefix: the prefix is encoded once, its key/value cache reused.
+
+    Gives the log-probs a forward over `prefix + prompt + completion` per row gives (up to float rounding), at
+    the cost of one forward over the prefix plus one over `prompt + completion` per row. `model` must be a
+    causal LM patched with TRL's fused LM head (`add_fused_lm_head`), as every model GRPOTrainer scores is, and
+    accept `past_key_values`; call it under `torch.no_grad()`.
+
+    Args:
+        model: the teacher (the live policy, an EMA swap or the frozen base).
+        prefix: the shared teacher-prefix token ids (K,), K ≥ 1.
+        prompt_ids, prompt_mask: (b, P) the rows' student prompts, left-padded.
+        completion_ids, completion_mask: (b, C) the rows' completions, right-padded.
+        batch_size: rows per forward.
+        autocast: a context-manager factory wrapped around each forward (e.g. `accelerator.autocast`).
+
+    Returns:
+        (b, C) float32 log-probs of the completion tokens; 0 past each row's completion.
+    """
+    if len(prefix) == 0:
+        raise ValueError("prefix_cached_logps needs a non-empty prefix; score rows without context directly.")
+    device = prompt_ids.device
+    prefix_tensor = torch.as_tensor(list(prefix), dtype=prompt_ids.dtype, device=device).unsqueeze(0)  # (1, K)
+    with autocast():
+        # logits_to_keep=1: only the cache is needed, not a vocabulary projection of every prefix position.
+        prefix_out = model(
+            input_ids=prefix_tensor, attention_mask=torch.ones_like(prefix_tensor), use_cache=True, logits_to_keep=1
+        )
+    cache = getattr(prefix_out, KV_CACHE_NAME)
+    width = prefix_tensor.size(1)
+    logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=device)  # (b, C)
+    for rows, prompt_len, completion_len in length_sorted_slices(prompt_mask, completion_mask, batch_size):
+        prompt_width = prompt_ids.size(1)
+        ids = torch.cat(
+            [prompt_ids[rows, prompt_width - prompt_len :], completion_ids[rows, :completion_len]], dim=1
+        )  # (n, S)
+        mask = torch.cat(
+            [prompt_mask[rows, prompt_width - prompt_len :], completion_mask[rows, :completion_len]], dim=1
+        )  # (n, S)
+        full_mask = torch.cat([mask.new_ones(rows.numel(), width), mask], dim=1)  # (n, K + S)
+        # Left padding sits between the prefix and the prompt: positions count real tokens only, so every token
+        # keeps the distance to the prefix it has in the contiguous teacher prompt.
+        positions = (full_mask.cumsum(dim=1) - 1).clamp(min=0)[:, width:]  # (n, S)
+        rows_cache = copy.deepcopy(cache)  # the forward appends to the cache it is given
+        rows_cache.batch_repeat_interleave(rows.numel())
+        labels = ids.masked_fill(mask == 0, -100)  # (n, S)
+        labels[:, :-completion_len] = -100  # score the completion only
+        with autocast():
+            out = model(
+                input_ids=ids,
+                attention_mask=full_mask,
+                position_ids=positions,
+                labels=labels,
+                **{KV_CACHE_NAME: rows_cache},
+                fused_lm_head=True,
+            )
+        logps[rows, :completion_len] = out.log_probs[:, -completion_len:].float()
+    return logps  # (b, C)
 
 
 class EMATeacherWeights:
