@@ -1,6 +1,7 @@
 """Tests for `sdar_trl.teacher`: the teacher prefix text and the teacher prompt ids built from student ids."""
 
 import os
+import types
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -320,8 +321,15 @@ def test_prefix_cached_logps_equal_one_forward_per_row(tiny_tokenizer, architect
     assert (other - cached).abs().max() > 1e-3
 
 
-def test_prefix_cached_logps_needs_a_prefix(tiny_tokenizer):
+def test_prefix_cached_logps_needs_a_prefix_and_a_cache(tiny_tokenizer):
     model = build_tiny_model(tiny_tokenizer)
     ids = torch.ones(1, 2, dtype=torch.long)
     with pytest.raises(ValueError, match="non-empty prefix"):
         prefix_cached_logps(model, [], ids, ids, ids, ids, batch_size=1)
+
+    class NoCache(torch.nn.Module):  # a model that ignores use_cache (as some set-ups do): a clear error
+        def forward(self, **kwargs):
+            return types.SimpleNamespace(logits=None)
+
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"NoCache returned no key/value cache.*=False"):
+        prefix_cached_logps(NoCache(), [3, 4], ids, ids, ids, ids, batch_size=1)

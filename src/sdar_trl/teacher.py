@@ -210,7 +210,13 @@ def prefix_cached_logps(
         prefix_out = model(
             input_ids=prefix_tensor, attention_mask=torch.ones_like(prefix_tensor), use_cache=True, logits_to_keep=1
         )
-    cache = getattr(prefix_out, KV_CACHE_NAME)
+    cache = getattr(prefix_out, KV_CACHE_NAME, None)
+    if cache is None:
+        raise RuntimeError(
+            f"{type(model).__name__} returned no key/value cache for the teacher prefix (use_cache=True was "
+            "ignored, e.g. under gradient checkpointing in training mode). Set SDARConfig(teacher_prefix_cache=False) "
+            "to score every teacher prompt with a full forward."
+        )
     width = prefix_tensor.size(1)
     logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=device)  # (b, C)
     for rows, prompt_len, completion_len in length_sorted_slices(prompt_mask, completion_mask, batch_size):
