@@ -53,6 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_completion_length", type=int, default=96)
     parser.add_argument("--context", default="skills+facts", help="the teacher's privileged_context_source")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no_teacher_prefix_cache",
+        action="store_true",
+        help="SDAR scores every teacher prompt with a full forward (SDARConfig.teacher_prefix_cache=False)",
+    )
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)  # internal: run one method
     return parser.parse_args(argv)
 
@@ -131,6 +136,7 @@ def run_child(options: argparse.Namespace) -> dict[str, Any]:
             max_completion_length=options.max_completion_length,
             learning_rate=1e-5,
             privileged_context_source=options.context,
+            teacher_prefix_cache=not options.no_teacher_prefix_cache,
             logging_steps=1,
             save_strategy="no",
             report_to="none",
@@ -196,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "loss_path_ratio": sdar["loss_path_s"] / grpo["loss_path_s"],
         "peak_memory_ratio": sdar["peak_memory_bytes"] / grpo["peak_memory_bytes"],
         "env_time_share": max(sdar["env_time_share"], grpo["env_time_share"]),
+        "teacher_prefix_cache": not options.no_teacher_prefix_cache,
         "runs": results,
     }
     print(f"{'':<26}{'GRPO':>12}{'SDAR':>12}{'SDAR/GRPO':>12}", file=sys.stderr)

@@ -69,3 +69,4 @@ def test_step_cost_prints_the_ratio_keys(tiny_model_dir):
     assert 0.0 <= record["env_time_share"] <= 1.0
     assert record["runs"]["sdar"]["step_samples"] == record["runs"]["grpo"]["step_samples"]  # same first rollout
     assert "full step" in completed.stderr
+    assert record["teacher_prefix_cache"] is True
