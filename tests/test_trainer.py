@@ -158,9 +158,14 @@ def test_empty_context_and_header_gives_teacher_equal_to_student(tmp_path, tiny_
     assert stats["gate_mean"].item() == pytest.approx(0.5, abs=1e-5)
 
 
-@pytest.mark.parametrize("prefix_cache", [True, False])
-def test_teacher_logps_match_naive_forward_on_privileged_prompt(tmp_path, tiny_tokenizer, monkeypatch, prefix_cache):
+@pytest.mark.parametrize(("prefix_cache", "sharded"), [(True, False), (False, False), (True, True)])
+def test_teacher_logps_match_naive_forward_on_privileged_prompt(
+    tmp_path, tiny_tokenizer, monkeypatch, prefix_cache, sharded
+):
     import sdar_trl.trainer as trainer_module
+
+    # Under FSDP / ZeRO-3 (simulated) the cache is not used: processes would run different forward counts.
+    monkeypatch.setattr(SDARTrainer, "_weights_sharded", lambda self: sharded)
 
     cached_rows = []
 
@@ -188,7 +193,7 @@ def test_teacher_logps_match_naive_forward_on_privileged_prompt(tmp_path, tiny_t
     )
     rows, output = generation_batch(trainer)
     assert sorted(row["privileged_context"] for row in rows) == sorted(contexts * 4)
-    assert cached_rows == ([4, 4] if prefix_cache else [])
+    assert cached_rows == ([4, 4] if prefix_cache and not sharded else [])
     teacher = output["teacher_per_token_logps"]  # (B, C)
     model = trainer.model
     for i, row in enumerate(rows):

@@ -147,7 +147,8 @@ class SDARConfig(GRPOConfig):
         teacher_prefix_cache (`bool`, *optional*, defaults to `True`):
             Encode each distinct teacher prefix (header + privileged context) once per batch and reuse its
             key/value cache for every row that shares it. Same log-probs up to float rounding; an
-            implementation choice, not part of the paper.
+            implementation choice, not part of the paper. Off under FSDP and DeepSpeed ZeRO-3, whose
+            processes must run the same number of forwards.
         distill_empty_context (`bool`, *optional*, defaults to `False`):
             Keep rows with an empty privileged context in the distillation term (their teacher equals
             the student). By default they are left out of it (never arises in the reference).
@@ -275,7 +276,8 @@ class SDARConfig(GRPOConfig):
             "help": "Encode each distinct teacher prefix (header + privileged context) once per batch and reuse its "
             "key/value cache for all rows sharing it (every step of an episode and every trajectory of a task share "
             "one). Same log-probs up to float rounding, at a fraction of the cost when the context is longer than "
-            "the prompt. Not part of the paper (an implementation choice); False: one full forward per row."
+            "the prompt. Not part of the paper (an implementation choice); False: one full forward per row. Not used "
+            "under FSDP or DeepSpeed ZeRO-3 (every process must run the same number of forwards)."
         },
     )
     distill_empty_context: bool = field(

@@ -188,7 +188,7 @@ def prefix_cached_logps(
     Gives the log-probs a forward over `prefix + prompt + completion` per row gives (up to float rounding), at
     the cost of one forward over the prefix plus one over `prompt + completion` per row. `model` must be a
     causal LM patched with TRL's fused LM head (`add_fused_lm_head`), as every model GRPOTrainer scores is, and
-    accept `past_key_values`; call it under `torch.no_grad()`.
+    accept a key/value cache (`sdar_trl._compat.KV_CACHE_NAME`); call it under `torch.no_grad()`.
 
     Args:
         model: the teacher (the live policy, an EMA swap or the frozen base).

@@ -235,11 +235,15 @@ class SDARTrainer(GRPOTrainer):
             return prepare_fsdp(base_teacher, self.accelerator)
         return self.accelerator.prepare_model(base_teacher, evaluation_mode=True)
 
+    def _weights_sharded(self) -> bool:
+        """FSDP or DeepSpeed ZeRO-3: every forward gathers parameters across processes, so all must run it."""
+        zero_stage = getattr(getattr(self.accelerator.state, "deepspeed_plugin", None), "zero_stage", 0)
+        return bool(self.is_fsdp_enabled or zero_stage == 3)
+
     def _prepare_ema_teacher(self) -> EMATeacherWeights | None:
         if not (self.args.needs_teacher and self.args.teacher_mode == "ema"):
             return None
-        zero_stage = getattr(getattr(self.accelerator.state, "deepspeed_plugin", None), "zero_stage", 0)
-        if self.is_fsdp_enabled or zero_stage == 3:
+        if self._weights_sharded():
             raise ValueError(
                 "teacher_mode='ema' keeps a local copy of the trainable weights and cannot average parameters "
                 "sharded by FSDP or DeepSpeed ZeRO-3. Use teacher_mode='live' (SDAR) or 'base', or ZeRO stage <= 2."
@@ -334,7 +338,9 @@ class SDARTrainer(GRPOTrainer):
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         prompt_ids, prompt_mask = output["prompt_ids"], output["prompt_mask"]  # (B, P) each
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]  # (B, C) each
-        if self.args.teacher_prefix_cache:
+        # Sharded weights need the same forward count on every process; the number of distinct prefixes differs
+        # between processes, so there every row takes the full forward (the batch size is the same everywhere).
+        if self.args.teacher_prefix_cache and not self._weights_sharded():
             # Step samples share prefixes widely (all steps of an episode, all trajectories of a task): encode each
             # shared prefix once, then score only prompt + completion per row against its key/value cache.
             groups, rest = shared_prefix_groups(
