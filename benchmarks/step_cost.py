@@ -14,8 +14,11 @@ Ratios are SDAR / GRPO of the medians over the measured steps (the first `--warm
 Prints a human table on stderr and one JSON line on stdout with the keys `full_step_ratio`,
 `loss_path_ratio`, `peak_memory_ratio`, `env_time_share`:
 
-    python benchmarks/step_cost.py                      # the packaged starter on alfworld-mini, ~5 min
+    python benchmarks/step_cost.py --env searchqa-mini --steps 3 --warmup 1   # the packaged starter, ~35 min on a CPU
     python benchmarks/step_cost.py --model /path/to/model --env webshop-mini --steps 10
+
+With the packaged starter (SmolLM2-135M) a step costs minutes on one CPU thread; the default env
+(alfworld-mini, the longest episodes) takes hours there. docs/results.md has the measured numbers.
 """
 
 from __future__ import annotations

@@ -70,3 +70,16 @@ def test_step_cost_prints_the_ratio_keys(tiny_model_dir):
     assert record["runs"]["sdar"]["step_samples"] == record["runs"]["grpo"]["step_samples"]  # same first rollout
     assert "full step" in completed.stderr
     assert record["teacher_prefix_cache"] is True
+
+
+@pytest.mark.integration
+def test_teacher_forward_times_both_paths_and_they_agree(tiny_model_dir):
+    command = [sys.executable, str(ROOT / "benchmarks" / "teacher_forward.py"), "--model", tiny_model_dir]
+    command += ["--tasks", "2", "--copies", "2", "--repeats", "1"]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    record = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert record["benchmark"] == "teacher_forward" and record["distinct_prefixes"] == 2
+    assert record["max_abs_logp_diff"] < 1e-4  # the cache changes the cost, not the log-probs
+    assert record["full_s"] > 0 and record["cached_s"] > 0 and record["student_s"] > 0
+    assert record["cached_over_full"] == pytest.approx(record["cached_s"] / record["full_s"])
+    assert "shared-prefix cache" in completed.stderr
