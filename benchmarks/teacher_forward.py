@@ -62,13 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from sdar_trl.sft import SKILL_BANKS, collect_expert_steps, render_context
     from sdar_trl.skills import SkillBank
     from sdar_trl.starter import DEMO_ENVS
-    from sdar_trl.teacher import (
-        build_teacher_prompt_ids,
-        length_sorted_slices,
-        prefix_cached_logps,
-        render_teacher_prefix,
-        shared_prefix_groups,
-    )
+    from sdar_trl.teacher import render_teacher_prefix, shared_prefix_groups, teacher_logps
 
     torch.set_num_threads(1)
     compact_fused_log_probs_on_cpu()  # as SDARTrainer does on CPU
@@ -114,47 +108,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     prompt_ids, prompt_mask = prompts["input_ids"], prompts["attention_mask"]  # (B, P) each
     completion_ids, completion_mask = completions["input_ids"], completions["attention_mask"]  # (B, C) each
-    groups, rest = shared_prefix_groups(prefixes, prompt_mask.sum(dim=1).tolist())
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    groups, rest = shared_prefix_groups(prefixes, prompt_mask.sum(dim=1).tolist())
 
-    def scored(ids: torch.Tensor, mask: torch.Tensor, width: int) -> torch.Tensor:
-        """(B, C) completion log-probs of left-padded `ids` (prompt width `width`), length-sorted chunks."""
-        logps = torch.zeros(completion_ids.shape)  # (B, C)
-        for rows, prompt_len, completion_len in length_sorted_slices(
-            mask[:, :width], completion_mask, options.batch_size
-        ):
-            x = ids[rows, width - prompt_len : width + completion_len]  # (b, S)
-            m = mask[rows, width - prompt_len : width + completion_len]  # (b, S)
-            labels = x.masked_fill(m == 0, -100)
-            labels[:, :-completion_len] = -100
-            out = model(input_ids=x, attention_mask=m, labels=labels, fused_lm_head=True)
-            logps[rows, :completion_len] = out.log_probs[:, -completion_len:].float()
-        return logps
+    def arm(row_prefixes: list[list[int]], use_prefix_cache: bool) -> Callable[[], torch.Tensor]:
+        # The trainer's own teacher path (sdar_trl.teacher.teacher_logps); the trainer scores the full forward
+        # through TRL's log-prob forward, which runs the same fused-head forward as fused_head_logps.
+        return lambda: teacher_logps(
+            model,
+            row_prefixes,
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            pad_token_id=pad,
+            batch_size=options.batch_size,
+            use_prefix_cache=use_prefix_cache,
+        )
 
-    def full() -> torch.Tensor:
-        ids, mask = build_teacher_prompt_ids(prompt_ids, prompt_mask, prefixes, pad_token_id=pad)  # (B, P_T)
-        width = ids.size(1)
-        return scored(torch.cat([ids, completion_ids], 1), torch.cat([mask, completion_mask], 1), width)
-
-    def cached() -> torch.Tensor:
-        logps = torch.zeros(completion_ids.shape)  # (B, C)
-        for prefix, rows in groups:
-            logps[rows] = prefix_cached_logps(
-                model,
-                prefix,
-                prompt_ids[rows],
-                prompt_mask[rows],
-                completion_ids[rows],
-                completion_mask[rows],
-                batch_size=options.batch_size,
-            )
-        if rest.numel():
-            logps[rest] = full()[rest]  # lone prefixes (none when --copies > 1)
-        return logps
-
-    def student() -> torch.Tensor:
-        width = prompt_ids.size(1)
-        return scored(torch.cat([prompt_ids, completion_ids], 1), torch.cat([prompt_mask, completion_mask], 1), width)
+    # The student arm: no prefix, so every row takes the plain forward over prompt + completion.
+    full, cached, student = arm(prefixes, False), arm(prefixes, True), arm([[] for _ in prefixes], False)
 
     arms: dict[str, Callable[[], torch.Tensor]] = {"full": full, "cached": cached, "student": student}
     times: dict[str, list[float]] = {name: [] for name in arms}

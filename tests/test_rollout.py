@@ -12,6 +12,7 @@ from sdar_trl.rollout import (
     play_episodes,
     render_history,
     render_step_prompt,
+    rendered_history_actions,
     split_rows,
     summarize_episodes,
     truncate_observation,
@@ -38,6 +39,16 @@ def test_render_history_numbering():
     assert render_history([("o1", "a1"), ("o2", "a2")], first_step=3) == (
         "[Observation 3: 'o1', Action 3: 'a1']\n[Observation 4: 'o2', Action 4: 'a2']"
     )
+
+
+def test_rendered_history_actions_read_back_what_render_history_wrote():
+    history = [("a page, 'quoted'", "click[b06qx1f2b5]"), ("x", "search[men's boots]"), ("y", "click[it's [odd]]")]
+    prompt = render_step_prompt(
+        task="t", observation="o", history=history, step_count=3, history_length=2, admissible_actions=["look"]
+    )
+    assert rendered_history_actions(prompt) == ["search[men's boots]", "click[it's [odd]]"]
+    assert rendered_history_actions(render_history(history, first_step=1)) == [a for _, a in history]
+    assert rendered_history_actions("no history here") == []
 
 
 def test_step_prompt_shows_only_the_history_window():

@@ -10,6 +10,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 import pytest
 import torch
 
+import sdar_trl.teacher
 from sdar_trl._compat import add_fused_lm_head
 from sdar_trl.teacher import (
     EMATeacherWeights,
@@ -18,6 +19,7 @@ from sdar_trl.teacher import (
     prefix_cached_logps,
     render_teacher_prefix,
     shared_prefix_groups,
+    teacher_logps,
 )
 from sdar_trl.testing import build_tiny_model
 
@@ -333,3 +335,62 @@ def test_prefix_cached_logps_needs_a_prefix_and_a_cache(tiny_tokenizer):
 
     with torch.no_grad(), pytest.raises(RuntimeError, match=r"NoCache returned no key/value cache.*=False"):
         prefix_cached_logps(NoCache(), [3, 4], ids, ids, ids, ids, batch_size=1)
+
+
+def test_teacher_logps_route_rows_and_agree_with_and_without_the_cache(tiny_tokenizer, monkeypatch):
+    # Seven rows: prefix A x3 (cached), prefix B x1 (lone: full forward), no prefix x2 (the student's forward),
+    # and a row whose A prefix max_length truncates (full forward, its prefix cut). The cache must not change
+    # any value, and it must run only for A.
+    model = build_tiny_model(tiny_tokenizer).eval()
+    add_fused_lm_head(model, temperature=1.0)
+    generator = torch.Generator().manual_seed(1)
+    prompt_ids = torch.randint(3, 60, (7, 8), generator=generator)  # (7, 8)
+    prompt_mask = torch.ones_like(prompt_ids)
+    prompt_mask[1, :3] = 0
+    prompt_ids[1, :3] = JUNK
+    completion_ids = torch.randint(3, 60, (7, 5), generator=generator)  # (7, 5)
+    completion_mask = torch.ones_like(completion_ids)
+    completion_mask[2, 2:] = 0
+    a = torch.randint(3, 60, (10,), generator=generator).tolist()
+    b = torch.randint(3, 60, (4,), generator=generator).tolist()
+    prefixes = [a, a, a, b, [], [], a]
+    max_length = 18  # rows 0-5 fit (10 + 8 or less); row 6 gets a longer prompt below and is truncated
+    prompt_ids = torch.cat([torch.randint(3, 60, (7, 2), generator=generator), prompt_ids], dim=1)  # (7, 10)
+    prompt_mask = torch.cat([torch.zeros(7, 2, dtype=torch.long), prompt_mask], dim=1)
+    prompt_mask[6, :2] = 1
+    calls = []
+
+    def spy(model, prefix, *args, **kwargs):
+        calls.append((tuple(prefix), args[0].size(0)))
+        return prefix_cached_logps(model, prefix, *args, **kwargs)
+
+    monkeypatch.setattr(sdar_trl.teacher, "prefix_cached_logps", spy)
+
+    kwargs = dict(pad_token_id=PAD, batch_size=3, max_length=max_length)
+    with torch.no_grad():
+        cached = teacher_logps(model, prefixes, prompt_ids, prompt_mask, completion_ids, completion_mask, **kwargs)
+        full = teacher_logps(
+            model, prefixes, prompt_ids, prompt_mask, completion_ids, completion_mask, use_prefix_cache=False, **kwargs
+        )
+        student = teacher_logps(
+            model, [[]] * 7, prompt_ids, prompt_mask, completion_ids, completion_mask, use_prefix_cache=False, **kwargs
+        )
+        one_row = [
+            _full_forward_logps(
+                model,
+                prefixes[i],
+                prompt_ids[i : i + 1],
+                prompt_mask[i : i + 1],
+                completion_ids[i : i + 1],
+                completion_mask[i : i + 1],
+            )[0]
+            for i in range(6)
+        ]
+    assert calls == [(tuple(a), 3)]
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(full[:6], torch.stack(one_row), atol=1e-5, rtol=0)
+    torch.testing.assert_close(full[4:6], student[4:6], atol=0, rtol=0)  # no context: the student's forward
+    assert (full[:4] - student[:4]).abs().max() > 1e-3  # a prefix changes the log-probs
+    assert (cached[completion_mask == 0] == 0).all()
+    with pytest.raises(ValueError, match="6 teacher prefixes for 7 rows"):
+        teacher_logps(model, prefixes[:6], prompt_ids, prompt_mask, completion_ids, completion_mask, **kwargs)

@@ -162,7 +162,7 @@ def test_empty_context_and_header_gives_teacher_equal_to_student(tmp_path, tiny_
 def test_teacher_logps_match_naive_forward_on_privileged_prompt(
     tmp_path, tiny_tokenizer, monkeypatch, prefix_cache, sharded
 ):
-    import sdar_trl.trainer as trainer_module
+    import sdar_trl.teacher as teacher_module
 
     # Under FSDP / ZeRO-3 (simulated) the cache is not used: processes would run different forward counts.
     monkeypatch.setattr(SDARTrainer, "_weights_sharded", lambda self: sharded)
@@ -173,7 +173,7 @@ def test_teacher_logps_match_naive_forward_on_privileged_prompt(
         cached_rows.append(prompt_ids.size(0))
         return prefix_cached_logps(model, prefix, prompt_ids, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "prefix_cached_logps", spy)
+    monkeypatch.setattr(teacher_module, "prefix_cached_logps", spy)
     # Three prompts x 4 generations: two distinct contexts (one cached prefix each) and one row without context
     # (full forward), so both paths run side by side in one batch.
     contexts = ["Add the two numbers.", "", "The answer is twice the number."]

@@ -15,6 +15,7 @@ generation backends, vLLM included), evaluation, and tests with a scripted "mode
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ __all__ = [
     "play_episodes",
     "render_history",
     "render_step_prompt",
+    "rendered_history_actions",
     "split_rows",
     "summarize_episodes",
     "truncate_observation",
@@ -94,6 +96,17 @@ def render_history(history: Sequence[tuple[str, str]], *, first_step: int) -> st
         f"[Observation {first_step + i}: '{obs}', Action {first_step + i}: '{action}']"
         for i, (obs, action) in enumerate(history)
     )
+
+
+_HISTORY_ACTION = re.compile(r", Action \d+: '(.*)'\]$", re.M)
+
+
+def rendered_history_actions(text: str) -> list[str]:
+    """The actions of the `render_history` lines found in `text` (e.g. a step prompt), oldest first.
+
+    The action is the line's last quoted field, so an action holding quotes or brackets is read back whole.
+    """
+    return _HISTORY_ACTION.findall(text)
 
 
 def render_step_prompt(

@@ -19,12 +19,20 @@ from ._compat import KV_CACHE_NAME
 
 __all__ = [
     "EMATeacherWeights",
+    "ForwardScorer",
     "build_teacher_prompt_ids",
+    "full_teacher_logps",
+    "fused_head_logps",
     "length_sorted_slices",
     "prefix_cached_logps",
     "render_teacher_prefix",
     "shared_prefix_groups",
+    "teacher_logps",
 ]
+
+#: `(model, input_ids (b, S), attention_mask (b, S), logits_to_keep) -> (b, logits_to_keep)` log-probs of the last
+#: `logits_to_keep` tokens from one forward over the given rows (left-padded prompt + right-padded completion).
+ForwardScorer = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 def render_teacher_prefix(context: str | None, *, header: str, separator: str = "\n\n") -> str:
@@ -172,6 +180,136 @@ def shared_prefix_groups(
     return groups, torch.tensor(sorted(rest), dtype=torch.long)
 
 
+def fused_head_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    logits_to_keep: int,
+    **forward_kwargs: Any,
+) -> torch.Tensor:
+    """(b, logits_to_keep) float32 log-probs of the last `logits_to_keep` tokens through TRL's fused LM head.
+
+    `model` must be patched with `add_fused_lm_head` (GRPOTrainer patches every model it scores): the fused head
+    returns the label log-probs without materialising (b, S, V) logits. `attention_mask` may be wider than
+    `input_ids` when a key/value cache in `forward_kwargs` holds earlier tokens; its last S columns are the
+    mask of `input_ids`. Padded positions score 0.
+    """
+    own_mask = attention_mask[:, -input_ids.size(1) :]  # (b, S)
+    labels = input_ids.masked_fill(own_mask == 0, -100)  # (b, S)
+    labels[:, :-logits_to_keep] = -100  # score the last logits_to_keep tokens only
+    out = model(
+        input_ids=input_ids, attention_mask=attention_mask, labels=labels, fused_lm_head=True, **forward_kwargs
+    )
+    return out.log_probs[:, -logits_to_keep:].float()  # (b, logits_to_keep)
+
+
+def full_teacher_logps(
+    model: torch.nn.Module,
+    prefix_ids: Sequence[Sequence[int]],
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    pad_token_id: int,
+    batch_size: int,
+    score: ForwardScorer = fused_head_logps,
+    max_length: int | None = None,
+) -> torch.Tensor:
+    """Teacher log-probs with one forward over `prefix + prompt + completion` per row (no shared cache).
+
+    Rows of similar length go together, each group cropped to its own width (`length_sorted_slices`): far less
+    padding than one forward over the whole batch. Returns (B, C) float32; 0 past each row's completion.
+    """
+    teacher_prompt_ids, teacher_prompt_mask = build_teacher_prompt_ids(
+        prompt_ids, prompt_mask, prefix_ids, pad_token_id=pad_token_id, max_length=max_length
+    )  # (B, P_T) each
+    input_ids = torch.cat([teacher_prompt_ids, completion_ids], dim=1)  # (B, P_T + C)
+    attention_mask = torch.cat([teacher_prompt_mask, completion_mask], dim=1)  # (B, P_T + C)
+    width = teacher_prompt_ids.size(1)
+    logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device)  # (B, C)
+    for rows, prompt_len, completion_len in length_sorted_slices(teacher_prompt_mask, completion_mask, batch_size):
+        window = slice(width - prompt_len, width + completion_len)
+        logps[rows, :completion_len] = score(
+            model, input_ids[rows, window], attention_mask[rows, window], completion_len
+        ).float()  # (b, completion_len)
+    return logps
+
+
+def teacher_logps(
+    model: torch.nn.Module,
+    prefix_ids: Sequence[Sequence[int]],
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    *,
+    pad_token_id: int,
+    batch_size: int,
+    use_prefix_cache: bool = True,
+    score: ForwardScorer = fused_head_logps,
+    max_length: int | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> torch.Tensor:
+    """The teacher's log-probs of every row's completion, given the row's teacher prefix: the trainer's path.
+
+    With `use_prefix_cache`, each prefix that two or more rows share is encoded once and its key/value cache
+    reused (`prefix_cached_logps`); every other row (no context, a lone prefix, a prompt `max_length` truncates)
+    takes one full forward (`full_teacher_logps` with `score`). Without it every row takes the full forward
+    (needed where every process must run the same number of forwards, e.g. FSDP / ZeRO-3). Rows with an empty
+    prefix are scored exactly as the student is. Call it under `torch.no_grad()`.
+
+    Args:
+        model: the teacher (a causal LM patched with TRL's fused LM head).
+        prefix_ids: B token-id lists, each row's tokenized `render_teacher_prefix` (empty: no context).
+        prompt_ids, prompt_mask: (B, P) the student prompts, left-padded.
+        completion_ids, completion_mask: (B, C) the completions, right-padded.
+        pad_token_id: pads the rebuilt teacher prompts of the full forward.
+        batch_size: rows per forward.
+        use_prefix_cache: share the forward over common prefixes (`SDARConfig.teacher_prefix_cache`).
+        score: the full-forward scorer (the trainer passes TRL's own log-prob forward).
+        max_length: `max_teacher_prompt_length` (left truncation of the teacher prompt).
+        autocast: wraps the cached path's forwards (the scorer handles its own precision).
+
+    Returns:
+        (B, C) float32 log-probs aligned with the completion tokens; 0 past each row's completion.
+    """
+    if len(prefix_ids) != prompt_ids.size(0):
+        raise ValueError(f"Got {len(prefix_ids)} teacher prefixes for {prompt_ids.size(0)} rows.")
+    if use_prefix_cache:
+        groups, rest = shared_prefix_groups(prefix_ids, prompt_mask.sum(dim=1).tolist(), max_length=max_length)
+    else:
+        groups, rest = [], torch.arange(len(prefix_ids))
+    logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device)  # (B, C)
+    for prefix, rows in groups:
+        rows = rows.to(completion_ids.device)  # (b,)
+        logps[rows] = prefix_cached_logps(
+            model,
+            prefix,
+            prompt_ids[rows],
+            prompt_mask[rows],
+            completion_ids[rows],
+            completion_mask[rows],
+            batch_size=batch_size,
+            autocast=autocast,
+        )  # (b, C)
+    if rest.numel():
+        rest = rest.to(completion_ids.device)  # (r,)
+        logps[rest] = full_teacher_logps(
+            model,
+            [prefix_ids[i] for i in rest.tolist()],
+            prompt_ids[rest],
+            prompt_mask[rest],
+            completion_ids[rest],
+            completion_mask[rest],
+            pad_token_id=pad_token_id,
+            batch_size=batch_size,
+            score=score,
+            max_length=max_length,
+        )  # (r, C)
+    return logps
+
+
 def prefix_cached_logps(
     model: torch.nn.Module,
     prefix: Sequence[int],
@@ -233,18 +371,10 @@ def prefix_cached_logps(
         positions = (full_mask.cumsum(dim=1) - 1).clamp(min=0)[:, width:]  # (n, S)
         rows_cache = copy.deepcopy(cache)  # the forward appends to the cache it is given
         rows_cache.batch_repeat_interleave(rows.numel())
-        labels = ids.masked_fill(mask == 0, -100)  # (n, S)
-        labels[:, :-completion_len] = -100  # score the completion only
         with autocast():
-            out = model(
-                input_ids=ids,
-                attention_mask=full_mask,
-                position_ids=positions,
-                labels=labels,
-                **{KV_CACHE_NAME: rows_cache},
-                fused_lm_head=True,
-            )
-        logps[rows, :completion_len] = out.log_probs[:, -completion_len:].float()
+            logps[rows, :completion_len] = fused_head_logps(
+                model, ids, full_mask, completion_len, position_ids=positions, **{KV_CACHE_NAME: rows_cache}
+            )  # (n, completion_len)
     return logps  # (b, C)
 
 

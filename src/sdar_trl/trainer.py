@@ -66,14 +66,7 @@ from .rollout import (
 )
 from .sft import render_context
 from .skills import SkillBank
-from .teacher import (
-    EMATeacherWeights,
-    build_teacher_prompt_ids,
-    length_sorted_slices,
-    prefix_cached_logps,
-    render_teacher_prefix,
-    shared_prefix_groups,
-)
+from .teacher import EMATeacherWeights, render_teacher_prefix, teacher_logps
 
 __all__ = ["SDARTrainer"]
 
@@ -336,86 +329,39 @@ class SDARTrainer(GRPOTrainer):
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         prefix_ids = [tokenizer(p, add_special_tokens=False)["input_ids"] if p else [] for p in prefixes]
         pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        prompt_ids, prompt_mask = output["prompt_ids"], output["prompt_mask"]  # (B, P) each
-        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]  # (B, C) each
         # Sharded weights need the same forward count on every process; the number of distinct prefixes differs
         # between processes, so there every row takes the full forward (the batch size is the same everywhere).
-        if self.args.teacher_prefix_cache and not self._weights_sharded():
-            # Step samples share prefixes widely (all steps of an episode, all trajectories of a task): encode each
-            # shared prefix once, then score only prompt + completion per row against its key/value cache.
-            groups, rest = shared_prefix_groups(
-                prefix_ids, prompt_mask.sum(dim=1).tolist(), max_length=self.args.max_teacher_prompt_length
-            )
-        else:
-            groups, rest = [], torch.arange(len(prefix_ids))
-        teacher_logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device)  # (B, C)
+        # Elsewhere step samples share prefixes widely (all steps of an episode, all trajectories of a task), so
+        # each shared prefix is encoded once and only prompt + completion is scored per row.
+        use_prefix_cache = self.args.teacher_prefix_cache and not self._weights_sharded()
         with (
             torch.no_grad(),
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
             self._teacher_model() as teacher,
         ):
-            for prefix, rows in groups:
-                rows = rows.to(completion_ids.device)  # (b,)
-                teacher_logps[rows] = prefix_cached_logps(
-                    teacher,
-                    prefix,
-                    prompt_ids[rows],
-                    prompt_mask[rows],
-                    completion_ids[rows],
-                    completion_mask[rows],
-                    batch_size=self._forward_batch_size(),
-                    autocast=self.accelerator.autocast,
-                )  # (b, C)
-            if rest.numel():
-                rest = rest.to(completion_ids.device)  # (r,)
-                teacher_logps[rest] = self._full_teacher_logps(
-                    teacher,
-                    [prefix_ids[i] for i in rest.tolist()],
-                    prompt_ids[rest],
-                    prompt_mask[rest],
-                    completion_ids[rest],
-                    completion_mask[rest],
-                    pad_token_id,
-                )  # (r, C)
-        return teacher_logps  # (B, C) aligned with the student's completion tokens
-
-    def _full_teacher_logps(
-        self,
-        teacher: torch.nn.Module,
-        prefix_ids: list[list[int]],
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        completion_ids: torch.Tensor,
-        completion_mask: torch.Tensor,
-        pad_token_id: int,
-    ) -> torch.Tensor:
-        """Teacher log-probs with one forward over `prefix + prompt + completion` per row (no shared cache)."""
-        teacher_prompt_ids, teacher_prompt_mask = build_teacher_prompt_ids(
-            prompt_ids,
-            prompt_mask,
-            prefix_ids,
-            pad_token_id=pad_token_id,
-            max_length=self.args.max_teacher_prompt_length,
-        )  # (r, P_T) each
-        input_ids = torch.cat([teacher_prompt_ids, completion_ids], dim=1)  # (r, P_T + C)
-        attention_mask = torch.cat([teacher_prompt_mask, completion_mask], dim=1)  # (r, P_T + C)
-        prompt_width = teacher_prompt_ids.size(1)
-        teacher_logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=completion_ids.device)  # (r, C)
-        # Rows of similar length together, each group cropped to its own width: far less padding than one forward
-        # over the whole (r, P_T + C) batch. Logps past a row's completion stay 0 (masked out).
-        for rows, prompt_len, completion_len in length_sorted_slices(
-            teacher_prompt_mask, completion_mask, self._forward_batch_size()
-        ):
-            start = prompt_width - prompt_len
-            logps, _, _ = self._get_per_token_logps_and_entropies(
+            return teacher_logps(
                 teacher,
-                input_ids[rows, start : prompt_width + completion_len],
-                attention_mask[rows, start : prompt_width + completion_len],
-                completion_len,
-                batch_size=rows.numel(),
-            )  # (b, completion_len)
-            teacher_logps[rows, :completion_len] = logps.float()
-        return teacher_logps
+                prefix_ids,
+                output["prompt_ids"],
+                output["prompt_mask"],
+                output["completion_ids"],
+                output["completion_mask"],
+                pad_token_id=pad_token_id,
+                batch_size=self._forward_batch_size(),
+                use_prefix_cache=use_prefix_cache,
+                score=self._score_full_forward,
+                max_length=self.args.max_teacher_prompt_length,
+                autocast=self.accelerator.autocast,
+            )  # (B, C) aligned with the student's completion tokens
+
+    def _score_full_forward(
+        self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int
+    ) -> torch.Tensor:
+        """A teacher forward through TRL's own log-prob forward (temperature, fused head, chunking as the student)."""
+        logps, _, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, batch_size=input_ids.size(0)
+        )  # (b, logits_to_keep)
+        return logps
 
     def _apply_rlsd(self, output: dict[str, Any], teacher_logps: torch.Tensor) -> None:
         """RLSD: replace (B,) advantages by teacher-reweighted (B, C) token advantages."""
