@@ -16,12 +16,21 @@ import pytest
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
-def _run_two_processes(script: Path, tmp_path: Path) -> dict:
+def _run_two_processes(script: Path, tmp_path: Path, *script_args: str) -> dict:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
     if torchrun is None:
         pytest.skip("torchrun is not installed")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    command = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), str(script), str(tmp_path)]
+    command = [
+        torchrun,
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(_free_port()),
+        str(script),
+        str(tmp_path),
+        *script_args,
+    ]
     # A session of its own, so that a timeout kills torchrun *and* its workers (subprocess.run's timeout only
     # kills torchrun and would leave a hung worker behind).
     process = subprocess.Popen(
@@ -65,6 +74,25 @@ def test_two_process_agent_mode_keeps_processes_in_lockstep(tmp_path):
     for entry in logs:
         assert entry["env/episodes"] == 8  # 2 tasks × 2 copies per process, gathered over both processes
         assert "sdar/gate_mean" in entry
+
+
+@pytest.mark.integration
+def test_two_process_agent_mode_under_sharded_weights_runs_equal_forward_counts(tmp_path):
+    # Plain DDP (above) lets each process run as many no-grad forwards as its own step samples need: the
+    # counts differ. Under FSDP / ZeRO-3 (simulated) every forward gathers sharded weights, so a process
+    # with fewer step samples pads its batch with masked rows and runs exactly as many.
+    plain = sorted(_run_two_processes(SCRIPTS / "distributed_agent.py", tmp_path)["per_rank"], key=_rank)
+    assert plain[0]["nograd_forwards"] != plain[1]["nograd_forwards"]
+    result = _run_two_processes(SCRIPTS / "distributed_agent.py", tmp_path / "sharded", "sharded")
+    ranks = sorted(result["per_rank"], key=_rank)
+    assert ranks[0]["samples"] != ranks[1]["samples"]  # padding rows are not counted as samples
+    assert ranks[0]["nograd_forwards"] == ranks[1]["nograd_forwards"]
+    assert ranks[0]["per_step"] == ranks[1]["per_step"]
+    assert all(entry["loss"] == entry["loss"] for entry in result["logs"])  # finite, not NaN
+
+
+def _rank(entry: dict) -> int:
+    return entry["rank"]
 
 
 def _free_port() -> int:

@@ -541,19 +541,23 @@ class SDARTrainer(GRPOTrainer):
     def _agent_build_batch(self, result: RolloutResult) -> dict[str, Any]:
         device = self.accelerator.device
         steps = list(result.steps)
-        has_samples = bool(steps)
-        if not has_samples:
-            # Every trajectory of this process failed at reset: one masked dummy sample keeps this process's
-            # forward/backward count equal to the others'.
-            pad = self._tokenizer.pad_token_id
-            steps = [_dummy_step(pad)]
+        real = len(steps)
+        # Every trajectory of this process may have failed at reset: one masked dummy sample keeps this process's
+        # forward/backward count equal to the others'. Under FSDP / ZeRO-3 every forward gathers the sharded
+        # weights from all processes, so the no-grad forwards below (old, reference, teacher log-probs, chunked by
+        # row count) must run as often on every process: pad all processes to the largest step-sample count.
+        target = max(real, 1)
+        if self._weights_sharded() and self.accelerator.num_processes > 1:
+            target = int(self.accelerator.gather(torch.tensor([target], device=device)).max())
+        steps += [_dummy_step(self._tokenizer.pad_token_id)] * (target - real)
         batch: dict[str, Any] = build_step_batch(steps, pad_token_id=self._tokenizer.pad_token_id, device=device)
-        if not has_samples:
-            batch["completion_mask"].zero_()
+        batch["completion_mask"][real:] = 0  # dummy rows: no loss tokens
         rewards = compute_step_rewards(result, invalid_action_penalty=self.args.invalid_action_penalty)
-        rewards = torch.tensor(rewards if has_samples else [0.0], dtype=torch.float32)  # (N,)
+        rewards = torch.tensor(rewards + [0.0] * (target - real), dtype=torch.float32)  # (N,)
         groups = torch.tensor([step.group for step in steps])  # (N,)
-        batch["advantages"] = compute_step_advantages(rewards, groups).to(device) * float(has_samples)  # (N,)
+        advantages = compute_step_advantages(rewards, groups)  # (N,)
+        advantages[real:] = 0.0  # dummy rows carry no signal
+        batch["advantages"] = advantages.to(device)  # (N,)
         mask = batch["completion_mask"]  # (N, C)
         batch["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()
         input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)  # (N, P + C)
@@ -573,7 +577,9 @@ class SDARTrainer(GRPOTrainer):
             batch["importance_sampling_ratio"] = torch.ones_like(mask, dtype=torch.float32)  # (N, C)
         if self.args.needs_teacher:
             episodes = {episode.trajectory: episode for episode in result.episodes}
-            contexts = [self._agent_context(episodes[step.trajectory]) if has_samples else "" for step in steps]
+            contexts = [
+                self._agent_context(episodes[step.trajectory]) if i < real else "" for i, step in enumerate(steps)
+            ]
             prefixes = [self._render_prefix(context) for context in contexts]
             teacher_logps = self._compute_teacher_logps(batch, prefixes)  # (N, C)
             batch["teacher_per_token_logps"] = teacher_logps

@@ -3,11 +3,17 @@
 The two processes play tasks whose episodes have different lengths (seed-dependent), so they hold
 different numbers of live episodes and step samples: the run must neither deadlock nor let the
 processes' backward counts drift. Prints one JSON line from the main process.
+
+With a second argument `sharded`, `_weights_sharded()` reports FSDP / ZeRO-3 (simulated on plain DDP):
+then every forward outside generation (teacher, old/reference log-probs) must run as often on both
+processes, since sharded weights are gathered by every forward. `nograd_forwards` counts them per rollout.
 """
 
 import json
 import os
 import sys
+
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -39,16 +45,31 @@ class CountingTrainer(SDARTrainer):
         return loss
 
     def _agent_generate_and_score(self, rows):
+        before = self.forwards
         batch = super()._agent_generate_and_score(rows)
-        self.samples.append(batch["prompt_ids"].size(0))
+        self.samples.append(int(batch["completion_mask"].any(dim=1).sum()))  # real step samples (not padding rows)
+        self.nograd_forwards.append(self.forwards - before)
         return batch
+
+    def _agent_generate(self, prompts):
+        self.generating = True
+        try:
+            return super()._agent_generate(prompts)
+        finally:
+            self.generating = False
+
+    def count_forward(self, module, args, kwargs):
+        if not torch.is_grad_enabled() and not self.generating:
+            self.forwards += 1
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         self.backward_calls += 1
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
-def main(output_dir: str) -> None:
+def main(output_dir: str, sharded: bool = False) -> None:
+    if sharded:
+        CountingTrainer._weights_sharded = lambda self: True
     tokenizer = build_tiny_tokenizer()
     # Rank 0 gets tasks 0 and 1 (2 copies each), rank 1 gets tasks 4 and 5: episodes of 1-2 vs 5-6 steps.
     dataset = Dataset.from_list([{"seed": s} for s in (0, 1, 4, 5)])
@@ -77,9 +98,18 @@ def main(output_dir: str) -> None:
         skill_bank=bank,
     )
     trainer.backward_calls, trainer.per_step, trainer.samples = 0, [], []
+    trainer.forwards, trainer.nograd_forwards, trainer.generating = 0, [], False
+    trainer.model.register_forward_pre_hook(trainer.count_forward, with_kwargs=True)
     trainer.train()
     per_rank = gather_object(
-        [{"rank": trainer.accelerator.process_index, "per_step": trainer.per_step, "samples": trainer.samples}]
+        [
+            {
+                "rank": trainer.accelerator.process_index,
+                "per_step": trainer.per_step,
+                "samples": trainer.samples,
+                "nograd_forwards": trainer.nograd_forwards,
+            }
+        ]
     )
     if trainer.accelerator.is_main_process:
         logs = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -88,4 +118,4 @@ def main(output_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sharded=sys.argv[2:] == ["sharded"])
