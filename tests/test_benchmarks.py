@@ -49,6 +49,7 @@ def test_table1_writes_its_output_contract(tmp_path, tiny_model_dir):
     for run in runs:
         assert {"env", "method", "seed", "success", "success_by_task_type", "steps", "wall_s"} <= set(run)
         assert 0.0 <= run["success"] <= 1.0 and run["eval_tasks"] == 2
+        assert run["eval_first_seed"] == 24  # past the held-out tasks the starter build was chosen on
     assert runs[1]["curve"] and "env/success" in runs[1]["curve"][0]
     table = (tmp_path / "table1.md").read_text()
     assert "| Starter (no training) |" in table and "| SDAR |" in table
