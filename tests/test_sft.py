@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import pytest
 from datasets import Dataset
@@ -11,6 +10,7 @@ from datasets import Dataset
 from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.actions import parse_action
 from sdar_trl.environments import make_env
+from sdar_trl.rollout import rendered_history_actions
 from sdar_trl.sft import (
     CONTEXT_SOURCES,
     build_sft_dataset,
@@ -134,18 +134,26 @@ def test_searchqa_gold_facts_answer_at_once():
     assert "<answer>" not in context_aware_response(env, name, facts="Gold passages: X.", prompt=env.question)
 
 
-def test_webshop_facts_select_the_listed_options_quoting_the_previous_action():
+def test_webshop_facts_copy_the_previous_action_before_every_decision_after_the_search():
     name = "webshop-mini"
     plain = collect_expert_steps(_env(name), name, range(30))
     informed = collect_expert_steps(_env(name), name, range(30), context_source="facts")
     # Same actions as the plain expert (it already opens the target and selects in order); the reasoning differs.
     assert [s.response.split("<action>")[1] for s in informed] == [s.response.split("<action>")[1] for s in plain]
-    on_item = [s for s in informed if "My previous action was " in s.response]
-    assert len(on_item) >= 60  # at least one option and the purchase per episode
-    for step in on_item:
-        last_action = re.findall(r"Action \d+: '([^']*)'\]", step.prompt)[-1]
-        assert f"My previous action was {last_action};" in step.response, (step.prompt[-300:], step.response)
-    assert sum("so I buy it" in s.response for s in on_item) == 30
+    after_search = [s for s in informed if s.step > 0]
+    assert len(after_search) >= 90  # open the product, at least one option, the purchase, per episode
+    for step in after_search:
+        last_action = rendered_history_actions(step.prompt)[-1]
+        assert step.response.startswith(f"<think>My previous action was {last_action}"), step.response
+        # The copied action names the page: a search leads to a results page, a click to the item page.
+        page = "so this is a results page" in step.response
+        assert page == last_action.startswith("search["), (last_action, step.response)
+    assert sum("so I buy it" in s.response for s in after_search) == 30
+    assert sum("so I select the first: " in s.response for s in after_search) == 30
+    for step in after_search:
+        if "so I select the next: " in step.response:
+            previous = rendered_history_actions(step.prompt)[-1][len("click[") : -1]
+            assert f"; it selected {previous}. " in step.response
 
 
 def test_webshop_option_reasoning_needs_the_previous_action_in_the_prompt():

@@ -38,7 +38,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .config import SDARConfig
 from .environments.base import AgentEnvironment
-from .rollout import EpisodeRecord, play_episodes
+from .rollout import EpisodeRecord, play_episodes, rendered_history_actions
 from .skills import SkillBank
 from .teacher import render_teacher_prefix
 
@@ -155,48 +155,62 @@ def _alfworld_response(env: Any, facts: str, admissible: Sequence[str]) -> str |
 
 
 def _webshop_response(env: Any, facts: str, observation: str, last_action: str | None) -> str | None:
-    """Search with the oracle query and open the named target product when the page lists it."""
+    """Search with the oracle query, open the named target product, then select its options and buy.
+
+    After the search every sentence starts by copying the previous action from the prompt's history
+    (`last_action`): `search[...]` means the results page, a product click the item page with nothing selected
+    yet, an option click the item page after that option. A small model trained to decide in one leap which
+    page it is on wrote the item-page sentence on the results page (with an invented previous action) and
+    clicked options forever; copying first puts the deciding tokens in front of the decision.
+    """
     target = _WEB_TARGET.search(facts)
     query = _WEB_QUERY.search(facts)
     segments = observation.split(" [SEP] ")
     if segments and segments[0] == "WebShop" and query is not None:
         reason = f"The privileged information gives a good search query for the target product: '{query.group(1)}'."
         return _think_action(reason, f"search[{query.group(1)}]")
+    if not last_action:
+        return None  # nothing to copy (no history in the prompt): the plain expert's reasoning
     if target is not None and target.group(1) in segments and any(s.startswith("Page ") for s in segments):
         asin = target.group(1)
-        reason = f"The privileged information names the target product {asin}, and it is listed here, so I open it."
+        reason = (
+            f"My previous action was {last_action}, so this is a results page. The privileged information names "
+            f"the target product {asin}, and it is listed here, so I open it."
+        )
         return _think_action(reason, f"click[{asin.lower()}]")
     return _webshop_option_response(env, facts, segments, last_action)
 
 
-def _webshop_option_response(env: Any, facts: str, segments: Sequence[str], last: str | None) -> str | None:
-    """On the item page, select the options the facts list, then buy, quoting the previous action.
-
-    The plain expert's "my previous action was (not) an option selection" asks the model to classify a history
-    entry in one leap; a small model trained on it clicks an option forever or buys before selecting. Here the
-    reasoning first copies the previous action from the history (`last`, as the prompt shows it), and the
-    decision follows from that copy.
-    """
+def _webshop_option_response(env: Any, facts: str, segments: Sequence[str], last: str) -> str | None:
+    """On the item page, select the options the facts list in order, then buy (the previous action decides)."""
     from .environments.webshop.expert import click_value
 
     listed = _WEB_OPTIONS.search(facts)
-    if listed is None or not last or "Buy Now" not in segments:
+    if listed is None or "Buy Now" not in segments:
         return None
     values = [item.partition(": ")[2] for item in listed.group(1).split(", ") if ": " in item]
     action = env.expert_action()
-    intro = f"The privileged information says to select {listed.group(1)}. My previous action was {last}"
+    copied = f"My previous action was {last}"
+    wanted = f"The privileged information says to select {listed.group(1)}"
     previous = click_value(last)
     if action == "click[buy now]" and values and previous == values[-1]:
-        return _think_action(f"{intro}; it selected {previous}, the last of them, so I buy it.", action)
+        return _think_action(
+            f"{copied}; it selected {previous}. {wanted}, and {previous} is the last, so I buy it.", action
+        )
     chosen = click_value(action)
     if chosen not in values:
         return None
     position = values.index(chosen)
-    if position == 0:
-        why = "it did not select an option, so I select the first one"
+    target = _WEB_TARGET.search(facts)
+    if position == 0 and target is not None and previous == target.group(1).lower():
+        reason = (
+            f"{copied}; it opened the item, so no option is selected yet. {wanted}, so I select the first: {chosen}."
+        )
+    elif position > 0 and previous == values[position - 1]:
+        reason = f"{copied}; it selected {previous}. {wanted}, so I select the next: {chosen}."
     else:
-        why = f"it selected {values[position - 1]}, so I select the next one"
-    return _think_action(f"{intro}; {why}: {chosen}.", action)
+        return None  # an order the sentence cannot state truthfully: the plain expert's reasoning
+    return _think_action(reason, action)
 
 
 def _searchqa_gold_answer(env: Any, facts: str) -> str | None:
@@ -399,12 +413,9 @@ def _current_observation(prompt: str) -> str:
     return prompt[start + len(marker) : end if end >= 0 else None]
 
 
-_PREVIOUS_ACTION = re.compile(r", Action \d+: '(.*)'\]$", re.M)
-
-
 def _previous_action(prompt: str) -> str | None:
     """The last action of the history shown in a rendered step prompt (None before the first step)."""
-    found = _PREVIOUS_ACTION.findall(prompt)
+    found = rendered_history_actions(prompt)
     return found[-1] if found else None
 
 
