@@ -275,7 +275,10 @@ def teacher_logps(
         (B, C) float32 log-probs aligned with the completion tokens; 0 past each row's completion.
     """
     if len(prefix_ids) != prompt_ids.size(0):
-        raise ValueError(f"Got {len(prefix_ids)} teacher prefixes for {prompt_ids.size(0)} rows.")
+        raise ValueError(
+            f"Got {len(prefix_ids)} teacher prefixes for {prompt_ids.size(0)} rows; pass one prefix per row (an empty "
+            "list for a row without privileged context)."
+        )
     if use_prefix_cache:
         groups, rest = shared_prefix_groups(prefix_ids, prompt_mask.sum(dim=1).tolist(), max_length=max_length)
     else:

@@ -357,7 +357,7 @@ class SDARTrainer(GRPOTrainer):
     def _score_full_forward(
         self, model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int
     ) -> torch.Tensor:
-        """A teacher forward through TRL's own log-prob forward (temperature, fused head, chunking as the student)."""
+        """A teacher forward through TRL's own log-prob forward (the temperature and fused head of the student's)."""
         logps, _, _ = self._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, batch_size=input_ids.size(0)
         )  # (b, logits_to_keep)
