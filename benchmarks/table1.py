@@ -352,9 +352,13 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {(e, m, s) for e, m, s in plan}
     runs = [r for r in stored["runs"] if (r["env"], r["method"], r["seed"]) in wanted]
     summary = summarize(runs)
+    overrides = [
+        f"--{name} {getattr(options, name)}" for name in ("max_steps", "eval_tasks") if getattr(options, name)
+    ]
+    overridden = f", overridden by {' '.join(overrides)}" if overrides else ""
     header = (
-        f"Table 1 in miniature — preset `{options.preset}` ({preset.description}); model `{options.model}`; "
-        f"teacher context `{options.context or preset.context}`; held-out tasks, success %."
+        f"Table 1 in miniature — preset `{options.preset}` ({preset.description}{overridden}); model "
+        f"`{options.model}`; teacher context `{options.context or preset.context}`; held-out tasks, success %."
     )
     markdown = render_markdown(summary, header)
     (options.output_dir / "table1.md").write_text(markdown + "\n", encoding="utf-8")

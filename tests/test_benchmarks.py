@@ -53,6 +53,7 @@ def test_table1_writes_its_output_contract(tmp_path, tiny_model_dir):
     assert runs[1]["curve"] and "env/success" in runs[1]["curve"][0]
     table = (tmp_path / "table1.md").read_text()
     assert "| Starter (no training) |" in table and "| SDAR |" in table
+    assert "overridden by --max_steps 1 --eval_tasks 2" in table  # the header says what actually ran
     # A rerun skips the runs already recorded (it only re-renders the table).
     again = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
     assert "seed 0: success" not in again.stderr
