@@ -164,6 +164,7 @@ def _webshop_response(env: Any, facts: str, observation: str, last_action: str |
     clicked options forever; copying first puts the deciding tokens in front of the decision.
     """
     target = _WEB_TARGET.search(facts)
+    asin = target.group(1) if target is not None else None
     query = _WEB_QUERY.search(facts)
     segments = observation.split(" [SEP] ")
     if segments and segments[0] == "WebShop" and query is not None:
@@ -171,18 +172,17 @@ def _webshop_response(env: Any, facts: str, observation: str, last_action: str |
         return _think_action(reason, f"search[{query.group(1)}]")
     if not last_action:
         return None  # nothing to copy (no history in the prompt): the plain expert's reasoning
-    if target is not None and target.group(1) in segments and any(s.startswith("Page ") for s in segments):
-        asin = target.group(1)
+    if asin is not None and asin in segments and any(s.startswith("Page ") for s in segments):
         reason = (
             f"My previous action was {last_action}, so this is a results page. The privileged information names "
             f"the target product {asin}, and it is listed here, so I open it."
         )
         return _think_action(reason, f"click[{asin.lower()}]")
-    return _webshop_option_response(env, facts, segments, last_action)
+    return _webshop_option_response(env, facts, asin, segments, last_action)
 
 
-def _webshop_option_response(env: Any, facts: str, segments: Sequence[str], last: str) -> str | None:
-    """On the item page, select the options the facts list in order, then buy (the previous action decides)."""
+def _webshop_option_response(env: Any, facts: str, asin: str | None, segments: Sequence[str], last: str) -> str | None:
+    """On the item page of `asin` (the facts' target), select the listed options in order, then buy."""
     from .environments.webshop.expert import click_value
 
     listed = _WEB_OPTIONS.search(facts)
@@ -201,8 +201,7 @@ def _webshop_option_response(env: Any, facts: str, segments: Sequence[str], last
     if chosen not in values:
         return None
     position = values.index(chosen)
-    target = _WEB_TARGET.search(facts)
-    if position == 0 and target is not None and previous == target.group(1).lower():
+    if position == 0 and asin is not None and previous == asin.lower():
         reason = (
             f"{copied}; it opened the item, so no option is selected yet. {wanted}, so I select the first: {chosen}."
         )
