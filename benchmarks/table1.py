@@ -8,8 +8,12 @@ there; `--fresh` starts over), then the script writes `table1.md` (the paper's l
 seeds), one PNG of training-rollout success per env, prints a human table on stderr and one JSON line
 (starting with `{"benchmark": "table1"`) on stdout.
 
-    OMP_NUM_THREADS=2 python benchmarks/table1.py --preset cpu-small --envs searchqa-mini     # hours on 2 cores
+    OMP_NUM_THREADS=2 python benchmarks/table1.py --preset cpu-small --envs searchqa-mini --jobs 2  # ~1 h, 2 cores
     python benchmarks/table1.py --preset paper --model Qwen/Qwen2.5-3B-Instruct --envs alfworld-mini  # a GPU
+
+`--sdar_gate_beta` / `--sdar_distill_coef` rerun SDAR with another β / λ for a sensitivity table (give it its
+own `--output_dir`: runs are keyed by env, method and seed). With `--jobs N` each run is spawned from this file:
+do not edit it while a table is being made.
 
 `table1.json` is `{"runs": [{"env", "method", "seed", "success", "success_by_task_type", "steps", "wall_s",
 ...}, ...]}`. docs/results.md has the committed numbers and how to read them.
@@ -18,6 +22,7 @@ seeds), one PNG of training-rollout success per env, prints a human table on std
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +30,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +63,7 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Preset:
     """A training/evaluation budget shared by every method of a table."""
 
@@ -76,26 +81,36 @@ class Preset:
     # First held-out task index: the starter's builds were chosen on held-out tasks 0-23 (docs/starter.md), so the
     # table evaluates on later ones (eval splits wrap around modulo their size).
     eval_first_seed: int = 24
+    # The reference's KL coefficient per env (ENV_SETTINGS) or none: with a handful of updates the policy stays next
+    # to the starter anyway, and no KL means no reference forward (a sixth of a CPU step).
+    kl: bool = True
+    gradient_checkpointing: bool = True  # TRL's default; off trades activation memory for a sixth less step time
+    bf16: bool = False  # bf16 autocast (fp32 master weights); on a CPU with AVX512-BF16/AMX it halves forward+backward
 
 
 PRESETS: dict[str, Preset] = {
-    # 2-core CPU, the packaged starter. With SmolLM2 a step takes minutes there, so 8 methods x 3 seeds take hours
-    # per env (docs/results.md), not the one hour this budget was first sized for.
+    # 2-core CPU, the packaged starter: sized so that 8 methods x 3 seeds of searchqa-mini take about an hour
+    # (docs/results.md has the measured wall time per env). A step of 8 trajectories takes over a minute there, so
+    # this budget shows the pipeline and its timing, not the methods' asymptotic ranking: that is `paper`.
     "cpu-small": Preset(
         description=(
-            "packaged starter, demo envs, 8 optimizer steps of 2 tasks x 4 trajectories, held-out tasks 24-53"
+            "packaged starter, demo envs, 2 optimizer steps of 2 tasks x 4 trajectories, no KL, bf16 autocast, "
+            "held-out tasks 24-35"
         ),
-        max_steps=8,
+        max_steps=2,
         tasks_per_step=2,
         num_generations=4,
         per_device_train_batch_size=8,
         learning_rate=5e-5,
         max_completion_length=160,  # the starter's responses are up to ~135 tokens (as examples/_common.py)
-        eval_tasks=30,
+        eval_tasks=12,
         use_demo_envs=True,
         # The starter was taught to act on the oracle facts, and its context gain is measured with them alone
         # (docs/starter.md); skills do not change its behaviour and would add ~800 prefix tokens per row.
         context="facts",
+        kl=False,
+        gradient_checkpointing=False,  # 135M parameters: activations fit easily in a few GB
+        bf16=True,
     ),
     # The reference hyperparameters (SDAR_SPEC.md §1-3) for an instruct model on a GPU.
     "paper": Preset(
@@ -128,8 +143,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_steps", type=int, default=None, help="override the preset's optimizer steps")
     parser.add_argument("--eval_tasks", type=int, default=None, help="override the preset's held-out task count")
     parser.add_argument("--context", default=None, help="override the teacher's privileged_context_source")
+    parser.add_argument(
+        "--sdar_distill_coef", type=float, default=None, help="override SDAR's λ (sensitivity runs; default 0.01)"
+    )
+    parser.add_argument(
+        "--sdar_gate_beta", type=float, default=None, help="override SDAR's gate β (sensitivity runs; default 5)"
+    )
     parser.add_argument("--fresh", action="store_true", help="discard the runs already in table1.json")
-    parser.add_argument("--bf16", action="store_true", help="train in bf16 (GPU)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at once, each in its own process with an equal share of the torch threads (on a 2-core CPU, "
+        "--jobs 2 is ~1.3x faster: token-by-token decoding barely uses a second thread)",
+    )
+    parser.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (default: the preset's; cpu-small uses it, fast on CPUs with AVX512-BF16 or AMX)",
+    )
     args = parser.parse_args(argv)
     unknown = [m for m in args.methods.split(",") if m not in METHODS]
     if unknown:
@@ -137,6 +170,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad_envs = [e for e in args.envs.split(",") if e not in ENVS]
     if bad_envs:
         parser.error(f"--envs: unknown {bad_envs}; expected a comma-separated subset of {list(ENVS)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs: got {args.jobs}; expected a number of parallel runs >= 1")
+    if args.bf16 is None:
+        args.bf16 = PRESETS[args.preset].bf16
     return args
 
 
@@ -150,12 +187,55 @@ def env_kwargs(env_name: str, preset: Preset, split: str) -> dict[str, Any]:
     return {**kwargs, "split": split}
 
 
+def build_config(
+    env_name: str, method: str, seed: int, preset: Preset, options: argparse.Namespace, output_dir: str
+) -> Any:
+    """The `SDARConfig` of one (env, method, seed) run: the preset's budget, the env's reference settings."""
+    import torch
+
+    from sdar_trl import SDARConfig
+
+    settings = ENV_SETTINGS[env_name]
+    return SDARConfig(
+        output_dir=output_dir,
+        method="grpo" if method == "starter" else method,
+        seed=seed,
+        max_steps=options.max_steps if options.max_steps is not None else preset.max_steps,
+        per_device_train_batch_size=preset.per_device_train_batch_size,
+        # One rollout of tasks_per_step x num_generations trajectories per optimizer step.
+        gradient_accumulation_steps=max(
+            1, preset.tasks_per_step * preset.num_generations // preset.per_device_train_batch_size
+        ),
+        num_generations=preset.num_generations,
+        max_completion_length=preset.max_completion_length,
+        learning_rate=preset.learning_rate,
+        lr_scheduler_type="constant",
+        beta=settings["beta"] if preset.kl else 0.0,
+        gradient_checkpointing=preset.gradient_checkpointing,
+        history_length=settings["history_length"],
+        invalid_action_penalty=settings["invalid_action_penalty"],
+        privileged_context_source=options.context or preset.context,
+        per_device_eval_batch_size=32,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        bf16=options.bf16,
+        # A CPU run stays on the CPU; bf16 there is autocast, which accelerate supports on CPU.
+        use_cpu=not torch.cuda.is_available(),
+        shuffle_dataset=True,
+        # Sensitivity overrides touch SDAR only; None keeps the method's paper default (resolved from `method`).
+        distill_coef=options.sdar_distill_coef if method == "sdar" else None,
+        gate_beta=options.sdar_gate_beta if method == "sdar" else None,
+    )
+
+
 def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argparse.Namespace) -> dict[str, Any]:
     """Train one (env, method, seed) from the starter model and evaluate it on held-out tasks."""
     from datasets import Dataset
     from transformers import AutoTokenizer, set_seed
 
-    from sdar_trl import SDARConfig, SDARTrainer
+    from sdar_trl import SDARTrainer
     from sdar_trl.environments import make_env
     from sdar_trl.skills import SkillBank
     from sdar_trl.starter import DEMO_ENVS
@@ -170,33 +250,7 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
     # Training tasks differ per seed; the held-out tasks are the same for every run.
     train_rows = [{"seed": 1_000_000 * (seed + 1) + i} for i in range(max(1, max_steps) * preset.tasks_per_step)]
     with tempfile.TemporaryDirectory() as scratch:
-        args = SDARConfig(
-            output_dir=scratch,
-            method="grpo" if method == "starter" else method,
-            seed=seed,
-            max_steps=max_steps,
-            per_device_train_batch_size=preset.per_device_train_batch_size,
-            # One rollout of tasks_per_step x num_generations trajectories per optimizer step.
-            gradient_accumulation_steps=max(
-                1, preset.tasks_per_step * preset.num_generations // preset.per_device_train_batch_size
-            ),
-            num_generations=preset.num_generations,
-            max_completion_length=preset.max_completion_length,
-            learning_rate=preset.learning_rate,
-            lr_scheduler_type="constant",
-            beta=settings["beta"],
-            history_length=settings["history_length"],
-            invalid_action_penalty=settings["invalid_action_penalty"],
-            privileged_context_source=options.context or preset.context,
-            per_device_eval_batch_size=32,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            bf16=options.bf16,
-            use_cpu=not options.bf16,
-            shuffle_dataset=True,
-        )
+        args = build_config(env_name, method, seed, preset, options, scratch)
         trainer = SDARTrainer(
             options.model,
             args=args,
@@ -236,8 +290,40 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
         "eval_tasks": eval_tasks,
         "eval_first_seed": preset.eval_first_seed,
         "eval_split": eval_split,
+        "distill_coef": args.distill_coef,
+        "gate_beta": args.gate_beta,
         "curve": curve,
     }
+
+
+def _run_in_worker(job: tuple[tuple[str, str, int], argparse.Namespace, int]) -> dict[str, Any]:
+    import torch
+
+    key, options, threads = job
+    # A spawned worker would inherit OMP_NUM_THREADS (the whole machine) and oversubscribe the cores.
+    torch.set_num_threads(threads)
+    return run_one(*key, PRESETS[options.preset], options)
+
+
+def _run_all(todo: list[tuple[str, str, int]], options: argparse.Namespace) -> Iterator[dict[str, Any]]:
+    """Yield each run's record as it finishes: one after the other, or `--jobs` at once in fresh processes.
+
+    A failing run stops the table at once (the pool's exit terminates the other workers); the runs recorded so far
+    stay in table1.json, and the error carries the worker's traceback.
+    """
+    if options.jobs == 1 or len(todo) <= 1:
+        for key in todo:
+            yield run_one(*key, PRESETS[options.preset], options)
+        return
+    import multiprocessing
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // options.jobs)
+    # spawn: a fresh interpreter per run (no forked torch thread pools); one run per process frees its memory.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(processes=options.jobs, maxtasksperchild=1) as pool:
+        yield from pool.imap_unordered(_run_in_worker, [(key, options, threads) for key in todo])
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -329,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     if results_path.is_file() and not options.fresh:
         stored = json.loads(results_path.read_text(encoding="utf-8"))
     stored["preset"], stored["model"] = options.preset, options.model
+    # What the preset name meant when these runs were made (presets change between versions).
+    stored["preset_settings"] = {**dataclasses.asdict(preset), "bf16": options.bf16}
     done = {(r["env"], r["method"], r["seed"]) for r in stored["runs"]}
     plan = [
         (env_name, method, seed)
@@ -336,24 +424,29 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(seeds)
         for method in options.methods.split(",")
     ]
-    started = time.perf_counter()
-    for index, (env_name, method, seed) in enumerate(plan, 1):
-        if (env_name, method, seed) in done:
-            continue
-        run = run_one(env_name, method, seed, preset, options)
+    order = {key: index for index, key in enumerate(plan)}
+    todo = [key for key in plan if key not in done]
+    started, finished = time.perf_counter(), len(plan) - len(todo)
+    for run in _run_all(todo, options):
+        finished += 1
         stored["runs"].append(run)
+        stored["runs"].sort(key=lambda r: order.get((r["env"], r["method"], r["seed"]), len(order)))
         results_path.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")  # survive interruptions
         print(
-            f"[{time.perf_counter() - started:7.0f}s] {index}/{len(plan)} {env_name} {method} seed {seed}: "
+            f"[{time.perf_counter() - started:7.0f}s] {finished}/{len(plan)} {run['env']} {run['method']} "
+            f"seed {run['seed']}: "
             f"success {run['success']:.3f} ({run['wall_s']:.0f}s)",
             file=sys.stderr,
             flush=True,
         )
+    results_path.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
     wanted = {(e, m, s) for e, m, s in plan}
     runs = [r for r in stored["runs"] if (r["env"], r["method"], r["seed"]) in wanted]
     summary = summarize(runs)
     overrides = [
-        f"--{name} {getattr(options, name)}" for name in ("max_steps", "eval_tasks") if getattr(options, name)
+        f"--{name} {getattr(options, name)}"
+        for name in ("max_steps", "eval_tasks", "sdar_distill_coef", "sdar_gate_beta")
+        if getattr(options, name) is not None
     ]
     overridden = f", overridden by {' '.join(overrides)}" if overrides else ""
     header = (

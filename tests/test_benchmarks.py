@@ -37,14 +37,17 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.mark.integration
 def test_table1_writes_its_output_contract(tmp_path, tiny_model_dir):
-    """Two methods x one seed on searchqa-mini (4 turns), one optimizer step: table1.json, table1.md, JSON line."""
+    """Two methods x one seed on searchqa-mini (4 turns), one optimizer step, two runs at once in their own processes:
+    table1.json (in the plan's order, whichever run finishes first), table1.md, JSON line; a rerun resumes."""
     command = [sys.executable, str(ROOT / "benchmarks" / "table1.py"), "--model", tiny_model_dir]
     command += ["--envs", "searchqa-mini", "--methods", "starter,sdar", "--seeds", "1", "--max_steps", "1"]
-    command += ["--eval_tasks", "2", "--output_dir", str(tmp_path)]
+    command += ["--eval_tasks", "2", "--output_dir", str(tmp_path), "--jobs", "2"]
     completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
     record = json.loads(completed.stdout.strip().splitlines()[-1])
     assert record["benchmark"] == "table1" and set(record["summary"]["searchqa-mini"]) == {"starter", "sdar"}
-    runs = json.loads((tmp_path / "table1.json").read_text())["runs"]
+    stored = json.loads((tmp_path / "table1.json").read_text())
+    assert stored["preset_settings"]["max_steps"] == 2 and stored["preset_settings"]["bf16"] is True  # cpu-small's
+    runs = stored["runs"]
     assert [(r["method"], r["steps"]) for r in runs] == [("starter", 0), ("sdar", 1)]
     for run in runs:
         assert {"env", "method", "seed", "success", "success_by_task_type", "steps", "wall_s"} <= set(run)
@@ -58,6 +61,60 @@ def test_table1_writes_its_output_contract(tmp_path, tiny_model_dir):
     again = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
     assert "seed 0: success" not in again.stderr
     assert len(json.loads((tmp_path / "table1.json").read_text())["runs"]) == 2
+
+
+@pytest.fixture
+def table1(monkeypatch):
+    """benchmarks/table1.py as a module (the scripts import their siblings, so their directory goes on sys.path)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import table1
+
+    return table1
+
+
+def test_table1_presets_build_the_documented_configs(table1, tmp_path):
+    """cpu-small: no KL, no gradient checkpointing, bf16 autocast, 2 steps of 2 tasks x 4; paper: the reference."""
+    options = table1.parse_args(["--preset", "cpu-small"])
+    small = table1.build_config("alfworld-mini", "sdar", 1, table1.PRESETS["cpu-small"], options, str(tmp_path))
+    assert (small.beta, small.gradient_checkpointing, small.bf16) == (0.0, False, True)
+    assert (small.max_steps, small.num_generations, small.max_completion_length) == (2, 4, 160)
+    assert small.per_device_train_batch_size * small.gradient_accumulation_steps == 2 * 4  # one rollout per step
+    assert small.privileged_context_source == "facts" and small.method == "sdar" and small.seed == 1
+    assert table1.PRESETS["cpu-small"].eval_tasks == 12 and table1.PRESETS["cpu-small"].eval_first_seed == 24
+
+    options = table1.parse_args(["--preset", "paper", "--no-bf16", "--max_steps", "3"])
+    paper = table1.build_config("searchqa-mini", "starter", 0, table1.PRESETS["paper"], options, str(tmp_path))
+    assert paper.beta == table1.ENV_SETTINGS["searchqa-mini"]["beta"] == 0.001  # the reference's KL
+    assert paper.gradient_checkpointing is True and paper.bf16 is False and paper.max_steps == 3
+    assert paper.method == "grpo" and paper.privileged_context_source == "skills"
+    assert paper.per_device_train_batch_size * paper.gradient_accumulation_steps == 16 * 8
+
+
+def test_table1_sensitivity_overrides_touch_sdar_only(table1, tmp_path):
+    options = table1.parse_args(["--sdar_gate_beta", "20", "--sdar_distill_coef", "0.1"])
+    configs = {
+        method: table1.build_config("webshop-mini", method, 0, table1.PRESETS["cpu-small"], options, str(tmp_path))
+        for method in ("sdar", "grpo_opsd", "grpo")
+    }
+    assert (configs["sdar"].gate_beta, configs["sdar"].distill_coef) == (20.0, 0.1)
+    assert (configs["grpo_opsd"].gate_beta, configs["grpo_opsd"].distill_coef) == (0.0, 0.01)  # its paper preset
+    assert configs["grpo"].distill_coef == 0.0
+    defaults = table1.build_config(
+        "webshop-mini", "sdar", 0, table1.PRESETS["cpu-small"], table1.parse_args([]), str(tmp_path)
+    )
+    assert (defaults.gate_beta, defaults.distill_coef) == (5.0, 0.01)  # β = 5, λ = 0.01 (SDAR_SPEC.md)
+
+
+@pytest.mark.integration
+def test_table1_stops_at_a_failing_parallel_run_and_says_why(tmp_path, tiny_model_dir):
+    """A run that raises inside a worker process ends the table with that error, not a hang or a silent gap."""
+    command = [sys.executable, str(ROOT / "benchmarks" / "table1.py"), "--model", tiny_model_dir, "--jobs", "2"]
+    command += ["--envs", "searchqa-mini", "--methods", "grpo,sdar", "--seeds", "1", "--context", "no-such-context"]
+    command += ["--output_dir", str(tmp_path)]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert completed.returncode != 0
+    assert "privileged_context_source='no-such-context' is not supported" in completed.stderr
+    assert not (tmp_path / "table1.json").exists() or not json.loads((tmp_path / "table1.json").read_text())["runs"]
 
 
 @pytest.mark.integration
