@@ -109,7 +109,7 @@ PRESETS: dict[str, Preset] = {
         # (docs/starter.md); skills do not change its behaviour and would add ~800 prefix tokens per row.
         context="facts",
         kl=False,
-        gradient_checkpointing=False,  # 135M parameters: activations fit easily in a few GB
+        gradient_checkpointing=False,  # costs 7-12 GB per run at the peak (docs/results.md): --jobs 2 needs ~24 GB
         bf16=True,
     ),
     # The reference hyperparameters (SDAR_SPEC.md §1-3) for an instruct model on a GPU.
@@ -244,13 +244,13 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
     eval_split = DEMO_ENVS[env_name]["eval_split"] if preset.use_demo_envs else _HELD_OUT_SPLIT[env_name]
     train_kwargs, eval_kwargs = env_kwargs(env_name, preset, "train"), env_kwargs(env_name, preset, eval_split)
     eval_tasks = options.eval_tasks or preset.eval_tasks or _SPLIT_SIZE[env_name]
-    max_steps = options.max_steps if options.max_steps is not None else preset.max_steps
     set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(options.model, padding_side="left")
-    # Training tasks differ per seed; the held-out tasks are the same for every run.
-    train_rows = [{"seed": 1_000_000 * (seed + 1) + i} for i in range(max(1, max_steps) * preset.tasks_per_step)]
     with tempfile.TemporaryDirectory() as scratch:
         args = build_config(env_name, method, seed, preset, options, scratch)
+        # Training tasks differ per seed; the held-out tasks are the same for every run.
+        tasks = max(1, args.max_steps) * preset.tasks_per_step
+        train_rows = [{"seed": 1_000_000 * (seed + 1) + i} for i in range(tasks)]
         trainer = SDARTrainer(
             options.model,
             args=args,
@@ -404,6 +404,10 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
     return written
 
 
+def _write_json(path: Path, stored: dict[str, Any]) -> None:
+    path.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     preset = PRESETS[options.preset]
@@ -431,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         finished += 1
         stored["runs"].append(run)
         stored["runs"].sort(key=lambda r: order.get((r["env"], r["method"], r["seed"]), len(order)))
-        results_path.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")  # survive interruptions
+        _write_json(results_path, stored)  # after every run: survive interruptions
         print(
             f"[{time.perf_counter() - started:7.0f}s] {finished}/{len(plan)} {run['env']} {run['method']} "
             f"seed {run['seed']}: "
@@ -439,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-    results_path.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
+    _write_json(results_path, stored)  # also when nothing ran: the current preset_settings
     wanted = {(e, m, s) for e, m, s in plan}
     runs = [r for r in stored["runs"] if (r["env"], r["method"], r["seed"]) in wanted]
     summary = summarize(runs)
