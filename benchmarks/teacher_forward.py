@@ -5,12 +5,17 @@ repeated `--copies` times, as a GRPO group repeats a task), gives every row the 
 builds (header + skills + facts), and times, with `OMP_NUM_THREADS=1` and no gradients:
 
 - full: `prefix + prompt + completion` per row (`SDARConfig(teacher_prefix_cache=False)`);
-- cached: each distinct prefix once, then `prompt + completion` per row on its key/value cache (the default);
+- prefix only: each distinct prefix once, then `prompt + completion` per row on its key/value cache;
+- cached (the default): the prefix plus the prompt tokens its rows share once, and once more the whole prompt
+  of rows whose prompts are identical, then only what is each row's own (`sdar_trl.teacher.prefix_cached_logps`).
+  The expert copies of a task are identical episodes, so their prompts are shared in full: the best case for
+  this cache (real rollouts diverge after the first step; benchmarks/step_cost.py measures those);
 - student: `prompt + completion` per row, the forward the teacher's cost adds to.
 
-The three are interleaved `--repeats` times and their medians reported. It also checks that the cached and
-full log-probs agree. Prints a human table on stderr and one JSON line on stdout with the keys
-`cached_over_full`, `cached_over_student`, `full_s`, `cached_s`, `student_s`, `max_abs_logp_diff`:
+The four are interleaved `--repeats` times and their medians reported. It also checks that both caches and the
+full forward give the same log-probs. Prints a human table on stderr and one JSON line on stdout with the keys
+`cached_over_full`, `cached_over_student`, `cached_over_prefix_only`, `full_s`, `prefix_only_s`, `cached_s`,
+`student_s`, `max_abs_logp_diff`:
 
     python benchmarks/teacher_forward.py                              # the packaged starter, searchqa-mini
     python benchmarks/teacher_forward.py --env alfworld-mini --tasks 2 --copies 4
@@ -111,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     groups, rest = shared_prefix_groups(prefixes, prompt_mask.sum(dim=1).tolist())
 
-    def arm(row_prefixes: list[list[int]], use_prefix_cache: bool) -> Callable[[], torch.Tensor]:
+    def arm(
+        row_prefixes: list[list[int]], use_prefix_cache: bool, share_prompt_starts: bool = True
+    ) -> Callable[[], torch.Tensor]:
         # The trainer's own teacher path (sdar_trl.teacher.teacher_logps); the trainer scores the full forward
         # through TRL's log-prob forward, which runs the same fused-head forward as fused_head_logps.
         return lambda: teacher_logps(
@@ -124,12 +131,19 @@ def main(argv: list[str] | None = None) -> int:
             pad_token_id=pad,
             batch_size=options.batch_size,
             use_prefix_cache=use_prefix_cache,
+            share_prompt_starts=share_prompt_starts,
         )
 
     # The student arm: no prefix, so every row takes the plain forward over prompt + completion.
     full, cached, student = arm(prefixes, False), arm(prefixes, True), arm([[] for _ in prefixes], False)
 
-    arms: dict[str, Callable[[], torch.Tensor]] = {"full": full, "cached": cached, "student": student}
+    prefix_only = arm(prefixes, True, share_prompt_starts=False)
+    arms: dict[str, Callable[[], torch.Tensor]] = {
+        "full": full,
+        "prefix_only": prefix_only,
+        "cached": cached,
+        "student": student,
+    }
     times: dict[str, list[float]] = {name: [] for name in arms}
     outputs: dict[str, torch.Tensor] = {}
     with torch.no_grad():
@@ -150,11 +164,15 @@ def main(argv: list[str] | None = None) -> int:
         "prompt_tokens_mean": float(prompt_mask.sum(1).float().mean()),
         "completion_tokens_mean": float(completion_mask.sum(1).float().mean()),
         "full_s": median["full"],
+        "prefix_only_s": median["prefix_only"],
         "cached_s": median["cached"],
         "student_s": median["student"],
         "cached_over_full": median["cached"] / median["full"],
         "cached_over_student": median["cached"] / median["student"],
-        "max_abs_logp_diff": float((outputs["cached"] - outputs["full"])[mask].abs().max()),
+        "cached_over_prefix_only": median["cached"] / median["prefix_only"],
+        "max_abs_logp_diff": max(
+            float((outputs[name] - outputs["full"])[mask].abs().max()) for name in ("cached", "prefix_only")
+        ),
     }
     print(
         f"{record['rows']} rows, {record['distinct_prefixes']} distinct prefixes; mean tokens: prefix "
@@ -165,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'forward (no grad)':<40}{'seconds':>10}{'vs full':>10}", file=sys.stderr)
     for label, key in (
         ("teacher, full forward per row", "full"),
-        ("teacher, shared-prefix cache", "cached"),
+        ("teacher, cache of the prefix only", "prefix_only"),
+        ("teacher, cache of prefix + shared prompt", "cached"),
         ("student prompt + completion", "student"),
     ):
         print(f"{label:<40}{median[key]:>10.2f}{median[key] / median['full']:>10.3f}", file=sys.stderr)

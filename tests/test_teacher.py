@@ -15,6 +15,7 @@ from sdar_trl._compat import add_fused_lm_head
 from sdar_trl.teacher import (
     EMATeacherWeights,
     build_teacher_prompt_ids,
+    common_prompt_start,
     length_sorted_slices,
     prefix_cached_logps,
     render_teacher_prefix,
@@ -321,6 +322,81 @@ def test_prefix_cached_logps_equal_one_forward_per_row(tiny_tokenizer, architect
             model, prefix[::-1], prompt_ids, prompt_mask, completion_ids, completion_mask, batch_size=5
         )
     assert (other - cached).abs().max() > 1e-3
+
+
+def test_common_prompt_start_by_hand():
+    # Left-padded rows (0 = padding): real prompts [5 6 7 8 9], [5 6 7 2], [5 6 7 8 4 4].
+    ids = torch.tensor([[0, 5, 6, 7, 8, 9], [0, 0, 5, 6, 7, 2], [5, 6, 7, 8, 4, 4]])
+    mask = (ids != 0).long()
+    assert common_prompt_start(ids, mask) == 3  # 5 6 7; the 4th real tokens differ (8, 2, 8)
+    # Identical prompts share all but their last token, which each row keeps for its first completion logit.
+    same = torch.tensor([[0, 5, 6, 7], [0, 5, 6, 7]])
+    assert common_prompt_start(same, (same != 0).long()) == 2
+    # The shortest row caps it: [5 6] and [5 6 7 8] share at most 1 token.
+    capped = torch.tensor([[0, 0, 5, 6], [5, 6, 7, 8]])
+    assert common_prompt_start(capped, (capped != 0).long()) == 1
+    one_token = torch.tensor([[0, 5], [5, 5]])
+    assert common_prompt_start(one_token, (one_token != 0).long()) == 0
+    differ = torch.tensor([[4, 6], [5, 6]])
+    assert common_prompt_start(differ, torch.ones_like(differ)) == 0
+
+
+def test_prefix_cached_logps_cache_shared_prompt_starts_and_identical_prompts(tiny_tokenizer):
+    # Six rows under one prefix, built like the step samples of one task: every prompt starts with the same 5
+    # tokens (template + task); rows 0, 2 and 5 are the same first-step prompt (three trajectories), rows 1, 3
+    # and 4 have their own history. Scored with the two-level cache, every row must get the log-probs of one
+    # full forward, while each row's own forward runs only its own tokens.
+    model = build_tiny_model(tiny_tokenizer, architecture="qwen3").eval()
+    add_fused_lm_head(model, temperature=0.9)
+    generator = torch.Generator().manual_seed(3)
+    start = torch.randint(3, 60, (5,), generator=generator)
+    first = torch.cat([start, torch.randint(3, 60, (3,), generator=generator)])  # (8,)
+    own = [torch.cat([start, torch.randint(3, 60, (n,), generator=generator)]) for n in (6, 2, 4)]
+    prompts = [first, own[0], first, own[1], own[2], first]
+    width = max(len(p) for p in prompts)
+    prompt_ids = torch.full((6, width), JUNK)
+    prompt_mask = torch.zeros(6, width, dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        prompt_ids[row, width - len(prompt) :] = prompt
+        prompt_mask[row, width - len(prompt) :] = 1
+    completion_ids = torch.randint(3, 60, (6, 4), generator=generator)  # (6, 4)
+    completion_mask = torch.ones_like(completion_ids)
+    completion_mask[1, 2:] = 0
+    completion_mask[5, 1:] = 0
+    completion_ids[completion_mask == 0] = PAD
+    prefix = torch.randint(3, 60, (7,), generator=generator).tolist()
+    seen = []
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        seen.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    model.forward = spy
+    with torch.no_grad():
+        cached = prefix_cached_logps(
+            model, prefix, prompt_ids, prompt_mask, completion_ids, completion_mask, batch_size=8
+        )  # (6, 4)
+        plain_calls = len(seen)
+        prefix_only = prefix_cached_logps(
+            model,
+            prefix,
+            prompt_ids,
+            prompt_mask,
+            completion_ids,
+            completion_mask,
+            batch_size=8,
+            share_prompt_starts=False,
+        )
+        full = _full_forward_logps(model, prefix, prompt_ids, prompt_mask, completion_ids, completion_mask)
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(prefix_only, full, atol=1e-5, rtol=0)
+    assert (cached[completion_mask == 0] == 0).all()
+    # prefix + 5 shared tokens once; the rest of the first-step prompt but its last token (2) once for rows 0, 2, 5;
+    # those three rows then run 1 prompt token + 4 completion columns, the others the rest of their prompt
+    # (at most 6 tokens) + 4: never the 7 prefix tokens nor the 5 shared ones again.
+    assert seen[:plain_calls] == [(1, 7 + 5), (1, 2), (3, 1 + 4), (3, 6 + 4)]
+    assert seen[plain_calls] == (1, 7)  # share_prompt_starts=False: the prefix alone
 
 
 def test_prefix_cached_logps_needs_a_prefix_and_a_cache(tiny_tokenizer):

@@ -145,8 +145,9 @@ class SDARConfig(GRPOConfig):
             Left-truncate teacher prompts to this many tokens (reference: the max prompt length,
             2048 for ALFWorld, 4096 for WebShop/Search). `None`: no truncation.
         teacher_prefix_cache (`bool`, *optional*, defaults to `True`):
-            Encode each distinct teacher prefix (header + privileged context) once per batch and reuse its
-            key/value cache for every row that shares it. Same log-probs up to float rounding; an
+            Encode each distinct teacher prefix (header + privileged context) once per batch, with the prompt
+            tokens its rows share, and reuse its key/value cache for every row that shares it (rows with an
+            identical prompt share that prompt too). Same log-probs up to float rounding; an
             implementation choice, not part of the paper. Off under FSDP and DeepSpeed ZeRO-3, whose
             processes must run the same number of forwards.
         distill_empty_context (`bool`, *optional*, defaults to `False`):
@@ -275,7 +276,7 @@ class SDARConfig(GRPOConfig):
         metadata={
             "help": "Encode each distinct teacher prefix (header + privileged context) once per batch and reuse its "
             "key/value cache for all rows sharing it (every step of an episode and every trajectory of a task share "
-            "one). Same log-probs up to float rounding, at a fraction of the cost when the context is longer than "
+            "one), together with the prompt tokens those rows share. Same log-probs up to float rounding, at a fraction of the cost when the context is longer than "
             "the prompt. Not part of the paper (an implementation choice); False: one full forward per row. Not used "
             "under FSDP or DeepSpeed ZeRO-3 (every process must run the same number of forwards)."
         },
