@@ -26,11 +26,13 @@ import dataclasses
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,12 @@ class Preset:
     kl: bool = True
     gradient_checkpointing: bool = True  # TRL's default; off trades activation memory for a sixth less step time
     bf16: bool = False  # bf16 autocast (fp32 master weights); on a CPU with AVX512-BF16/AMX it halves forward+backward
+    # Smaller training chunks where prompts are long (same rollout and loss, less activation memory per backward).
+    per_device_train_batch_size_by_env: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def batch_size(self, env_name: str) -> int:
+        """Step samples per forward/backward chunk (and trajectories per accumulation slice) on `env_name`."""
+        return self.per_device_train_batch_size_by_env.get(env_name, self.per_device_train_batch_size)
 
 
 PRESETS: dict[str, Preset] = {
@@ -111,6 +119,9 @@ PRESETS: dict[str, Preset] = {
         kl=False,
         gradient_checkpointing=False,  # costs 7-12 GB per run at the peak (docs/results.md): --jobs 2 needs ~24 GB
         bf16=True,
+        # WebShop prompts (search results, product pages) reach ~1,000 tokens: 8 rows of them took a run past 17 GB
+        # and the OOM killer; 2 rows per chunk hold ~5 GB. ALFWorld's ~400 tokens: 4 rows (~5 GB).
+        per_device_train_batch_size_by_env={"webshop-mini": 2, "alfworld-mini": 4},
     ),
     # The reference hyperparameters (SDAR_SPEC.md §1-3) for an instruct model on a GPU.
     "paper": Preset(
@@ -196,16 +207,15 @@ def build_config(
     from sdar_trl import SDARConfig
 
     settings = ENV_SETTINGS[env_name]
+    batch_size = preset.batch_size(env_name)
     return SDARConfig(
         output_dir=output_dir,
         method="grpo" if method == "starter" else method,
         seed=seed,
         max_steps=options.max_steps if options.max_steps is not None else preset.max_steps,
-        per_device_train_batch_size=preset.per_device_train_batch_size,
+        per_device_train_batch_size=batch_size,
         # One rollout of tasks_per_step x num_generations trajectories per optimizer step.
-        gradient_accumulation_steps=max(
-            1, preset.tasks_per_step * preset.num_generations // preset.per_device_train_batch_size
-        ),
+        gradient_accumulation_steps=max(1, preset.tasks_per_step * preset.num_generations // batch_size),
         num_generations=preset.num_generations,
         max_completion_length=preset.max_completion_length,
         learning_rate=preset.learning_rate,
@@ -305,25 +315,83 @@ def _run_in_worker(job: tuple[tuple[str, str, int], argparse.Namespace, int]) ->
     return run_one(*key, PRESETS[options.preset], options)
 
 
-def _run_all(todo: list[tuple[str, str, int]], options: argparse.Namespace) -> Iterator[dict[str, Any]]:
+def _worker_main(work: Callable[[Any], dict[str, Any]], job: Any, connection: Any) -> None:
+    """A spawned run: send `("ok", record)` or `("error", traceback text)` back to the parent."""
+    try:
+        record = work(job)
+    except Exception:
+        connection.send(("error", traceback.format_exc()))  # the parent stops the table with it
+        raise
+    connection.send(("ok", record))
+    connection.close()
+
+
+def _run_all(
+    todo: list[tuple[str, str, int]],
+    options: argparse.Namespace,
+    work: Callable[[Any], dict[str, Any]] = _run_in_worker,
+) -> Iterator[dict[str, Any]]:
     """Yield each run's record as it finishes: one after the other, or `--jobs` at once in fresh processes.
 
-    A failing run stops the table at once (the pool's exit terminates the other workers); the runs recorded so far
-    stay in table1.json, and the error carries the worker's traceback.
+    Each parallel run gets its own spawned process (a fresh interpreter, no forked torch thread pools, its memory
+    freed when it ends). A failing run stops the table at once: the other runs are terminated, the runs recorded
+    so far stay in table1.json, and the error carries the run's traceback. A worker that dies without a word
+    (killed by a signal, typically the kernel's OOM killer) stops it too, rather than leaving the table waiting
+    for a run that will never report, as `multiprocessing.Pool` would.
     """
     if options.jobs == 1 or len(todo) <= 1:
         for key in todo:
             yield run_one(*key, PRESETS[options.preset], options)
         return
     import multiprocessing
+    from multiprocessing.connection import wait
 
     import torch
 
     threads = max(1, torch.get_num_threads() // options.jobs)
-    # spawn: a fresh interpreter per run (no forked torch thread pools); one run per process frees its memory.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(processes=options.jobs, maxtasksperchild=1) as pool:
-        yield from pool.imap_unordered(_run_in_worker, [(key, options, threads) for key in todo])
+    pending = list(todo)
+    running: dict[Any, tuple[Any, Any, tuple[str, str, int]]] = {}  # connection -> (process, connection, key)
+    try:
+        while pending or running:
+            while pending and len(running) < options.jobs:
+                key = pending.pop(0)
+                receiver, sender = context.Pipe(duplex=False)
+                process = context.Process(target=_worker_main, args=(work, (key, options, threads), sender))
+                process.start()
+                sender.close()  # the child holds the only sending end: its death closes the pipe
+                running[receiver] = (process, receiver, key)
+            # A connection becomes ready when its run sends its record, or when its process dies (end of file).
+            for receiver in wait(list(running)):
+                process, _, key = running.pop(receiver)
+                try:
+                    status, payload = receiver.recv()
+                except EOFError:
+                    status, payload = "died", None
+                process.join()
+                receiver.close()
+                if status == "ok":
+                    yield payload
+                    continue
+                name = " ".join(map(str, key))
+                if status == "error":
+                    raise RuntimeError(f"run {name} failed in its worker process:\n{payload}")
+                code = process.exitcode
+                if code is not None and code < 0:
+                    cause = f"killed by signal {-code}"
+                    if code == -signal.SIGKILL:
+                        cause += ", usually the kernel's OOM killer: see dmesg"
+                else:
+                    cause = f"exit code {code}"
+                raise RuntimeError(
+                    f"run {name}: its worker process died without a result ({cause}). The runs finished so far are "
+                    "in table1.json and a rerun resumes; if memory ran out, use fewer --jobs."
+                )
+    finally:
+        for process, receiver, _ in running.values():
+            process.terminate()
+            process.join()
+            receiver.close()
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,6 +82,17 @@ def test_table1_presets_build_the_documented_configs(table1, tmp_path):
     assert (small.beta, small.gradient_checkpointing, small.bf16) == (0.0, False, True)
     assert (small.max_steps, small.num_generations, small.max_completion_length) == (2, 4, 160)
     assert small.per_device_train_batch_size * small.gradient_accumulation_steps == 2 * 4  # one rollout per step
+    # Smaller chunks where prompts are long: the same rollout of 2 x 4 trajectories per optimizer step.
+    chunks = {
+        env_name: table1.build_config(env_name, "grpo", 0, table1.PRESETS["cpu-small"], options, str(tmp_path))
+        for env_name in table1.ENVS
+    }
+    assert {e: c.per_device_train_batch_size for e, c in chunks.items()} == {
+        "alfworld-mini": 4,
+        "webshop-mini": 2,
+        "searchqa-mini": 8,
+    }
+    assert all(c.per_device_train_batch_size * c.gradient_accumulation_steps == 8 for c in chunks.values())
     assert small.privileged_context_source == "facts" and small.method == "sdar" and small.seed == 1
     assert table1.PRESETS["cpu-small"].eval_tasks == 12 and table1.PRESETS["cpu-small"].eval_first_seed == 24
 
@@ -115,6 +129,32 @@ def test_table1_stops_at_a_failing_parallel_run_and_says_why(tmp_path, tiny_mode
     assert completed.returncode != 0
     assert "privileged_context_source='no-such-context' is not supported" in completed.stderr
     assert not (tmp_path / "table1.json").exists() or not json.loads((tmp_path / "table1.json").read_text())["runs"]
+
+
+def _fake_run(job):
+    """A stand-in for one table run in a spawned worker: its method name says how it ends."""
+    (env_name, method, seed), _, _ = job
+    if method == "dies":
+        os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
+    if method == "raises":
+        raise ValueError("this run failed")
+    if method == "slow":
+        time.sleep(120)
+    return {"env": env_name, "method": method, "seed": seed}
+
+
+def test_table1_parallel_runs_report_and_a_dead_worker_stops_the_table(table1):
+    options = table1.parse_args(["--jobs", "2"])
+    records = list(table1._run_all([("e", "ok", 0), ("e", "ok", 1), ("e", "ok", 2)], options, work=_fake_run))
+    assert sorted(r["seed"] for r in records) == [0, 1, 2]
+    # A worker killed by a signal (multiprocessing.Pool would wait for it forever) ends the table at once, and the
+    # run still going beside it is terminated rather than waited for.
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"run e dies 0: .*died without a result \(killed by signal 9, .*OOM"):
+        list(table1._run_all([("e", "slow", 0), ("e", "dies", 0)], options, work=_fake_run))
+    with pytest.raises(RuntimeError, match=r"(?s)run e raises 1 failed in its worker.*ValueError: this run failed"):
+        list(table1._run_all([("e", "slow", 1), ("e", "raises", 1)], options, work=_fake_run))
+    assert time.perf_counter() - start < 60
 
 
 @pytest.mark.integration
