@@ -120,7 +120,8 @@ PRESETS: dict[str, Preset] = {
         gradient_checkpointing=False,  # costs 7-12 GB per run at the peak (docs/results.md): --jobs 2 needs ~24 GB
         bf16=True,
         # WebShop prompts (search results, product pages) reach ~1,000 tokens: 8 rows of them took a run past 17 GB
-        # and the OOM killer; 2 rows per chunk hold ~5 GB. ALFWorld's ~400 tokens: 4 rows (~5 GB).
+        # and the OOM killer, i.e. ~2 MB of activations per token; 2 rows per chunk need about a quarter of that.
+        # ALFWorld's ~400-token rows: 4 per chunk.
         per_device_train_batch_size_by_env={"webshop-mini": 2, "alfworld-mini": 4},
     ),
     # The reference hyperparameters (SDAR_SPEC.md §1-3) for an instruct model on a GPU.

@@ -276,9 +276,10 @@ class SDARConfig(GRPOConfig):
         metadata={
             "help": "Encode each distinct teacher prefix (header + privileged context) once per batch and reuse its "
             "key/value cache for all rows sharing it (every step of an episode and every trajectory of a task share "
-            "one), together with the prompt tokens those rows share. Same log-probs up to float rounding, at a fraction of the cost when the context is longer than "
-            "the prompt. Not part of the paper (an implementation choice); False: one full forward per row. Not used "
-            "under FSDP or DeepSpeed ZeRO-3 (every process must run the same number of forwards)."
+            "one), together with the prompt tokens those rows share. Same log-probs up to float rounding, at a "
+            "fraction of the cost when the context is longer than the prompt. Not part of the paper (an "
+            "implementation choice); False: one full forward per row. Not used under FSDP or DeepSpeed ZeRO-3 (every "
+            "process must run the same number of forwards)."
         },
     )
     distill_empty_context: bool = field(

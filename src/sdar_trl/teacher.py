@@ -329,7 +329,7 @@ def common_prompt_start(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> 
         prompt_ids, prompt_mask: (b, P) left-padded prompts.
 
     Returns:
-        L with 0 <= L < the shortest real prompt length (0 for a single row would be wasteful: callers pass groups).
+        L with 0 <= L < the shortest real prompt length (0 when some prompt has at most one token).
     """
     lengths = prompt_mask.sum(dim=1)  # (b,)
     shortest = int(lengths.min()) if lengths.numel() else 0
