@@ -6,7 +6,8 @@ split, never seen in training and never used to tune anything here). `starter` i
 training. Results accumulate in `<output_dir>/table1.json` after every run (a rerun skips the runs already
 there; `--fresh` starts over), then the script writes `table1.md` (the paper's layout, mean ± std over
 seeds), one PNG of training-rollout success per env, prints a human table on stderr and one JSON line
-(starting with `{"benchmark": "table1"`) on stdout.
+(starting with `{"benchmark": "table1"`) on stdout. These cover every run in table1.json, so a table can be
+filled one env (or a few methods) per call.
 
     OMP_NUM_THREADS=2 python benchmarks/table1.py --preset cpu-small --envs searchqa-mini --jobs 2  # ~1 h, 2 cores
     python benchmarks/table1.py --preset paper --model Qwen/Qwen2.5-3B-Instruct --envs alfworld-mini  # a GPU
@@ -352,7 +353,7 @@ def _run_all(
     threads = max(1, torch.get_num_threads() // options.jobs)
     context = multiprocessing.get_context("spawn")
     pending = list(todo)
-    running: dict[Any, tuple[Any, Any, tuple[str, str, int]]] = {}  # connection -> (process, connection, key)
+    running: dict[Any, tuple[Any, tuple[str, str, int]]] = {}  # receiving end of its pipe -> (process, key)
     try:
         while pending or running:
             while pending and len(running) < options.jobs:
@@ -361,10 +362,10 @@ def _run_all(
                 process = context.Process(target=_worker_main, args=(work, (key, options, threads), sender))
                 process.start()
                 sender.close()  # the child holds the only sending end: its death closes the pipe
-                running[receiver] = (process, receiver, key)
+                running[receiver] = (process, key)
             # A connection becomes ready when its run sends its record, or when its process dies (end of file).
             for receiver in wait(list(running)):
-                process, _, key = running.pop(receiver)
+                process, key = running.pop(receiver)
                 try:
                     status, payload = receiver.recv()
                 except EOFError:
@@ -389,7 +390,7 @@ def _run_all(
                     "in table1.json and a rerun resumes; if memory ran out, use fewer --jobs."
                 )
     finally:
-        for process, receiver, _ in running.values():
+        for receiver, (process, _) in running.items():
             process.terminate()
             process.join()
             receiver.close()
@@ -473,6 +474,12 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
     return written
 
 
+def _table_order(run: dict[str, Any]) -> tuple[int, int, int]:
+    """The paper's order whichever run finishes (or which call made it) first: env, then seed, then method."""
+    env_rank = ENVS.index(run["env"]) if run["env"] in ENVS else len(ENVS)
+    return env_rank, run["seed"], list(METHODS).index(run["method"])
+
+
 def _write_json(path: Path, stored: dict[str, Any]) -> None:
     path.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
 
@@ -497,13 +504,12 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(seeds)
         for method in options.methods.split(",")
     ]
-    order = {key: index for index, key in enumerate(plan)}
     todo = [key for key in plan if key not in done]
     started, finished = time.perf_counter(), len(plan) - len(todo)
     for run in _run_all(todo, options):
         finished += 1
         stored["runs"].append(run)
-        stored["runs"].sort(key=lambda r: order.get((r["env"], r["method"], r["seed"]), len(order)))
+        stored["runs"].sort(key=_table_order)
         _write_json(results_path, stored)  # after every run: survive interruptions
         print(
             f"[{time.perf_counter() - started:7.0f}s] {finished}/{len(plan)} {run['env']} {run['method']} "
@@ -512,9 +518,11 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
+    stored["runs"].sort(key=_table_order)
     _write_json(results_path, stored)  # also when nothing ran: the current preset_settings
-    wanted = {(e, m, s) for e, m, s in plan}
-    runs = [r for r in stored["runs"] if (r["env"], r["method"], r["seed"]) in wanted]
+    # Every stored run, not only this call's plan: a table filled over several sittings (one env per call) keeps
+    # all its envs in table1.md, the plots and the JSON line.
+    runs = stored["runs"]
     summary = summarize(runs)
     overrides = [
         f"--{name} {getattr(options, name)}"

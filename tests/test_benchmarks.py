@@ -131,6 +131,49 @@ def test_table1_stops_at_a_failing_parallel_run_and_says_why(tmp_path, tiny_mode
     assert not (tmp_path / "table1.json").exists() or not json.loads((tmp_path / "table1.json").read_text())["runs"]
 
 
+def _stored_run(env_name, method, seed, success):
+    return {
+        "env": env_name,
+        "method": method,
+        "seed": seed,
+        "success": success,
+        "curve": [],
+        "success_by_task_type": {"t": success},
+        "steps": 0,
+        "wall_s": 1.0,
+    }
+
+
+def test_table1_renders_every_stored_env_in_the_papers_order(table1, tmp_path, capsys):
+    """A table filled one env per call keeps all its envs in table1.md and the JSON line, in the paper's order."""
+    stored = {
+        "runs": [
+            _stored_run("searchqa-mini", "sdar", 0, 0.25),
+            _stored_run("alfworld-mini", "grpo", 1, 0.5),
+            _stored_run("searchqa-mini", "starter", 0, 0.5),
+            _stored_run("alfworld-mini", "starter", 0, 0.75),
+        ]
+    }
+    (tmp_path / "table1.json").write_text(json.dumps(stored))
+    # Everything this call asks for is stored already, so nothing runs: only the table is rendered again.
+    argv = ["--envs", "searchqa-mini", "--methods", "starter", "--seeds", "1", "--model", str(tmp_path)]
+    assert table1.main([*argv, "--output_dir", str(tmp_path)]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(record["summary"]) == ["alfworld-mini", "searchqa-mini"]
+    assert record["summary"]["alfworld-mini"]["grpo"]["mean"] == 0.5
+    assert record["sdar_minus_grpo"] == {}  # no env has both
+    table = (tmp_path / "table1.md").read_text()
+    assert table.index("### alfworld-mini") < table.index("### searchqa-mini")
+    assert "| SDAR | 25.0 ± 0.0 | **25.0 ± 0.0** | 1 |" in table
+    order = [(r["env"], r["method"], r["seed"]) for r in json.loads((tmp_path / "table1.json").read_text())["runs"]]
+    assert order == [
+        ("alfworld-mini", "starter", 0),
+        ("alfworld-mini", "grpo", 1),
+        ("searchqa-mini", "starter", 0),
+        ("searchqa-mini", "sdar", 0),
+    ]
+
+
 def _fake_run(job):
     """A stand-in for one table run in a spawned worker: its method name says how it ends."""
     (env_name, method, seed), _, _ = job

@@ -470,11 +470,12 @@ def prefix_cached_logps(
     prompt_mask = _drop_prompt_start(prompt_mask, shared)  # (b, P) the rest of each prompt is the row's own
     logps = torch.zeros(completion_ids.shape, dtype=torch.float32, device=device)  # (b, C)
     # Level two: rows with an identical (remaining) prompt, e.g. the first step of every trajectory of a group.
+    # Without sharing, every row is scored on its own after the prefix cache.
     by_prompt: dict[tuple[int, ...], list[int]] = {}
+    alone: list[int] = [] if share_prompt_starts else list(range(prompt_ids.size(0)))
     if share_prompt_starts:
         for row in range(prompt_ids.size(0)):
             by_prompt.setdefault(tuple(prompt_ids[row][prompt_mask[row].bool()].tolist()), []).append(row)
-    alone = []
     for own, rows in by_prompt.items():
         if len(rows) < 2 or len(own) < 2:
             alone.extend(rows)
@@ -494,8 +495,6 @@ def prefix_cached_logps(
             batch_size,
             autocast,
         )  # (r, C)
-    if not share_prompt_starts:
-        alone = list(range(prompt_ids.size(0)))
     if alone:
         index = torch.tensor(sorted(alone), device=device)  # (a,)
         logps[index] = _score_after_cache(
