@@ -302,6 +302,11 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
         "eval_tasks": eval_tasks,
         "eval_first_seed": preset.eval_first_seed,
         "eval_split": eval_split,
+        # Per held-out task: the runs of one seed play the same tasks, so methods can be compared task by task.
+        "eval_outcomes": [
+            {"seed": episode.row.get("seed"), "task_type": episode.task_type, "won": episode.won}
+            for episode in trainer.eval_episodes
+        ],
         "distill_coef": args.distill_coef,
         "gate_beta": args.gate_beta,
         "curve": curve,
@@ -415,6 +420,31 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
     return summary
 
 
+def paired_outcomes(runs: list[dict[str, Any]], first: str, second: str) -> dict[str, dict[str, int]]:
+    """env → {pairs, only_<first>, only_<second>}: held-out tasks one method solved and the other did not.
+
+    Pairs are (seed, task) with both runs recorded per task (`eval_outcomes`); runs made before it was recorded
+    are left out. Tasks both solve (or both fail) say nothing about which is better, so only the discordant
+    counts matter (McNemar): a difference of a few tasks among many discordant ones is noise.
+    """
+    outcomes: dict[tuple[str, str, int], dict[Any, bool]] = {
+        (r["env"], r["method"], r["seed"]): {o["seed"]: o["won"] for o in r["eval_outcomes"]}
+        for r in runs
+        if r.get("eval_outcomes")
+    }
+    paired: dict[str, dict[str, int]] = {}
+    for (env_name, method, seed), won in outcomes.items():
+        other = outcomes.get((env_name, second, seed))
+        if method != first or other is None:
+            continue
+        counts = paired.setdefault(env_name, {"pairs": 0, f"only_{first}": 0, f"only_{second}": 0})
+        for task in won.keys() & other.keys():
+            counts["pairs"] += 1
+            counts[f"only_{first}"] += won[task] and not other[task]
+            counts[f"only_{second}"] += other[task] and not won[task]
+    return paired
+
+
 def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
@@ -423,8 +453,12 @@ def _cell(stats: dict[str, float]) -> str:
     return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
 
 
-def render_markdown(summary: dict[str, dict[str, dict[str, Any]]], header: str) -> str:
-    """One table per env in the paper's layout: a row per method, a column per task type, then the overall."""
+def render_markdown(
+    summary: dict[str, dict[str, dict[str, Any]]], header: str, paired: dict[str, dict[str, int]] | None = None
+) -> str:
+    """One table per env in the paper's layout: a row per method, a column per task type, then the overall;
+    under it, where recorded, the held-out tasks SDAR and GRPO solved one without the other (`paired_outcomes`)."""
+    paired = paired or {}
     lines = [header, ""]
     for env_name, by_method in summary.items():
         types = sorted({t for stats in by_method.values() for t in stats["by_task_type"]})
@@ -436,6 +470,13 @@ def render_markdown(summary: dict[str, dict[str, dict[str, Any]]], header: str) 
             overall = f"**{_cell(stats)}**" if method == "sdar" else _cell(stats)
             lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {overall} | {stats['n']} |")
         lines.append("")
+        if env_name in paired:
+            counts = paired[env_name]
+            lines += [
+                f"Task by task ({counts['pairs']} held-out task × seed pairs): SDAR solved {counts['only_sdar']} "
+                f"that GRPO did not, GRPO solved {counts['only_grpo']} that SDAR did not.",
+                "",
+            ]
     return "\n".join(lines)
 
 
@@ -534,7 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Table 1 in miniature — preset `{options.preset}` ({preset.description}{overridden}); model "
         f"`{options.model}`; teacher context `{options.context or preset.context}`; held-out tasks, success %."
     )
-    markdown = render_markdown(summary, header)
+    paired = paired_outcomes(runs, "sdar", "grpo")
+    markdown = render_markdown(summary, header, paired)
     (options.output_dir / "table1.md").write_text(markdown + "\n", encoding="utf-8")
     plots = plot_curves(runs, options.output_dir)
     print(markdown, file=sys.stderr)
@@ -550,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
             for env_name, by_method in summary.items()
             if "sdar" in by_method and "grpo" in by_method
         },
+        "sdar_vs_grpo_by_task": paired,
         "results": str(results_path),
         "plots": plots,
         "wall_s": round(sum(r["wall_s"] for r in runs), 1),

@@ -287,6 +287,9 @@ def test_end_to_end_training_and_evaluation(tmp_path, tiny_tokenizer):
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
     metrics = trainer.evaluate()
     assert metrics["eval_env/episodes"] == 6
+    # Per-task outcomes: one episode per eval task, in task order, and they add up to the logged success.
+    assert [episode.row["seed"] for episode in trainer.eval_episodes] == list(tasks.select(range(6))["seed"])
+    assert sum(episode.won for episode in trainer.eval_episodes) / 6 == pytest.approx(metrics["eval_env/success"])
     for key in ("eval_env/success", "eval_env/invalid_action_rate", "eval_env/episode_length"):
         assert key in metrics and key in trainer.state.log_history[-1]
     assert any(key.startswith("eval_env/success/") for key in metrics)

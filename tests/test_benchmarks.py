@@ -57,6 +57,9 @@ def test_table1_writes_its_output_contract(tmp_path, tiny_model_dir):
         assert 0.0 <= run["success"] <= 1.0 and run["eval_tasks"] == 2
         assert run["eval_first_seed"] == 24  # past the held-out tasks the starter build was chosen on
     assert runs[1]["curve"] and "env/success" in runs[1]["curve"][0]
+    for run in runs:  # per held-out task, in task order; they add up to the run's success
+        assert [o["seed"] for o in run["eval_outcomes"]] == [24, 25]
+        assert sum(o["won"] for o in run["eval_outcomes"]) / 2 == pytest.approx(run["success"])
     table = (tmp_path / "table1.md").read_text()
     assert "| Starter (no training) |" in table and "| SDAR |" in table
     assert "overridden by --max_steps 1 --eval_tasks 2" in table  # the header says what actually ran
@@ -172,6 +175,26 @@ def test_table1_renders_every_stored_env_in_the_papers_order(table1, tmp_path, c
         ("searchqa-mini", "starter", 0),
         ("searchqa-mini", "sdar", 0),
     ]
+
+
+def _outcomes(won):
+    return [{"seed": 24 + i, "task_type": "t", "won": w} for i, w in enumerate(won)]
+
+
+def test_table1_pairs_sdar_and_grpo_task_by_task(table1):
+    runs = [
+        {"env": "e", "method": "grpo", "seed": 0, "eval_outcomes": _outcomes([True, True, False, False])},
+        {"env": "e", "method": "sdar", "seed": 0, "eval_outcomes": _outcomes([True, False, True, True])},
+        {"env": "e", "method": "grpo", "seed": 1, "eval_outcomes": _outcomes([False, True])},
+        {"env": "e", "method": "sdar", "seed": 1, "eval_outcomes": _outcomes([True, True])},
+        {"env": "e", "method": "sdar", "seed": 2, "eval_outcomes": _outcomes([True])},  # no GRPO run to pair with
+        {"env": "old", "method": "sdar", "seed": 0},  # made before per-task outcomes were recorded
+        {"env": "old", "method": "grpo", "seed": 0},
+    ]
+    assert table1.paired_outcomes(runs, "sdar", "grpo") == {"e": {"pairs": 6, "only_sdar": 3, "only_grpo": 1}}
+    summary = table1.summarize([_stored_run("e", "grpo", 0, 0.5), _stored_run("e", "sdar", 0, 0.75)])
+    table = table1.render_markdown(summary, "header", table1.paired_outcomes(runs, "sdar", "grpo"))
+    assert "Task by task (6 held-out task × seed pairs): SDAR solved 3 that GRPO did not, GRPO solved 1" in table
 
 
 def _fake_run(job):

@@ -181,6 +181,9 @@ class SDARTrainer(GRPOTrainer):
         self.skill_bank = skill_bank
         self._agent_envs: list[AgentEnvironment] = []
         self._agent_eval_envs: list[AgentEnvironment] = []
+        #: The episodes the last agent-mode `evaluate()` played on this process, in task order (per-task outcomes
+        #: for error analysis or paired comparisons between runs; `eval_env/*` are their aggregates).
+        self.eval_episodes: list[EpisodeRecord] = []
         self._agent_buffer: list[dict[str, Any]] | None = None
         if env_factory is not None:
             self._agent_environments(1)  # build one now so a broken factory fails at construction, not mid-run
@@ -700,7 +703,11 @@ class SDARTrainer(GRPOTrainer):
         ignore_keys: list[str] | None = None,
         metric_key_prefix: str = "eval",
     ) -> dict[str, float]:
-        """Agent mode: play every eval task once (at `eval_temperature`) and log `eval_env/*`; else TRL's evaluate."""
+        """Agent mode: play every eval task once (at `eval_temperature`) and log `eval_env/*`; else TRL's evaluate.
+
+        The episodes played on this process stay in `self.eval_episodes` (one `EpisodeRecord` per task, its dataset
+        row in `.row`) until the next call.
+        """
         if self.env_factory is None:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
@@ -728,6 +735,7 @@ class SDARTrainer(GRPOTrainer):
                     batch = local[index * width : (index + 1) * width]
                     episodes.extend(self._agent_play(batch, list(range(len(batch))), evaluation=True).episodes)
                     self._agent_hook("on_evaluate_progress", done=len(episodes), total=len(local))
+            self.eval_episodes = episodes
             metrics = {f"{metric_key_prefix}_{k}": v for k, v in self._gather_env_metrics(episodes).items()}
             metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - start, 4)
             self.log(metrics)  # in eval mode, so TRL's log() adds no train metrics to this record
