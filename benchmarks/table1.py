@@ -493,7 +493,8 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
         )
         return []
     written = []
-    for env_name in dict.fromkeys(r["env"] for r in runs):
+    # An env with no trained run yet (only the starter's evaluation) has no curve: no empty figure for it.
+    for env_name in dict.fromkeys(r["env"] for r in runs if r["curve"]):
         figure, axis = plt.subplots(figsize=(7, 4))
         for method in METHODS:
             curves = [r["curve"] for r in runs if r["env"] == env_name and r["method"] == method and r["curve"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -152,7 +153,7 @@ def test_table1_renders_every_stored_env_in_the_papers_order(table1, tmp_path, c
     stored = {
         "runs": [
             _stored_run("searchqa-mini", "sdar", 0, 0.25),
-            _stored_run("alfworld-mini", "grpo", 1, 0.5),
+            {**_stored_run("alfworld-mini", "grpo", 1, 0.5), "curve": [{"step": 1, "env/success": 0.25}]},
             _stored_run("searchqa-mini", "starter", 0, 0.5),
             _stored_run("alfworld-mini", "starter", 0, 0.75),
         ]
@@ -168,6 +169,10 @@ def test_table1_renders_every_stored_env_in_the_papers_order(table1, tmp_path, c
     table = (tmp_path / "table1.md").read_text()
     assert table.index("### alfworld-mini") < table.index("### searchqa-mini")
     assert "| SDAR | 25.0 ± 0.0 | **25.0 ± 0.0** | 1 |" in table
+    # A learning curve for the env with a trained run only (if matplotlib is installed): none for an empty plot.
+    matplotlib = importlib.util.find_spec("matplotlib") is not None
+    assert record["plots"] == (["table1_alfworld-mini.png"] if matplotlib else [])
+    assert not (tmp_path / "table1_searchqa-mini.png").exists()
     order = [(r["env"], r["method"], r["seed"]) for r in json.loads((tmp_path / "table1.json").read_text())["runs"]]
     assert order == [
         ("alfworld-mini", "starter", 0),
