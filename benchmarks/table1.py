@@ -207,6 +207,7 @@ def build_config(
     import torch
 
     from sdar_trl import SDARConfig
+    from sdar_trl.config import CHECKPOINTING_FIELD
 
     settings = ENV_SETTINGS[env_name]
     batch_size = preset.batch_size(env_name)
@@ -223,7 +224,8 @@ def build_config(
         learning_rate=preset.learning_rate,
         lr_scheduler_type="constant",
         beta=settings["beta"] if preset.kl else 0.0,
-        gradient_checkpointing=preset.gradient_checkpointing,
+        # Under the name this transformers reads: the deprecated `gradient_checkpointing` warns from 5.23.
+        **{CHECKPOINTING_FIELD: preset.gradient_checkpointing},
         history_length=settings["history_length"],
         invalid_action_penalty=settings["invalid_action_penalty"],
         privileged_context_source=options.context or preset.context,

@@ -13,7 +13,7 @@ import pytest
 from transformers import HfArgumentParser
 from trl import GRPOConfig
 
-from sdar_trl.config import METHOD_PRESETS, SDARConfig
+from sdar_trl.config import CHECKPOINTING_FIELD, METHOD_PRESETS, SDARConfig
 
 # GRPOConfig defaults to bf16=True, which fails on a CPU-only machine.
 CPU_ARGS = {"bf16": False, "report_to": "none"}
@@ -286,3 +286,36 @@ def test_to_dict_contains_resolved_values(tmp_path):
     assert data["method"] == "rlsd"
     assert data["rlsd_weight"] == 0.5
     assert data["distill_coef"] == 0.0
+
+
+def _checkpointing_warnings(record):
+    return [w for w in record if issubclass(w.category, FutureWarning) and "checkpointing" in str(w.message)]
+
+
+def test_default_activation_checkpointing_is_on_without_a_deprecation_warning(tmp_path, recwarn):
+    # TRL's GRPOConfig default (gradient_checkpointing=True) made transformers >= 5.23 warn on every config;
+    # the same default must hold (on, under both names where both exist) with no warning.
+    config = make_config(tmp_path)
+    assert config.gradient_checkpointing is True
+    assert getattr(config, "activation_checkpointing", True) is True
+    assert _checkpointing_warnings(recwarn.list) == []
+
+
+@pytest.mark.parametrize("field_name", ["gradient_checkpointing", CHECKPOINTING_FIELD])
+def test_explicit_checkpointing_off_is_honoured(tmp_path, field_name):
+    config = make_config(tmp_path, **{field_name: False})
+    assert config.gradient_checkpointing is False
+    assert getattr(config, "activation_checkpointing", False) is False
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [([], True), (["--gradient_checkpointing", "false"], False), (["--gradient_checkpointing"], True)],
+)
+def test_hf_argument_parser_gradient_checkpointing(tmp_path, extra, expected):
+    parser = HfArgumentParser(SDARConfig)
+    (config,) = parser.parse_args_into_dataclasses(
+        ["--output_dir", str(tmp_path), "--bf16", "False", "--report_to", "none", *extra]
+    )
+    assert config.gradient_checkpointing is expected
+    assert getattr(config, CHECKPOINTING_FIELD) is expected

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import TrainingArguments
 from trl import GRPOConfig
 
-__all__ = ["DISTILL_LOSSES", "METHOD_PRESETS", "TEACHER_MODES", "SDARConfig"]
+__all__ = ["CHECKPOINTING_FIELD", "DISTILL_LOSSES", "METHOD_PRESETS", "TEACHER_MODES", "SDARConfig"]
 
 #: What each `method` preset sets (SDAR_SPEC.md §4). A field the user sets explicitly wins over the preset.
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
@@ -84,6 +86,14 @@ DISTILL_LOSSES: tuple[str, ...] = ("gated", "sampled_token", "k3")
 TEACHER_MODES: tuple[str, ...] = ("live", "base", "ema")
 #: `privileged_context_source` values (agent mode): skills (SDAR), oracle facts (ablation), or both.
 PRIVILEGED_CONTEXT_SOURCES: tuple[str, ...] = ("skills", "facts", "skills+facts")
+
+#: transformers >= 5.23 names activation checkpointing `activation_checkpointing` and keeps
+#: `gradient_checkpointing` as a deprecated alias that warns whenever it is set; older releases have only the alias.
+CHECKPOINTING_FIELD = (
+    "activation_checkpointing"
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(TrainingArguments)}
+    else "gradient_checkpointing"
+)
 
 
 @dataclass
@@ -175,6 +185,14 @@ class SDARConfig(GRPOConfig):
             What the teacher sees per step: `"skills"` (SDAR: general + task-type skills of the
             `skill_bank`), `"facts"` (the environment's `privileged_facts()`, an oracle ablation) or
             `"skills+facts"`.
+
+        > Changed TRL default
+
+        gradient_checkpointing (`bool`, *optional*):
+            Unset means TRL's default, on, set through the field this transformers reads
+            (`activation_checkpointing` from transformers 5.23), so an untouched config raises no deprecation
+            warning. Setting it explicitly keeps transformers' behaviour, warning included; prefer
+            `activation_checkpointing` there.
     """
 
     method: str = field(
@@ -336,7 +354,22 @@ class SDARConfig(GRPOConfig):
         },
     )
 
+    # TRL 1.16 declares `gradient_checkpointing=True` as its default, and transformers >= 5.23 warns about that
+    # deprecated name whenever it is set: every config warned although the user had set nothing. Unset here,
+    # the same default is applied in __post_init__ through the name this transformers reads.
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated alias of activation_checkpointing on transformers >= 5.23. Unset: TRL's default, "
+            "activation checkpointing on (trades ~20%% step time for activation memory).",
+            "nargs": "?",
+            "const": True,
+        },
+    )
+
     def __post_init__(self) -> None:
+        if self.gradient_checkpointing is None and getattr(self, CHECKPOINTING_FIELD) is None:
+            setattr(self, CHECKPOINTING_FIELD, True)
         if self.method not in METHOD_PRESETS:
             raise ValueError(
                 f"method={self.method!r} is not a known SDAR method preset. Expected one of "
