@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -256,3 +257,42 @@ def test_teacher_forward_times_both_paths_and_they_agree(tiny_model_dir):
     assert record["cached_over_full"] == pytest.approx(record["cached_s"] / record["full_s"])
     assert record["cached_over_prefix_only"] == pytest.approx(record["cached_s"] / record["prefix_only_s"])
     assert "cache of the prefix only" in completed.stderr and "cache of prefix + shared prompt" in completed.stderr
+
+
+@pytest.fixture
+def first_update(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import first_update
+
+    return first_update
+
+
+def test_first_update_compares_gradients_and_adam_steps_by_hand(first_update):
+    # GRPO (1, -2, 0.001, 0); SDAR adds the distillation gradient (0.1, 0, -0.003, 0). Adam's first update per
+    # unit of lr is g / (|g| + eps): about (1, -1, 1, 0) vs (1, -1, -1, 0); the last coordinate stays 0, not NaN.
+    grpo = torch.tensor([1.0, -2.0, 0.001, 0.0])
+    sdar = torch.tensor([1.1, -2.0, -0.002, 0.0])
+    result = first_update.compare_updates(grpo, sdar)
+    distill_share = (0.1**2 + 0.003**2) ** 0.5 / (1 + 4 + 0.001**2) ** 0.5
+    assert result["distill_over_grpo_norm"] == pytest.approx(distill_share, rel=1e-4)
+    assert result["cos_first_update"] == pytest.approx(1 / 3, rel=1e-4)  # (1 + 1 - 1) / (√3 · √3)
+    assert result["first_update_change"] == pytest.approx(2 / 3**0.5, rel=1e-4)  # ‖(0, 0, -2, 0)‖ / √3
+    assert result["amplification"] == pytest.approx(2 / 3**0.5 / distill_share, rel=1e-4)
+    assert result["sign_flip_share"] == pytest.approx(1 / 3)  # of the 3 coordinates either gradient touches
+    assert result["distill_dominates_share"] == pytest.approx(1 / 3)  # only |-0.003| > |0.001|
+    assert result["cos_grad"] == pytest.approx(float(torch.nn.functional.cosine_similarity(grpo, sdar, dim=0)))
+    with pytest.raises(ValueError, match=r"shapes \(4,\) and \(3,\)"):
+        first_update.compare_updates(grpo, sdar[:3])
+
+
+@pytest.mark.integration
+def test_first_update_runs_both_methods_on_the_same_rollout(tiny_model_dir):
+    command = [sys.executable, str(ROOT / "benchmarks" / "first_update.py"), "--model", tiny_model_dir]
+    command += ["--env", "searchqa-mini", "--seed", "0"]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
+    record = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert record["benchmark"] == "first_update" and record["env"] == "searchqa-mini"
+    assert "the two rollouts differ" not in completed.stderr
+    assert record["distill_over_grpo_norm"] > 0.0 and -1.0 <= record["cos_first_update"] <= 1.0
+    assert 0.0 <= record["sign_flip_share"] <= 1.0
+    assert "sign_flip_share" in completed.stderr
