@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from _common import resolve_model
-from table1 import ENV_SETTINGS, ENVS, PRESETS, build_config, env_kwargs
+from table1 import ENVS, PRESETS, make_trainer
 
 #: AdamW's default epsilon (torch and transformers' Trainer).
 ADAM_EPS = 1e-8
@@ -77,13 +77,8 @@ def compare_updates(grpo_grad: torch.Tensor, sdar_grad: torch.Tensor, eps: float
 
 def first_step_gradient(env_name: str, method: str, seed: int, model: str) -> tuple[torch.Tensor, dict[str, Any]]:
     """The gradient of a table1 `cpu-small` run's first optimizer step (flat, float32) and that step's log."""
-    from datasets import Dataset
     from table1 import parse_args as table1_args
-    from transformers import AutoTokenizer, TrainerCallback, set_seed
-
-    from sdar_trl import SDARTrainer
-    from sdar_trl.environments import make_env
-    from sdar_trl.skills import SkillBank
+    from transformers import TrainerCallback
 
     preset = PRESETS["cpu-small"]
     grads: list[torch.Tensor] = []
@@ -94,19 +89,16 @@ def first_step_gradient(env_name: str, method: str, seed: int, model: str) -> tu
             grads.append(torch.cat(parts))  # (P,)
 
     options = table1_args(["--preset", "cpu-small", "--max_steps", "1", "--model", model])
-    set_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
     with tempfile.TemporaryDirectory() as scratch:
-        args = build_config(env_name, method, seed, preset, options, scratch)
-        # The tasks of table1's first step for this seed.
-        rows = [{"seed": 1_000_000 * (seed + 1) + i} for i in range(preset.tasks_per_step)]
-        trainer = SDARTrainer(
-            model,
-            args=args,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            env_factory=lambda: make_env(env_name, **env_kwargs(env_name, preset, "train")),
-            skill_bank=SkillBank.from_package(ENV_SETTINGS[env_name]["skills"]),
+        # The full run's training rows, shuffled by the same seed: its first step plays table1's first step's tasks.
+        trainer = make_trainer(
+            env_name,
+            method,
+            seed,
+            preset,
+            options,
+            scratch,
+            train_tasks=preset.max_steps * preset.tasks_per_step,
             callbacks=[KeepGradient()],
         )
         trainer.train()

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,37 +244,66 @@ def build_config(
     )
 
 
-def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argparse.Namespace) -> dict[str, Any]:
-    """Train one (env, method, seed) from the starter model and evaluate it on held-out tasks."""
+def eval_plan(env_name: str, preset: Preset, options: argparse.Namespace) -> tuple[str, int]:
+    """The held-out split a run is evaluated on and how many of its tasks (from `preset.eval_first_seed` on)."""
+    from sdar_trl.starter import DEMO_ENVS
+
+    split = DEMO_ENVS[env_name]["eval_split"] if preset.use_demo_envs else _HELD_OUT_SPLIT[env_name]
+    return split, options.eval_tasks or preset.eval_tasks or _SPLIT_SIZE[env_name]
+
+
+def make_trainer(
+    env_name: str,
+    method: str,
+    seed: int,
+    preset: Preset,
+    options: argparse.Namespace,
+    output_dir: str,
+    *,
+    train_tasks: int | None = None,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """The `SDARTrainer` of one (env, method, seed) run, from the starter model (seeds set, nothing trained yet).
+
+    `train_tasks` is the number of training rows (default: one rollout's tasks per optimizer step). TRL's sampler
+    shuffles them with the run's seed, so a shorter run over the same rows (first_update.py, `--max_steps 1`) plays
+    exactly the first steps of the full one.
+    """
     from datasets import Dataset
     from transformers import AutoTokenizer, set_seed
 
     from sdar_trl import SDARTrainer
     from sdar_trl.environments import make_env
     from sdar_trl.skills import SkillBank
-    from sdar_trl.starter import DEMO_ENVS
 
-    settings = ENV_SETTINGS[env_name]
-    eval_split = DEMO_ENVS[env_name]["eval_split"] if preset.use_demo_envs else _HELD_OUT_SPLIT[env_name]
+    eval_split, eval_tasks = eval_plan(env_name, preset, options)
     train_kwargs, eval_kwargs = env_kwargs(env_name, preset, "train"), env_kwargs(env_name, preset, eval_split)
-    eval_tasks = options.eval_tasks or preset.eval_tasks or _SPLIT_SIZE[env_name]
     set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(options.model, padding_side="left")
+    args = build_config(env_name, method, seed, preset, options, output_dir)
+    if train_tasks is None:
+        train_tasks = max(1, args.max_steps) * preset.tasks_per_step
+    # Training tasks differ per seed; the held-out tasks are the same for every run.
+    train_rows = [{"seed": 1_000_000 * (seed + 1) + i} for i in range(train_tasks)]
+    return SDARTrainer(
+        options.model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list([{"seed": preset.eval_first_seed + i} for i in range(eval_tasks)]),
+        processing_class=tokenizer,
+        env_factory=lambda: make_env(env_name, **train_kwargs),
+        eval_env_factory=lambda: make_env(env_name, **eval_kwargs),
+        skill_bank=SkillBank.from_package(ENV_SETTINGS[env_name]["skills"]),
+        callbacks=list(callbacks),
+    )
+
+
+def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argparse.Namespace) -> dict[str, Any]:
+    """Train one (env, method, seed) from the starter model and evaluate it on held-out tasks."""
+    eval_split, eval_tasks = eval_plan(env_name, preset, options)
     with tempfile.TemporaryDirectory() as scratch:
-        args = build_config(env_name, method, seed, preset, options, scratch)
-        # Training tasks differ per seed; the held-out tasks are the same for every run.
-        tasks = max(1, args.max_steps) * preset.tasks_per_step
-        train_rows = [{"seed": 1_000_000 * (seed + 1) + i} for i in range(tasks)]
-        trainer = SDARTrainer(
-            options.model,
-            args=args,
-            train_dataset=Dataset.from_list(train_rows),
-            eval_dataset=Dataset.from_list([{"seed": preset.eval_first_seed + i} for i in range(eval_tasks)]),
-            processing_class=tokenizer,
-            env_factory=lambda: make_env(env_name, **train_kwargs),
-            eval_env_factory=lambda: make_env(env_name, **eval_kwargs),
-            skill_bank=SkillBank.from_package(settings["skills"]),
-        )
+        trainer = make_trainer(env_name, method, seed, preset, options, scratch)
+        args = trainer.args
         start = time.perf_counter()
         if method != "starter":
             trainer.train()

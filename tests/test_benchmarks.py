@@ -285,6 +285,33 @@ def test_first_update_compares_gradients_and_adam_steps_by_hand(first_update):
         first_update.compare_updates(grpo, sdar[:3])
 
 
+def test_first_update_plays_the_first_step_tasks_of_the_table1_run(table1, tmp_path, tiny_model_dir):
+    """first_update.py's one-step trainer shuffles the full run's training rows with the run's seed, so its first
+    rollout has the tasks of table1's first step. Seed 1 is where that needs the full row count: a shuffle of one
+    step's 2 rows would start with task 1, 0 where the run's 4 rows start with task 1, 3."""
+    preset = table1.PRESETS["cpu-small"]
+    full_options = table1.parse_args(["--model", tiny_model_dir])
+    one_step = table1.parse_args(["--model", tiny_model_dir, "--max_steps", "1"])
+    full = table1.make_trainer("searchqa-mini", "sdar", 1, preset, full_options, str(tmp_path / "a"))
+    short = table1.make_trainer(
+        "searchqa-mini", "sdar", 1, preset, one_step, str(tmp_path / "b"), train_tasks=preset.max_steps * 2
+    )
+    assert (full.args.max_steps, short.args.max_steps) == (2, 1)
+    assert len(full.train_dataset) == len(short.train_dataset) == 4
+    rollout = preset.tasks_per_step * preset.num_generations  # one optimizer step's trajectories
+
+    def first_step_tasks(trainer):
+        indexes = list(trainer._get_train_sampler())[:rollout]
+        return [trainer.train_dataset[i]["seed"] for i in indexes]
+
+    assert first_step_tasks(short) == first_step_tasks(full)
+    assert sorted(set(first_step_tasks(full))) == [2_000_001, 2_000_003]  # rows 1 and 3 of seed 1's 2,000,000 + i
+    # The held-out tasks are the same for both: the preset's 12 from task 24 on.
+    assert [row["seed"] for row in short.eval_dataset] == list(range(24, 36))
+    for trainer in (full, short):
+        trainer.close_environments()
+
+
 @pytest.mark.integration
 def test_first_update_runs_both_methods_on_the_same_rollout(tiny_model_dir):
     command = [sys.executable, str(ROOT / "benchmarks" / "first_update.py"), "--model", tiny_model_dir]

@@ -186,7 +186,7 @@ class SDARConfig(GRPOConfig):
             `skill_bank`), `"facts"` (the environment's `privileged_facts()`, an oracle ablation) or
             `"skills+facts"`.
 
-        > Changed TRL default
+        > TRL default applied through the field this transformers reads
 
         gradient_checkpointing (`bool`, *optional*):
             Unset means TRL's default, on, set through the field this transformers reads
