@@ -265,9 +265,9 @@ def make_trainer(
 ) -> Any:
     """The `SDARTrainer` of one (env, method, seed) run, from the starter model (seeds set, nothing trained yet).
 
-    `train_tasks` is the number of training rows (default: one rollout's tasks per optimizer step). TRL's sampler
-    shuffles them with the run's seed, so a shorter run over the same rows (first_update.py, `--max_steps 1`) plays
-    exactly the first steps of the full one.
+    `train_tasks` is the number of training rows (default: `tasks_per_step` for each of the run's optimizer
+    steps). TRL's sampler shuffles them with the run's seed, so a shorter run over the same rows (first_update.py,
+    `--max_steps 1`) plays exactly the first steps of the full one.
     """
     from datasets import Dataset
     from transformers import AutoTokenizer, set_seed

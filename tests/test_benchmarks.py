@@ -294,7 +294,13 @@ def test_first_update_plays_the_first_step_tasks_of_the_table1_run(table1, tmp_p
     one_step = table1.parse_args(["--model", tiny_model_dir, "--max_steps", "1"])
     full = table1.make_trainer("searchqa-mini", "sdar", 1, preset, full_options, str(tmp_path / "a"))
     short = table1.make_trainer(
-        "searchqa-mini", "sdar", 1, preset, one_step, str(tmp_path / "b"), train_tasks=preset.max_steps * 2
+        "searchqa-mini",
+        "sdar",
+        1,
+        preset,
+        one_step,
+        str(tmp_path / "b"),
+        train_tasks=preset.max_steps * preset.tasks_per_step,
     )
     assert (full.args.max_steps, short.args.max_steps) == (2, 1)
     assert len(full.train_dataset) == len(short.train_dataset) == 4
