@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from _common import resolve_model
 from table1 import ENVS, PRESETS, make_trainer
+from table1 import parse_args as table1_args
 
 #: AdamW's default epsilon (torch and transformers' Trainer).
 ADAM_EPS = 1e-8
@@ -77,7 +78,6 @@ def compare_updates(grpo_grad: torch.Tensor, sdar_grad: torch.Tensor, eps: float
 
 def first_step_gradient(env_name: str, method: str, seed: int, model: str) -> tuple[torch.Tensor, dict[str, Any]]:
     """The gradient of a table1 `cpu-small` run's first optimizer step (flat, float32) and that step's log."""
-    from table1 import parse_args as table1_args
     from transformers import TrainerCallback
 
     preset = PRESETS["cpu-small"]

@@ -476,6 +476,37 @@ def paired_outcomes(runs: list[dict[str, Any]], first: str, second: str) -> dict
     return paired
 
 
+def mcnemar_p(only_first: int, only_second: int) -> float:
+    """Exact two-sided McNemar p: how likely a split at least this uneven of the discordant pairs is by chance.
+
+    Under "no difference" each discordant pair goes either way with probability 1/2, so the smaller count is
+    Binomial(n, 1/2); p is twice its lower tail (capped at 1). No discordant pair at all gives 1.
+    """
+    n, low = only_first + only_second, min(only_first, only_second)
+    return min(1.0, 2 * sum(math.comb(n, k) for k in range(low + 1)) / 2**n)
+
+
+def paired_against(runs: list[dict[str, Any]], baseline: str = "grpo") -> dict[str, dict[str, dict[str, Any]]]:
+    """env → method → {pairs, only_method, only_baseline, p}: every method's task-by-task count against `baseline`.
+
+    `paired_outcomes` for each method in table order (those with per-task outcomes and a baseline run on a matching
+    seed), with the exact McNemar p of its discordant pairs.
+    """
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in METHODS:
+        if method == baseline:
+            continue
+        for env_name, counts in paired_outcomes(runs, method, baseline).items():
+            only_method, only_baseline = counts[f"only_{method}"], counts[f"only_{baseline}"]
+            table.setdefault(env_name, {})[method] = {
+                "pairs": counts["pairs"],
+                "only_method": only_method,
+                "only_baseline": only_baseline,
+                "p": mcnemar_p(only_method, only_baseline),
+            }
+    return table
+
+
 def _mean_std(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
@@ -485,11 +516,15 @@ def _cell(stats: dict[str, float]) -> str:
 
 
 def render_markdown(
-    summary: dict[str, dict[str, dict[str, Any]]], header: str, paired: dict[str, dict[str, int]] | None = None
+    summary: dict[str, dict[str, dict[str, Any]]],
+    header: str,
+    paired: dict[str, dict[str, dict[str, Any]]] | None = None,
+    baseline: str = "grpo",
 ) -> str:
     """One table per env in the paper's layout: a row per method, a column per task type, then the overall;
-    under it, where recorded, the held-out tasks SDAR and GRPO solved one without the other (`paired_outcomes`)."""
+    under it, where recorded, each method's held-out tasks solved against `baseline` (`paired_against`)."""
     paired = paired or {}
+    name = METHODS[baseline]
     lines = [header, ""]
     for env_name, by_method in summary.items():
         types = sorted({t for stats in by_method.values() for t in stats["by_task_type"]})
@@ -501,14 +536,43 @@ def render_markdown(
             overall = f"**{_cell(stats)}**" if method == "sdar" else _cell(stats)
             lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {overall} | {stats['n']} |")
         lines.append("")
-        if env_name in paired:
-            counts = paired[env_name]
+        if paired.get(env_name):
             lines += [
-                f"Task by task ({counts['pairs']} held-out task × seed pairs): SDAR solved {counts['only_sdar']} "
-                f"that GRPO did not, GRPO solved {counts['only_grpo']} that SDAR did not.",
+                f"Task by task against {name} (held-out task × seed pairs where both runs recorded each task's "
+                f"outcome; only the discordant pairs count):",
                 "",
+                f"| method | pairs | solved by it, not {name} | solved by {name}, not it | exact McNemar p |",
+                "|---|---|---|---|---|",
             ]
+            for method, counts in paired[env_name].items():
+                lines.append(
+                    f"| {METHODS[method]} | {counts['pairs']} | {counts['only_method']} | {counts['only_baseline']} "
+                    f"| {counts['p']:.2g} |"
+                )
+            lines.append("")
     return "\n".join(lines)
+
+
+#: One look per method, so that curves with equal values (common with 8 trajectories per step) stay apart.
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+_LINESTYLES = ("-", "--", "-.", ":")
+
+
+def curve_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """method → matplotlib line style: its own marker, a dash pattern and a small sideways offset of its points.
+
+    Two methods with the same mean at every step would otherwise draw one line over the other: the offset (a
+    fraction of a step, symmetric about the true step) keeps both visible without moving them off their step.
+    """
+    count = len(methods)
+    return {
+        method: {
+            "marker": _MARKERS[i % len(_MARKERS)],
+            "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
+            "offset": 0.0 if count == 1 else 0.16 * (i / (count - 1) - 0.5),
+        }
+        for i, method in enumerate(methods)
+    }
 
 
 def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
@@ -518,6 +582,7 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         print(
             "matplotlib is not installed: no learning-curve plots (pip install 'sdar-trl[examples]')", file=sys.stderr
@@ -527,17 +592,30 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
     # An env with no trained run yet (only the starter's evaluation) has no curve: no empty figure for it.
     for env_name in dict.fromkeys(r["env"] for r in runs if r["curve"]):
         figure, axis = plt.subplots(figsize=(7, 4))
-        for method in METHODS:
+        trained = [m for m in METHODS if any(r["env"] == env_name and r["method"] == m and r["curve"] for r in runs)]
+        styles = curve_styles(trained)
+        for method in trained:
             curves = [r["curve"] for r in runs if r["env"] == env_name and r["method"] == method and r["curve"]]
-            if not curves:
-                continue
             steps = sorted({point["step"] for curve in curves for point in curve})
             means = [
                 statistics.fmean(p["env/success"] for curve in curves for p in curve if p["step"] == step)
                 for step in steps
             ]
-            axis.plot(steps, means, marker="o", label=METHODS[method])
-        axis.set(xlabel="optimizer step", ylabel="training-rollout success", title=f"{env_name}: learning curves")
+            style = styles[method]
+            axis.plot(
+                [step + style["offset"] for step in steps],
+                means,
+                marker=style["marker"],
+                linestyle=style["linestyle"],
+                markerfacecolor="none",
+                label=METHODS[method],
+            )
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # optimizer steps are whole numbers
+        axis.set(
+            xlabel="optimizer step (points offset sideways per method)",
+            ylabel="training-rollout success",
+            title=f"{env_name}: learning curves (mean over seeds)",
+        )
         axis.legend(fontsize=7)
         path = output_dir / f"table1_{env_name}.png"
         figure.tight_layout()
@@ -607,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Table 1 in miniature — preset `{options.preset}` ({preset.description}{overridden}); model "
         f"`{options.model}`; teacher context `{options.context or preset.context}`; held-out tasks, success %."
     )
-    paired = paired_outcomes(runs, "sdar", "grpo")
+    paired = paired_against(runs, "grpo")
     markdown = render_markdown(summary, header, paired)
     (options.output_dir / "table1.md").write_text(markdown + "\n", encoding="utf-8")
     plots = plot_curves(runs, options.output_dir)
@@ -624,7 +702,8 @@ def main(argv: list[str] | None = None) -> int:
             for env_name, by_method in summary.items()
             if "sdar" in by_method and "grpo" in by_method
         },
-        "sdar_vs_grpo_by_task": paired,
+        "sdar_vs_grpo_by_task": paired_outcomes(runs, "sdar", "grpo"),
+        "vs_grpo_by_task": paired,
         "results": str(results_path),
         "plots": plots,
         "wall_s": round(sum(r["wall_s"] for r in runs), 1),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -200,9 +201,41 @@ def test_table1_pairs_sdar_and_grpo_task_by_task(table1):
         {"env": "old", "method": "grpo", "seed": 0},
     ]
     assert table1.paired_outcomes(runs, "sdar", "grpo") == {"e": {"pairs": 6, "only_sdar": 3, "only_grpo": 1}}
+    # Every method against GRPO, in table order, with the exact McNemar p of its discordant pairs.
+    runs.append({"env": "e", "method": "opsd", "seed": 1, "eval_outcomes": _outcomes([False, False])})
+    paired = table1.paired_against(runs, "grpo")
+    assert list(paired["e"]) == ["opsd", "sdar"] and "old" not in paired
+    assert paired["e"]["sdar"] == {"pairs": 6, "only_method": 3, "only_baseline": 1, "p": 0.625}
+    assert paired["e"]["opsd"] == {"pairs": 2, "only_method": 0, "only_baseline": 1, "p": 1.0}
     summary = table1.summarize([_stored_run("e", "grpo", 0, 0.5), _stored_run("e", "sdar", 0, 0.75)])
-    table = table1.render_markdown(summary, "header", table1.paired_outcomes(runs, "sdar", "grpo"))
-    assert "Task by task (6 held-out task × seed pairs): SDAR solved 3 that GRPO did not, GRPO solved 1" in table
+    table = table1.render_markdown(summary, "header", paired)
+    assert "| method | pairs | solved by it, not GRPO | solved by GRPO, not it | exact McNemar p |" in table
+    assert "| SDAR | 6 | 3 | 1 | 0.62 |" in table and "| OPSD | 2 | 0 | 1 | 1 |" in table
+
+
+@pytest.mark.parametrize(
+    ("only_first", "only_second", "expected"),
+    [
+        (3, 19, 2 * (1 + 22 + 231 + 1540) / 2**22),  # webshop-mini OPSD vs GRPO: p ≈ 0.0009
+        (19, 3, 2 * (1 + 22 + 231 + 1540) / 2**22),  # symmetric
+        (6, 14, 2 * sum(math.comb(20, k) for k in range(7)) / 2**20),  # ≈ 0.115
+        (6, 7, 1.0),  # a twice-tail above 1 is capped
+        (0, 0, 1.0),  # no discordant pair: no evidence either way
+        (0, 5, 2 / 32),
+    ],
+)
+def test_mcnemar_exact_p(table1, only_first, only_second, expected):
+    assert table1.mcnemar_p(only_first, only_second) == pytest.approx(expected)
+
+
+def test_curve_styles_keep_every_method_apart(table1):
+    methods = list(table1.METHODS)[1:]  # the seven trained methods
+    styles = table1.curve_styles(methods)
+    assert len({s["marker"] for s in styles.values()}) == len(methods)
+    offsets = [s["offset"] for s in styles.values()]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(methods)
+    assert offsets[0] == pytest.approx(-offsets[-1]) and max(map(abs, offsets)) < 0.5  # each stays by its step
+    assert table1.curve_styles(["grpo"])["grpo"]["offset"] == 0.0
 
 
 def _fake_run(job):
