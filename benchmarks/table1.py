@@ -555,24 +555,28 @@ def render_markdown(
 
 #: One look per method, so that curves with equal values (common with 8 trajectories per step) stay apart.
 _MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
-_LINESTYLES = ("-", "--", "-.", ":")
+_LINESTYLES = ("-", "-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), "-")
 
 
 def curve_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """method → matplotlib line style: its own marker, a dash pattern and a small sideways offset of its points.
+    """method → matplotlib line style: its own colour, marker and dash pattern, and a small sideways offset.
 
-    Two methods with the same mean at every step would otherwise draw one line over the other: the offset (a
-    fraction of a step, symmetric about the true step) keeps both visible without moving them off their step.
+    Colour, marker and dashes follow the method's row in `METHODS`, so a method looks the same in every env's
+    plot. Two methods with the same mean at every step would otherwise draw one line over the other: the offset (a
+    fraction of a step, symmetric about the true step over the methods plotted) keeps both visible.
     """
     count = len(methods)
-    return {
-        method: {
-            "marker": _MARKERS[i % len(_MARKERS)],
-            "linestyle": _LINESTYLES[i % len(_LINESTYLES)],
-            "offset": 0.0 if count == 1 else 0.16 * (i / (count - 1) - 0.5),
+    styles = {}
+    for position, method in enumerate(methods):
+        row = list(METHODS).index(method)
+        styles[method] = {
+            "color": f"C{row}",
+            "marker": _MARKERS[row % len(_MARKERS)],
+            "linestyle": _LINESTYLES[row % len(_LINESTYLES)],
+            "offset": 0.0 if count == 1 else 0.16 * (position / (count - 1) - 0.5),
+            "linewidth": 2.4 if method == "sdar" else 1.4,  # the paper's method stands out, as its bold cell
         }
-        for i, method in enumerate(methods)
-    }
+    return styles
 
 
 def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
@@ -605,8 +609,10 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
             axis.plot(
                 [step + style["offset"] for step in steps],
                 means,
+                color=style["color"],
                 marker=style["marker"],
                 linestyle=style["linestyle"],
+                linewidth=style["linewidth"],
                 markerfacecolor="none",
                 label=METHODS[method],
             )

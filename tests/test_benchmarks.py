@@ -231,11 +231,17 @@ def test_mcnemar_exact_p(table1, only_first, only_second, expected):
 def test_curve_styles_keep_every_method_apart(table1):
     methods = list(table1.METHODS)[1:]  # the seven trained methods
     styles = table1.curve_styles(methods)
-    assert len({s["marker"] for s in styles.values()}) == len(methods)
+    assert len({s["marker"] for s in styles.values()}) == len({s["color"] for s in styles.values()}) == len(methods)
+    assert len({(str(s["linestyle"]), s["linewidth"]) for s in styles.values()}) == len(methods)  # SDAR: thicker
     offsets = [s["offset"] for s in styles.values()]
     assert offsets == sorted(offsets) and len(set(offsets)) == len(methods)
     assert offsets[0] == pytest.approx(-offsets[-1]) and max(map(abs, offsets)) < 0.5  # each stays by its step
-    assert table1.curve_styles(["grpo"])["grpo"]["offset"] == 0.0
+    # A method looks the same in every env's plot, whichever other methods have runs there.
+    alone = table1.curve_styles(["sdar"])["sdar"]
+    assert alone["offset"] == 0.0
+    assert {k: v for k, v in alone.items() if k != "offset"} == {
+        k: v for k, v in styles["sdar"].items() if k != "offset"
+    }
 
 
 def _fake_run(job):
