@@ -340,7 +340,9 @@ def test_every_method_trains_in_agent_mode(tmp_path, tiny_tokenizer, config):
 
     # Scripted responses: odd positions of each generation call win. Step 1 wins copies 1 and 3; step 2 sees copies
     # 0 and 2 and wins copy 2: 3 of 4 episodes won, so advantages (and the policy gradient) are non-zero.
-    model = build_tiny_model(tiny_tokenizer)
+    # In eval mode, as `from_pretrained` returns a model: the first rollout must still count as training (its
+    # metrics, e.g. RLSD's, logged under train, not lost to the eval bucket).
+    model = build_tiny_model(tiny_tokenizer).eval()
     trainer = SDARTrainer(
         model,
         args=agent_args(tmp_path, max_steps=1, **config),
@@ -361,4 +363,4 @@ def test_every_method_trains_in_agent_mode(tmp_path, tiny_tokenizer, config):
     if trainer.args.distill_coef > 0:
         assert "sdar/distill_loss" in logs[0] and "sdar/teacher_gap_mean" in logs[0]
     if config["method"] == "rlsd":
-        assert "sdar/rlsd_weight" in logs[0]
+        assert logs[0]["sdar/rlsd_weight"] == 0.5 and "sdar/teacher_gap_mean" in logs[0]

@@ -435,6 +435,11 @@ class SDARTrainer(GRPOTrainer):
         if self.env_factory is None:
             return super().training_step(model, inputs, num_items_in_batch)
         start = time.perf_counter()
+        # transformers' training_step switches to train mode only inside the chunk loop below, after the rollout: a
+        # model fresh from `from_pretrained` (eval mode) would play the first rollout in eval mode, and everything
+        # keyed on `self.model.training` there (the rollout's metrics, such as RLSD's, and the forward chunk size)
+        # would count as evaluation for that step only.
+        model.train()
         generate_every = self.args.steps_per_generation * self.num_iterations
         if self._step % generate_every == 0 or self._agent_buffer is None:
             self._agent_buffer = self._agent_slices(self._agent_generate_and_score(inputs))
