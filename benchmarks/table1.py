@@ -596,10 +596,13 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
     # An env with no trained run yet (only the starter's evaluation) has no curve: no empty figure for it.
     for env_name in dict.fromkeys(r["env"] for r in runs if r["curve"]):
         figure, axis = plt.subplots(figsize=(7, 4))
-        trained = [m for m in METHODS if any(r["env"] == env_name and r["method"] == m and r["curve"] for r in runs)]
-        styles = curve_styles(trained)
-        for method in trained:
-            curves = [r["curve"] for r in runs if r["env"] == env_name and r["method"] == method and r["curve"]]
+        curves_by_method = {
+            method: curves
+            for method in METHODS
+            if (curves := [r["curve"] for r in runs if r["env"] == env_name and r["method"] == method and r["curve"]])
+        }
+        styles = curve_styles(list(curves_by_method))
+        for method, curves in curves_by_method.items():
             steps = sorted({point["step"] for curve in curves for point in curve})
             means = [
                 statistics.fmean(p["env/success"] for curve in curves for p in curve if p["step"] == step)
