@@ -14,7 +14,8 @@ Ratios are SDAR / GRPO of the medians over the measured steps (the first `--warm
 Prints a human table on stderr and one JSON line on stdout with the keys `full_step_ratio`,
 `loss_path_ratio`, `peak_memory_ratio`, `env_time_share`:
 
-    python benchmarks/step_cost.py --env searchqa-mini --steps 3 --warmup 1   # the packaged starter, ~35 min on a CPU
+    python benchmarks/step_cost.py --env searchqa-mini --steps 3 --warmup 1   # the packaged starter, ~45 min on a CPU
+    python benchmarks/step_cost.py --env searchqa-mini --steps 3 --warmup 1 --context skills+facts  # longer context
     python benchmarks/step_cost.py --model /path/to/model --env webshop-mini --steps 10
 
 With the packaged starter (SmolLM2-135M) a step costs minutes on one CPU thread; the default env
@@ -24,6 +25,7 @@ With the packaged starter (SmolLM2-135M) a step costs minutes on one CPU thread;
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -45,6 +47,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 METHODS = ("grpo", "sdar")
 
 
+def default_context() -> str:
+    """`SDARConfig.privileged_context_source`'s default, so that the script measures what users get."""
+    from sdar_trl import SDARConfig
+
+    return next(f.default for f in dataclasses.fields(SDARConfig) if f.name == "privileged_context_source")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="alfworld-mini", help="a mini environment (demo settings of the starter)")
@@ -54,7 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=2, help="tasks per rollout")
     parser.add_argument("--num_generations", type=int, default=4)
     parser.add_argument("--max_completion_length", type=int, default=96)
-    parser.add_argument("--context", default="skills+facts", help="the teacher's privileged_context_source")
+    parser.add_argument(
+        "--context",
+        default=default_context(),
+        help="the teacher's privileged_context_source (default: SDARConfig's, the context users get)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--no_teacher_prefix_cache",
@@ -206,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_memory_ratio": sdar["peak_memory_bytes"] / grpo["peak_memory_bytes"],
         "env_time_share": max(sdar["env_time_share"], grpo["env_time_share"]),
         "teacher_prefix_cache": not options.no_teacher_prefix_cache,
+        "context": options.context,
         "runs": results,
     }
     print(f"{'':<26}{'GRPO':>12}{'SDAR':>12}{'SDAR/GRPO':>12}", file=sys.stderr)

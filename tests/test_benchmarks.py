@@ -282,6 +282,20 @@ def test_step_cost_prints_the_ratio_keys(tiny_model_dir):
     assert record["runs"]["sdar"]["step_samples"] == record["runs"]["grpo"]["step_samples"]  # same first rollout
     assert "full step" in completed.stderr
     assert record["teacher_prefix_cache"] is True
+    assert record["context"] == "skills"  # SDARConfig's default teacher context
+
+
+def test_step_cost_measures_the_default_teacher_context():
+    from sdar_trl import SDARConfig
+
+    # In a subprocess: importing step_cost pins OMP_NUM_THREADS=1 for everything launched after it.
+    code = "import step_cost as s; print(s.parse_args([]).context, s.parse_args(['--context', 'facts']).context)"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT / "benchmarks", capture_output=True, text=True, check=True, timeout=120
+    )
+    default, explicit = completed.stdout.split()
+    assert default == SDARConfig(output_dir="unused", bf16=False).privileged_context_source == "skills"
+    assert explicit == "facts"
 
 
 @pytest.mark.integration
