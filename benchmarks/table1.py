@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import resolve_model
+from _common import machine_info, resolve_model
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -341,6 +341,8 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
         "distill_coef": args.distill_coef,
         "gate_beta": args.gate_beta,
         "curve": curve,
+        # The same seed plays different rollouts on another CPU (kernel rounding), and runs at another speed.
+        "machine": machine_info(),
     }
 
 
@@ -515,15 +517,30 @@ def _cell(stats: dict[str, float]) -> str:
     return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
 
 
+def machines_by_env(runs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """env → {CPU (or GPU) the runs were made on: number of runs}; runs recorded before the field existed count
+    under "not recorded". Rollouts from the same seed are identical across methods on one machine only."""
+    machines: dict[str, dict[str, int]] = {}
+    for run in runs:
+        machine = run.get("machine") or {}
+        label = machine.get("gpu") or machine.get("cpu") or "not recorded"
+        by_label = machines.setdefault(run["env"], {})
+        by_label[label] = by_label.get(label, 0) + 1
+    return machines
+
+
 def render_markdown(
     summary: dict[str, dict[str, dict[str, Any]]],
     header: str,
     paired: dict[str, dict[str, dict[str, Any]]] | None = None,
     baseline: str = "grpo",
+    machines: dict[str, dict[str, int]] | None = None,
 ) -> str:
     """One table per env in the paper's layout: a row per method, a column per task type, then the overall;
-    under it, where recorded, each method's held-out tasks solved against `baseline` (`paired_against`)."""
+    under it, where recorded, each method's held-out tasks solved against `baseline` (`paired_against`), and the
+    machines the env's runs were made on (`machines_by_env`)."""
     paired = paired or {}
+    machines = machines or {}
     name = METHODS[baseline]
     lines = [header, ""]
     for env_name, by_method in summary.items():
@@ -550,6 +567,9 @@ def render_markdown(
                     f"| {counts['p']:.2g} |"
                 )
             lines.append("")
+        if machines.get(env_name):
+            made_on = ", ".join(f"{label} ({count})" for label, count in sorted(machines[env_name].items()))
+            lines += [f"Runs made on: {made_on}.", ""]
     return "\n".join(lines)
 
 
@@ -695,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`{options.model}`; teacher context `{options.context or preset.context}`; held-out tasks, success %."
     )
     paired = paired_against(runs, "grpo")
-    markdown = render_markdown(summary, header, paired)
+    markdown = render_markdown(summary, header, paired, machines=machines_by_env(runs))
     (options.output_dir / "table1.md").write_text(markdown + "\n", encoding="utf-8")
     plots = plot_curves(runs, options.output_dir)
     print(markdown, file=sys.stderr)

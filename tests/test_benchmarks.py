@@ -59,6 +59,7 @@ def test_table1_writes_its_output_contract(tmp_path, tiny_model_dir):
         assert {"env", "method", "seed", "success", "success_by_task_type", "steps", "wall_s"} <= set(run)
         assert 0.0 <= run["success"] <= 1.0 and run["eval_tasks"] == 2
         assert run["eval_first_seed"] == 24  # past the held-out tasks the starter build was chosen on
+        assert run["machine"]["cpu"] and run["machine"]["torch_threads"] >= 1 and run["machine"]["torch"]
     assert runs[1]["curve"] and "env/success" in runs[1]["curve"][0]
     for run in runs:  # per held-out task, in task order; they add up to the run's success
         assert [o["seed"] for o in run["eval_outcomes"]] == [24, 25]
@@ -159,7 +160,7 @@ def test_table1_renders_every_stored_env_in_the_papers_order(table1, tmp_path, c
             _stored_run("searchqa-mini", "sdar", 0, 0.25),
             {**_stored_run("alfworld-mini", "grpo", 1, 0.5), "curve": [{"step": 1, "env/success": 0.25}]},
             _stored_run("searchqa-mini", "starter", 0, 0.5),
-            _stored_run("alfworld-mini", "starter", 0, 0.75),
+            {**_stored_run("alfworld-mini", "starter", 0, 0.75), "machine": {"cpu": "Some CPU", "gpu": None}},
         ]
     }
     (tmp_path / "table1.json").write_text(json.dumps(stored))
@@ -173,6 +174,9 @@ def test_table1_renders_every_stored_env_in_the_papers_order(table1, tmp_path, c
     table = (tmp_path / "table1.md").read_text()
     assert table.index("### alfworld-mini") < table.index("### searchqa-mini")
     assert "| SDAR | 25.0 ± 0.0 | **25.0 ± 0.0** | 1 |" in table
+    # Where each env's runs were made: the same seed samples other rollouts on another CPU.
+    assert "Runs made on: Some CPU (1), not recorded (1)." in table
+    assert "Runs made on: not recorded (2)." in table
     # A learning curve for the env with a trained run only (if matplotlib is installed): none for an empty plot.
     matplotlib = importlib.util.find_spec("matplotlib") is not None
     assert record["plots"] == (["table1_alfworld-mini.png"] if matplotlib else [])
@@ -184,6 +188,16 @@ def test_table1_renders_every_stored_env_in_the_papers_order(table1, tmp_path, c
         ("searchqa-mini", "starter", 0),
         ("searchqa-mini", "sdar", 0),
     ]
+
+
+def test_cpu_model_name_reads_proc_cpuinfo(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from _common import cpu_model_name
+
+    cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n\nprocessor\t: 1\n"
+    assert cpu_model_name(cpuinfo) == "Intel(R) Xeon(R) Processor"
+    assert cpu_model_name("processor\t: 0\nBogoMIPS\t: 50.00\n") is None  # ARM: no model name line
+    assert cpu_model_name("model name\t:\n") is None
 
 
 def _outcomes(won):
