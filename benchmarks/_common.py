@@ -33,6 +33,29 @@ def cpu_model_name(cpuinfo: str) -> str | None:
     return None
 
 
+def cpu_native_bf16(cpuinfo: str) -> bool | None:
+    """Whether the CPU computes bf16 in hardware, from the `flags` (x86) or `Features` (ARM) line of a /proc/cpuinfo
+    text: AVX512-BF16 or AMX-BF16 on x86, the BF16 extension on ARM. None when the text has neither line.
+
+    Without it, torch emulates bf16 matmuls by converting to fp32 and back, which is several times slower than fp32
+    itself (benchmarks/cpu_bf16.py measures it): bf16 autocast then slows a CPU run down instead of speeding it up.
+    """
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return bool({"avx512_bf16", "amx_bf16", "bf16"} & set(value.split()))
+    return None
+
+
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo's text, or "" where there is none (macOS, Windows)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as file:
+            return file.read()
+    except OSError:
+        return ""
+
+
 def machine_info() -> dict[str, Any]:
     """Where a run was made. Results from different CPUs differ in speed and, through floating-point rounding in the
     kernels, in which tokens get sampled: two machines play different rollouts from the same seed and weights."""
@@ -40,14 +63,12 @@ def machine_info() -> dict[str, Any]:
     import transformers
     import trl
 
-    cpu = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            cpu = cpu_model_name(file.read())
-    except OSError:  # not Linux: platform's (coarser) answer below
-        pass
+    cpuinfo = read_cpuinfo()
     return {
-        "cpu": cpu or platform.processor() or platform.machine(),
+        "cpu": cpu_model_name(cpuinfo) or platform.processor() or platform.machine(),  # coarser, off Linux
+        # bf16 autocast is fast only with it: the same run takes ~2-7x longer on a CPU without (docs/results.md).
+        "cpu_native_bf16": cpu_native_bf16(cpuinfo),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

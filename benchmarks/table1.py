@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import machine_info, resolve_model
+from _common import cpu_native_bf16, machine_info, read_cpuinfo, resolve_model
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -174,7 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--bf16",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bf16 autocast (default: the preset's; cpu-small uses it, fast on CPUs with AVX512-BF16 or AMX)",
+        help="bf16 autocast (default: the preset's; cpu-small uses it, fast only on CPUs with AVX512-BF16, AMX or "
+        "ARM BF16: elsewhere a training step is ~15x slower than in fp32, benchmarks/cpu_bf16.py)",
     )
     args = parser.parse_args(argv)
     unknown = [m for m in args.methods.split(",") if m not in METHODS]
@@ -185,9 +186,49 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--envs: unknown {bad_envs}; expected a comma-separated subset of {list(ENVS)}")
     if args.jobs < 1:
         parser.error(f"--jobs: got {args.jobs}; expected a number of parallel runs >= 1")
+    args.bf16_explicit = (
+        args.bf16 is not None
+    )  # a preset's default is checked against the CPU, an explicit choice is not
     if args.bf16 is None:
         args.bf16 = PRESETS[args.preset].bf16
     return args
+
+
+def bf16_check(bf16: bool, explicit: bool, native_bf16: bool | None, cuda: bool) -> tuple[str, str] | None:
+    """`("error" | "warning", message)` when bf16 autocast would run on a CPU that emulates bf16, else None.
+
+    Emulated bf16 made a cpu-small training step ~15x slower than fp32 on an AVX2-only AMD EPYC (docs/results.md):
+    alfworld-mini runs that take 30-60 min elsewhere would take hours. The preset's default stops with the two
+    ways out; an explicit `--bf16` is the user's informed choice and only warned about.
+    """
+    if not bf16 or cuda or native_bf16 is not False:  # None: cpuinfo has no flags to tell (not Linux)
+        return None
+    message = (
+        "this CPU has no native bf16 (no AVX512-BF16, AMX or ARM BF16 in /proc/cpuinfo), so bf16 autocast is "
+        "emulated: a training step runs ~15x slower than in fp32 (measure it: python benchmarks/cpu_bf16.py)"
+    )
+    if explicit:
+        return "warning", f"--bf16: {message}; continuing as asked"
+    return "error", (
+        f"the preset uses bf16 autocast, but {message}. Run the table on a CPU with native bf16 (its results are "
+        "comparable to the committed ones), pass --no-bf16 with its own --output_dir (fp32: fast here, but its "
+        "numbers are a different table), or pass --bf16 to accept the slowdown"
+    )
+
+
+def settings_conflict(stored: dict[str, Any], preset: str, bf16: bool) -> str | None:
+    """Why the runs already in a table1.json cannot share a table with runs of `preset` / `bf16` (None: they can)."""
+    if not stored.get("runs"):
+        return None
+    # A file from before these fields were recorded is taken at its word: the current call's settings.
+    made = stored.get("preset", preset), stored.get("preset_settings", {}).get("bf16", bf16)
+    if made == (preset, bf16):
+        return None
+    return (
+        f"table1.json already holds {len(stored['runs'])} runs made with --preset {made[0]} and bf16={made[1]}; "
+        f"this call asks --preset {preset} and bf16={bf16}, and one table compares runs of one budget and "
+        "precision. Give this call its own --output_dir, or --fresh to discard the recorded runs"
+    )
 
 
 def env_kwargs(env_name: str, preset: Preset, split: str) -> dict[str, Any]:
@@ -674,6 +715,9 @@ def main(argv: list[str] | None = None) -> int:
     stored: dict[str, Any] = {"runs": []}
     if results_path.is_file() and not options.fresh:
         stored = json.loads(results_path.read_text(encoding="utf-8"))
+    conflict = settings_conflict(stored, options.preset, options.bf16)
+    if conflict:
+        sys.exit(f"table1.py: {conflict}")
     stored["preset"], stored["model"] = options.preset, options.model
     # What the preset name meant when these runs were made (presets change between versions).
     stored["preset_settings"] = {**dataclasses.asdict(preset), "bf16": options.bf16}
@@ -685,6 +729,16 @@ def main(argv: list[str] | None = None) -> int:
         for method in options.methods.split(",")
     ]
     todo = [key for key in plan if key not in done]
+    if todo:  # re-rendering the recorded runs needs no particular CPU
+        import torch
+
+        cuda = torch.cuda.is_available()
+        check = bf16_check(options.bf16, options.bf16_explicit, cpu_native_bf16(read_cpuinfo()), cuda)
+        if check is not None:
+            kind, message = check
+            if kind == "error":
+                sys.exit(f"table1.py: {message}")
+            print(f"table1.py: warning: {message}", file=sys.stderr)
     started, finished = time.perf_counter(), len(plan) - len(todo)
     for run in _run_all(todo, options):
         finished += 1

@@ -48,6 +48,7 @@ def test_table1_writes_its_output_contract(tmp_path, tiny_model_dir):
     command = [sys.executable, str(ROOT / "benchmarks" / "table1.py"), "--model", tiny_model_dir]
     command += ["--envs", "searchqa-mini", "--methods", "starter,sdar", "--seeds", "1", "--max_steps", "1"]
     command += ["--eval_tasks", "2", "--output_dir", str(tmp_path), "--jobs", "2"]
+    command += ["--bf16"]  # cpu-small's precision on any CI CPU: a CPU without native bf16 only warns, if asked
     completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
     record = json.loads(completed.stdout.strip().splitlines()[-1])
     assert record["benchmark"] == "table1" and set(record["summary"]["searchqa-mini"]) == {"starter", "sdar"}
@@ -133,7 +134,7 @@ def test_table1_stops_at_a_failing_parallel_run_and_says_why(tmp_path, tiny_mode
     """A run that raises inside a worker process ends the table with that error, not a hang or a silent gap."""
     command = [sys.executable, str(ROOT / "benchmarks" / "table1.py"), "--model", tiny_model_dir, "--jobs", "2"]
     command += ["--envs", "searchqa-mini", "--methods", "grpo,sdar", "--seeds", "1", "--context", "no-such-context"]
-    command += ["--output_dir", str(tmp_path)]
+    command += ["--output_dir", str(tmp_path), "--no-bf16"]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert completed.returncode != 0
     assert "privileged_context_source='no-such-context' is not supported" in completed.stderr
@@ -198,6 +199,54 @@ def test_cpu_model_name_reads_proc_cpuinfo(monkeypatch):
     assert cpu_model_name(cpuinfo) == "Intel(R) Xeon(R) Processor"
     assert cpu_model_name("processor\t: 0\nBogoMIPS\t: 50.00\n") is None  # ARM: no model name line
     assert cpu_model_name("model name\t:\n") is None
+
+
+def test_cpu_native_bf16_reads_the_cpu_flags(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from _common import cpu_native_bf16
+
+    assert cpu_native_bf16("model name\t: AMD EPYC\nflags\t\t: fpu sse avx2 fma\n") is False  # emulated bf16
+    assert cpu_native_bf16("flags\t\t: avx2 avx512f avx512_bf16\n") is True
+    assert cpu_native_bf16("flags\t\t: avx2 avx512f amx_bf16 amx_tile\n") is True
+    assert cpu_native_bf16("flags\t\t: avx2 avx512f avx512bw\n") is False  # AVX-512 alone is not bf16
+    assert cpu_native_bf16("Features\t: fp asimd sve bf16 i8mm\n") is True  # ARM v8.6
+    assert cpu_native_bf16("Features\t: fp asimd\n") is False
+    assert cpu_native_bf16("") is None  # no /proc/cpuinfo: cannot tell
+
+
+def test_table1_bf16_check_stops_the_presets_emulated_bf16(table1):
+    assert table1.bf16_check(True, False, native_bf16=True, cuda=False) is None
+    assert table1.bf16_check(True, False, native_bf16=None, cuda=False) is None  # cannot tell: no claim
+    assert table1.bf16_check(True, False, native_bf16=False, cuda=True) is None  # runs on the GPU
+    assert table1.bf16_check(False, True, native_bf16=False, cuda=False) is None  # --no-bf16
+    kind, message = table1.bf16_check(True, False, native_bf16=False, cuda=False)
+    assert kind == "error" and "--no-bf16" in message and "--bf16" in message and "cpu_bf16.py" in message
+    kind, message = table1.bf16_check(True, True, native_bf16=False, cuda=False)
+    assert kind == "warning" and "continuing as asked" in message
+
+
+def test_table1_refuses_emulated_bf16_before_running(table1, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(table1, "read_cpuinfo", lambda: "flags\t\t: fpu avx2\n")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["--envs", "searchqa-mini", "--methods", "starter", "--seeds", "1", "--model", str(tmp_path)]
+    with pytest.raises(SystemExit, match=r"no native bf16.*pass --no-bf16"):
+        table1.main([*argv, "--output_dir", str(tmp_path)])
+    assert not (tmp_path / "table1.json").exists()  # stopped before anything ran or was written
+
+
+def test_table1_keeps_one_preset_and_precision_per_table(table1, tmp_path):
+    stored = {"preset": "cpu-small", "preset_settings": {"bf16": True}, "runs": [_stored_run("e", "grpo", 0, 0.5)]}
+    assert table1.settings_conflict(stored, "cpu-small", True) is None
+    assert table1.settings_conflict({"runs": []}, "paper", False) is None  # nothing recorded yet
+    assert table1.settings_conflict({"runs": stored["runs"]}, "cpu-small", False) is None  # older file: no record
+    message = table1.settings_conflict(stored, "cpu-small", False)
+    assert "1 runs made with --preset cpu-small and bf16=True" in message and "bf16=False" in message
+    assert "--output_dir" in message and "--fresh" in message
+    assert "--preset paper" in table1.settings_conflict(stored, "paper", True)
+    (tmp_path / "table1.json").write_text(json.dumps(stored))
+    with pytest.raises(SystemExit, match="one table compares runs of one budget and precision"):
+        table1.main(["--no-bf16", "--model", str(tmp_path), "--output_dir", str(tmp_path)])
+    assert json.loads((tmp_path / "table1.json").read_text()) == stored  # untouched
 
 
 def _outcomes(won):
@@ -282,6 +331,22 @@ def test_table1_parallel_runs_report_and_a_dead_worker_stops_the_table(table1):
     with pytest.raises(RuntimeError, match=r"(?s)run e raises 1 failed in its worker.*ValueError: this run failed"):
         list(table1._run_all([("e", "slow", 1), ("e", "raises", 1)], options, work=_fake_run))
     assert time.perf_counter() - start < 60
+
+
+@pytest.mark.integration
+def test_cpu_bf16_compares_both_precisions(tiny_model_dir):
+    command = [sys.executable, str(ROOT / "benchmarks" / "cpu_bf16.py"), "--model", tiny_model_dir]
+    command += ["--rows", "16", "--tokens", "8", "--repeats", "1", "--seconds", "0.05"]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
+    record = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert record["cpu_native_bf16"] in (True, False, None) and record["cpu_capability"]
+    for key in ("matmul_gflops_fp32", "matmul_gflops_bf16", "step_s_fp32", "step_s_bf16"):
+        assert record[key] > 0
+    assert record["matmul_bf16_speedup"] == pytest.approx(
+        record["matmul_gflops_bf16"] / record["matmul_gflops_fp32"], rel=0.02
+    )
+    assert record["step_bf16_speedup"] == pytest.approx(record["step_s_fp32"] / record["step_s_bf16"], rel=0.02)
+    assert "| forward + backward" in completed.stderr
 
 
 @pytest.mark.integration
