@@ -66,7 +66,7 @@ def machine_info() -> dict[str, Any]:
     cpuinfo = read_cpuinfo()
     return {
         "cpu": cpu_model_name(cpuinfo) or platform.processor() or platform.machine(),  # coarser, off Linux
-        # bf16 autocast is fast only with it: the same run takes ~2-7x longer on a CPU without (docs/results.md).
+        # bf16 autocast pays only with it: without, a training step is 10-15x slower than fp32 (docs/results.md).
         "cpu_native_bf16": cpu_native_bf16(cpuinfo),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -175,7 +175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="bf16 autocast (default: the preset's; cpu-small uses it, fast only on CPUs with AVX512-BF16, AMX or "
-        "ARM BF16: elsewhere a training step is ~15x slower than in fp32, benchmarks/cpu_bf16.py)",
+        "ARM BF16: elsewhere a training step is 10-15x slower than in fp32, benchmarks/cpu_bf16.py)",
     )
     args = parser.parse_args(argv)
     unknown = [m for m in args.methods.split(",") if m not in METHODS]
@@ -186,9 +186,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--envs: unknown {bad_envs}; expected a comma-separated subset of {list(ENVS)}")
     if args.jobs < 1:
         parser.error(f"--jobs: got {args.jobs}; expected a number of parallel runs >= 1")
-    args.bf16_explicit = (
-        args.bf16 is not None
-    )  # a preset's default is checked against the CPU, an explicit choice is not
+    # The preset's default is checked against the CPU (main stops on emulated bf16); an explicit choice only warns.
+    args.bf16_explicit = args.bf16 is not None
     if args.bf16 is None:
         args.bf16 = PRESETS[args.preset].bf16
     return args
@@ -197,15 +196,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def bf16_check(bf16: bool, explicit: bool, native_bf16: bool | None, cuda: bool) -> tuple[str, str] | None:
     """`("error" | "warning", message)` when bf16 autocast would run on a CPU that emulates bf16, else None.
 
-    Emulated bf16 made a cpu-small training step ~15x slower than fp32 on an AVX2-only AMD EPYC (docs/results.md):
-    alfworld-mini runs that take 30-60 min elsewhere would take hours. The preset's default stops with the two
+    Emulated bf16 made a forward + backward 10-15x slower than fp32 on an AVX2-only AMD EPYC (docs/results.md):
+    alfworld-mini runs that take 30-60 min elsewhere would take hours. The preset's default stops and names the
     ways out; an explicit `--bf16` is the user's informed choice and only warned about.
     """
     if not bf16 or cuda or native_bf16 is not False:  # None: cpuinfo has no flags to tell (not Linux)
         return None
     message = (
         "this CPU has no native bf16 (no AVX512-BF16, AMX or ARM BF16 in /proc/cpuinfo), so bf16 autocast is "
-        "emulated: a training step runs ~15x slower than in fp32 (measure it: python benchmarks/cpu_bf16.py)"
+        "emulated: a training step runs 10-15x slower than in fp32 (measure it: python benchmarks/cpu_bf16.py)"
     )
     if explicit:
         return "warning", f"--bf16: {message}; continuing as asked"
