@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import math
 import os
@@ -392,6 +393,10 @@ def _run_in_worker(job: tuple[tuple[str, str, int], argparse.Namespace, int]) ->
     key, options, threads = job
     # A spawned worker would inherit OMP_NUM_THREADS (the whole machine) and oversubscribe the cores.
     torch.set_num_threads(threads)
+    # Redirected to a log, stdout is block-buffered: each optimizer step's metrics would appear only when the run
+    # ends, an hour later. Line buffering shows them as they are logged.
+    if isinstance(sys.stdout, io.TextIOWrapper):  # None when the parent had no stdout (pythonw)
+        sys.stdout.reconfigure(line_buffering=True)
     return run_one(*key, PRESETS[options.preset], options)
 
 
