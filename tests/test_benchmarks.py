@@ -18,20 +18,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _run_benchmark(script: str, args: list[str], timeout: int = 600) -> tuple[dict, str]:
+    """Run `benchmarks/<script>` in its own interpreter: its JSON record (the last stdout line) and its stderr."""
+    command = [sys.executable, str(ROOT / "benchmarks" / script), *args]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=timeout)
+    return json.loads(completed.stdout.strip().splitlines()[-1]), completed.stderr
+
+
 @pytest.mark.integration
 def test_env_speed_prints_one_json_line():
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "env_speed.py"), "--seconds", "0.2"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=300,
-    )
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    result, stderr = _run_benchmark("env_speed.py", ["--seconds", "0.2"], timeout=300)
     assert result["benchmark"] == "env_speed"
     assert {r["env"] for r in result["results"]} == {"alfworld-mini", "webshop-mini", "searchqa-mini"}
     assert all(r["steps"] > 0 and r["steps_per_second"] > 0 for r in result["results"])
-    assert "steps/s" in completed.stderr
+    assert "steps/s" in stderr
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_table1_bf16_check_stops_the_presets_emulated_bf16(table1):
     assert kind == "warning" and "continuing as asked" in message
 
 
-def test_table1_refuses_emulated_bf16_before_running(table1, tmp_path, monkeypatch, capsys):
+def test_table1_refuses_emulated_bf16_before_running(table1, tmp_path, monkeypatch):
     monkeypatch.setattr(table1, "read_cpuinfo", lambda: "flags\t\t: fpu avx2\n")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     argv = ["--envs", "searchqa-mini", "--methods", "starter", "--seeds", "1", "--model", str(tmp_path)]
@@ -335,10 +335,10 @@ def test_table1_parallel_runs_report_and_a_dead_worker_stops_the_table(table1):
 
 @pytest.mark.integration
 def test_cpu_bf16_compares_both_precisions(tiny_model_dir):
-    command = [sys.executable, str(ROOT / "benchmarks" / "cpu_bf16.py"), "--model", tiny_model_dir]
-    command += ["--rows", "16", "--tokens", "8", "--repeats", "1", "--seconds", "0.05"]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
-    record = json.loads(completed.stdout.strip().splitlines()[-1])
+    record, stderr = _run_benchmark(
+        "cpu_bf16.py",
+        ["--model", tiny_model_dir, "--rows", "16", "--tokens", "8", "--repeats", "1", "--seconds", "0.05"],
+    )
     assert record["cpu_native_bf16"] in (True, False, None) and record["cpu_capability"]
     for key in ("matmul_gflops_fp32", "matmul_gflops_bf16", "step_s_fp32", "step_s_bf16"):
         assert record[key] > 0
@@ -346,20 +346,19 @@ def test_cpu_bf16_compares_both_precisions(tiny_model_dir):
         record["matmul_gflops_bf16"] / record["matmul_gflops_fp32"], rel=0.02
     )
     assert record["step_bf16_speedup"] == pytest.approx(record["step_s_fp32"] / record["step_s_bf16"], rel=0.02)
-    assert "| forward + backward" in completed.stderr
+    assert "| forward + backward" in stderr
 
 
 @pytest.mark.integration
 def test_step_cost_prints_the_ratio_keys(tiny_model_dir):
-    command = [sys.executable, str(ROOT / "benchmarks" / "step_cost.py"), "--model", tiny_model_dir]
-    command += ["--env", "searchqa-mini", "--steps", "1", "--warmup", "0", "--max_completion_length", "16"]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
-    record = json.loads(completed.stdout.strip().splitlines()[-1])
+    args = ["--model", tiny_model_dir, "--env", "searchqa-mini"]
+    args += ["--steps", "1", "--warmup", "0", "--max_completion_length", "16"]
+    record, stderr = _run_benchmark("step_cost.py", args)
     assert {"full_step_ratio", "loss_path_ratio", "peak_memory_ratio", "env_time_share"} <= set(record)
     assert record["full_step_ratio"] > 0 and record["loss_path_ratio"] > 0 and record["peak_memory_ratio"] > 0
     assert 0.0 <= record["env_time_share"] <= 1.0
     assert record["runs"]["sdar"]["step_samples"] == record["runs"]["grpo"]["step_samples"]  # same first rollout
-    assert "full step" in completed.stderr
+    assert "full step" in stderr
     assert record["teacher_prefix_cache"] is True
     assert record["context"] == "skills"  # SDARConfig's default teacher context
 
@@ -379,16 +378,15 @@ def test_step_cost_measures_the_default_teacher_context():
 
 @pytest.mark.integration
 def test_teacher_forward_times_both_paths_and_they_agree(tiny_model_dir):
-    command = [sys.executable, str(ROOT / "benchmarks" / "teacher_forward.py"), "--model", tiny_model_dir]
-    command += ["--tasks", "2", "--copies", "2", "--repeats", "1"]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
-    record = json.loads(completed.stdout.strip().splitlines()[-1])
+    record, stderr = _run_benchmark(
+        "teacher_forward.py", ["--model", tiny_model_dir, "--tasks", "2", "--copies", "2", "--repeats", "1"]
+    )
     assert record["benchmark"] == "teacher_forward" and record["distinct_prefixes"] == 2
     assert record["max_abs_logp_diff"] < 1e-4  # the cache changes the cost, not the log-probs
     assert min(record[k] for k in ("full_s", "prefix_only_s", "cached_s", "student_s")) > 0
     assert record["cached_over_full"] == pytest.approx(record["cached_s"] / record["full_s"])
     assert record["cached_over_prefix_only"] == pytest.approx(record["cached_s"] / record["prefix_only_s"])
-    assert "cache of the prefix only" in completed.stderr and "cache of prefix + shared prompt" in completed.stderr
+    assert "cache of the prefix only" in stderr and "cache of prefix + shared prompt" in stderr
 
 
 @pytest.fixture
@@ -452,12 +450,11 @@ def test_first_update_plays_the_first_step_tasks_of_the_table1_run(table1, tmp_p
 
 @pytest.mark.integration
 def test_first_update_runs_both_methods_on_the_same_rollout(tiny_model_dir):
-    command = [sys.executable, str(ROOT / "benchmarks" / "first_update.py"), "--model", tiny_model_dir]
-    command += ["--env", "searchqa-mini", "--seed", "0"]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True, timeout=900)
-    record = json.loads(completed.stdout.strip().splitlines()[-1])
+    record, stderr = _run_benchmark(
+        "first_update.py", ["--model", tiny_model_dir, "--env", "searchqa-mini", "--seed", "0"], timeout=900
+    )
     assert record["benchmark"] == "first_update" and record["env"] == "searchqa-mini"
-    assert "the two rollouts differ" not in completed.stderr
+    assert "the two rollouts differ" not in stderr
     assert record["distill_over_grpo_norm"] > 0.0 and -1.0 <= record["cos_first_update"] <= 1.0
     assert 0.0 <= record["sign_flip_share"] <= 1.0
-    assert "sign_flip_share" in completed.stderr
+    assert "sign_flip_share" in stderr
