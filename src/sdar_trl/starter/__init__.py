@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,10 @@ __all__ = [
     "BASE_GGUF_FILE",
     "BASE_GGUF_PACKAGE",
     "DEMO_ENVS",
+    "MICRO_ENVS",
+    "MICRO_PATH",
+    "MICRO_PREFIX",
+    "SMOLLM2_NAME",
     "STARTER_PATH",
     "download_base",
     "find_base_gguf",
@@ -50,7 +54,9 @@ __all__ = [
     "load_base_tokenizer",
     "load_starter",
     "load_starter_metrics",
+    "micro_starter_path",
     "play_with_model",
+    "resolve_model_name",
     "starter_available",
     "starter_built",
     "starter_model_path",
@@ -67,6 +73,14 @@ DEMO_ENVS: dict[str, dict[str, Any]] = {
     "webshop-mini": {"difficulty": "easy", "max_episode_steps": 10, "eval_split": "test"},
     "searchqa-mini": {"difficulty": "easy", "eval_split": "test"},
 }
+
+#: The micro starters: one tiny from-scratch model per mini environment, in `MICRO_PATH/<env>/` (docs/starter.md).
+MICRO_PATH: Path = STARTER_PATH / "micro"
+MICRO_ENVS: tuple[str, ...] = ("alfworld-mini", "webshop-mini", "searchqa-mini")
+#: `--model_name_or_path micro:<env>` names a micro starter (`resolve_model_name`).
+MICRO_PREFIX = "micro:"
+#: `--model_name_or_path smollm2` names the SmolLM2 LoRA starter (merged into its base once, then cached).
+SMOLLM2_NAME = "smollm2"
 
 _DEFAULTS = {f.name: f.default for f in fields(SDARConfig)}
 _CONTEXT_MARK = "\x00sdar-starter-context\x00"
@@ -286,6 +300,43 @@ def starter_model_path(path: str | Path = STARTER_PATH, *, cache_dir: str | Path
     return target
 
 
+def micro_starter_path(env: str) -> Path:
+    """The directory of the micro starter for the mini environment `env` (a whole model: `from_pretrained` loads it).
+
+    Raises:
+        ValueError: `env` has no micro starter (the message lists those that do).
+        FileNotFoundError: the files are missing (a source checkout where they were never built); the message
+            names the command that builds them.
+    """
+    if env not in MICRO_ENVS:
+        raise ValueError(
+            f"there is no micro starter for {env!r}; micro starters exist for {', '.join(MICRO_ENVS)} "
+            f"(e.g. --model_name_or_path {MICRO_PREFIX}{MICRO_ENVS[0]})."
+        )
+    path = MICRO_PATH / env
+    if not ((path / "config.json").is_file() and (path / "tokenizer.json").is_file()):
+        raise FileNotFoundError(
+            f"the micro starter for {env} is not in {path}. Rebuild it with "
+            f"`python scripts/build_micro.py --env {env}` or reinstall sdar-trl so that its package data is present."
+        )
+    return path
+
+
+def resolve_model_name(name: str) -> str:
+    """Turn a starter's short name into a model directory; any other name or path is returned unchanged.
+
+    - `micro:<env>` (`micro:alfworld-mini`, `micro:webshop-mini`, `micro:searchqa-mini`): the packaged micro
+      starter of that environment (`micro_starter_path`);
+    - `smollm2`: the SmolLM2-135M LoRA starter, merged into its base (`starter_model_path`; its base must have been
+      fetched with `python -m sdar_trl.starter download-base`).
+    """
+    if name.startswith(MICRO_PREFIX):
+        return str(micro_starter_path(name[len(MICRO_PREFIX) :]))
+    if name == SMOLLM2_NAME:
+        return str(starter_model_path())
+    return name
+
+
 def load_starter_metrics(path: str | Path = STARTER_PATH) -> dict[str, Any]:
     """The numbers measured when the shipped starter was built (`metrics.json`)."""
     file = Path(path) / "metrics.json"
@@ -319,13 +370,15 @@ def play_with_model(
     max_observation_length: int | None = _DEFAULTS["max_observation_length"],
     max_steps: int | None = None,
     seed: int = 0,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> RolloutResult:
     """Play one episode per environment with `model.generate`, all in lock-step, through the agent-mode loop.
 
     Prompts are the agent-mode step prompts, chat-templated like `SDARTrainer` does. With `context_source`
     "skills", "facts" or "skills+facts", each prompt is preceded by the teacher prefix
     (`teacher_context_header + context + teacher_context_separator`) exactly as the teacher sees it, so the
-    result measures the teacher's policy. `temperature=0` decodes greedily.
+    result measures the teacher's policy. `temperature=0` decodes greedily. `on_step` is passed to `play_episodes`:
+    it is called after every lock-step with (steps played, episodes still live), e.g. for a progress bar.
     """
     if context_source not in ("none", "skills", "facts", "skills+facts"):
         raise ValueError(
@@ -390,6 +443,7 @@ def play_with_model(
             history_length=history_length,
             max_observation_length=max_observation_length,
             student_prefix=prefix if context_source != "none" else None,
+            on_step=on_step,
         )
     finally:
         model.train(was_training)

@@ -1,0 +1,349 @@
+"""Build a micro starter: a tiny transformer trained from scratch on one mini environment's expert episodes.
+
+    python scripts/build_micro.py --env alfworld-mini            # ~N min on one core; writes the package data
+
+Steps (all seeded; the same command on the same torch build gives the same files):
+1. expert episodes on the environment's *train* split at the demo settings (`sdar_trl.starter.DEMO_ENVS`),
+   played through the agent-mode loop (`sdar_trl.sft.collect_expert_steps`), with and without the privileged
+   context (the teacher's view); 10 % of the expert's actions are replaced by random admissible ones while
+   playing (not recorded) so that the model also sees states off the expert's path;
+2. a byte-level BPE tokenizer fitted to that text (`sdar_trl.starter.micro_tokenizer`), every entity name,
+   product id and option value a single token;
+3. a Llama-shaped decoder built from a config (tied embeddings, float32);
+4. supervised training on the rows (teacher prefix + chat-templated prompt, then the expert response + EOS):
+   the loss is the mean cross-entropy on the response tokens plus `--prompt_loss_weight` times that on the
+   prompt tokens (next-token prediction on prompts, which repeat names all the time, is what teaches a small
+   model to attend back and copy);
+5. evaluation on held-out tasks (`--eval_tasks` of the eval split) with and without each context, at the
+   trainer's evaluation temperature, written to `metrics.json` beside the model.
+
+docs/starter.md has the commands and the measured numbers of the shipped files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+#: Vocabulary caps. alfworld-mini and webshop-mini have closed vocabularies and stop below their cap with every
+#: word one token. searchqa-mini's names are invented per world (an open set): uncapped, the training worlds'
+#: names would become single tokens and held-out names ~2.6 pieces; at 3,000 both are spelt with ~2.8 pieces,
+#: so the copying the model learns in training is the copying held-out questions need.
+#: Tokens per response when the build evaluates (the expert's responses are at most ~80 tokens with these
+#: tokenizers; a model that does not stop is cut here).
+MAX_NEW_TOKENS = 128
+#: Optimizer steps of the shipped builds (batches of 8 rows; docs/starter.md has their wall time).
+MAX_STEPS = {"alfworld-mini": 2200, "webshop-mini": 1500, "searchqa-mini": 3000}
+VOCAB_SIZES = {"alfworld-mini": 4096, "webshop-mini": 8192, "searchqa-mini": 3000}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", required=True, choices=("alfworld-mini", "webshop-mini", "searchqa-mini"))
+    parser.add_argument("--output_dir", type=Path, default=None, help="default: the package's micro/<env>/")
+    parser.add_argument("--episodes", type=int, default=2000, help="expert episodes per context source")
+    parser.add_argument(
+        "--sources", default="none,facts", help="context sources of the episodes, comma-separated (sdar_trl.sft)"
+    )
+    parser.add_argument("--noise", type=float, default=0.1, help="share of random (unrecorded) expert actions")
+    parser.add_argument(
+        "--vocab_size", type=int, default=None, help="BPE vocabulary cap (default: per environment, VOCAB_SIZES)"
+    )
+    parser.add_argument("--hidden_size", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--kv_heads", type=int, default=2)
+    parser.add_argument("--intermediate_size", type=int, default=384)
+    parser.add_argument("--max_length", type=int, default=1024, help="rows longer than this are dropped")
+    parser.add_argument(
+        "--max_steps", type=int, default=None, help="optimizer steps (default: per environment, MAX_STEPS)"
+    )
+    parser.add_argument(
+        "--minutes", type=float, default=60.0, help="stop training after this wall time even before --max_steps"
+    )
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--learning_rate", type=float, default=3e-3)
+    parser.add_argument("--warmup_steps", type=int, default=100)
+    parser.add_argument("--prompt_loss_weight", type=float, default=0.25)
+    parser.add_argument("--eval_tasks", type=int, default=0, help="held-out tasks per context (0: the whole split)")
+    parser.add_argument("--eval_sources", default="none,facts,skills")
+    parser.add_argument("--eval_batch_size", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init_from", type=Path, default=None, help="continue training this micro model")
+    parser.add_argument("--eval_only", action="store_true", help="re-measure the model in --output_dir")
+    args = parser.parse_args(argv)
+    if args.max_steps is None:
+        args.max_steps = MAX_STEPS[args.env]
+    if args.vocab_size is None:
+        args.vocab_size = VOCAB_SIZES[args.env]
+    return args
+
+
+def env_settings(env: str) -> tuple[dict[str, Any], str]:
+    from sdar_trl.starter import DEMO_ENVS
+
+    settings = dict(DEMO_ENVS[env])
+    eval_split = settings.pop("eval_split")
+    return settings, eval_split
+
+
+def required_words(env_name: str) -> list[str]:
+    """Words of the environment's closed vocabularies that must be single tokens (ids, option values)."""
+    from sdar_trl.environments import make_env
+
+    settings, _ = env_settings(env_name)
+    env = make_env(env_name, split="train", **settings)
+    words: set[str] = set()
+    if env_name == "webshop-mini":
+        for product in env._catalog.products:  # the catalogue is fixed: its ids and options are a closed set
+            words.update((product.asin, product.asin.lower()))
+            for values in product.options.values():
+                for value in values:
+                    words.update(re.findall(r"[A-Za-z0-9]+", value))
+    env.close()
+    return sorted(words)
+
+
+def collect_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from sdar_trl.environments import make_env
+    from sdar_trl.sft import collect_expert_steps
+
+    settings, _ = env_settings(args.env)
+    env = make_env(args.env, split="train", **settings)
+    steps = []
+    sources = [s for s in args.sources.split(",") if s]
+    for index, source in enumerate(sources):
+        seeds = range(index * args.episodes, (index + 1) * args.episodes)  # distinct tasks per source
+        steps += collect_expert_steps(env, args.env, seeds, context_source=source, noise=args.noise, rng_seed=index)
+    env.close()
+    return [
+        {"prompt": s.prompt, "context": s.context, "response": s.response, "source": s.context_source} for s in steps
+    ]
+
+
+def render_rows(rows: list[dict[str, Any]], tokenizer) -> list[tuple[list[int], list[int]]]:
+    from sdar_trl.sft import render_sft_prompt
+
+    encoded = []
+    for row in rows:
+        prompt = render_sft_prompt(tokenizer, row["prompt"], row["context"])
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(row["response"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
+        encoded.append((prompt_ids, completion_ids))
+    return encoded
+
+
+def make_tokenizer(args: argparse.Namespace, rows: list[dict[str, Any]]):
+    from sdar_trl.sft import SKILL_BANKS, render_sft_prompt
+    from sdar_trl.skills import SkillBank
+    from sdar_trl.starter.micro_tokenizer import MICRO_CHAT_TEMPLATE, fit_micro_tokenizer
+
+    # The fitting text is what the model reads and writes: templated prompts with their context, responses,
+    # and the skill texts (the teacher's other context).
+    class _Template:
+        chat_template = MICRO_CHAT_TEMPLATE
+
+        def apply_chat_template(self, messages, **_: Any) -> str:
+            return f"<|im_start|>user\n{messages[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
+
+    texts = [render_sft_prompt(_Template(), r["prompt"], r["context"]) + r["response"] for r in rows]
+    bank = SkillBank.from_package(SKILL_BANKS[args.env])
+    texts += [bank.render(task_type) for task_type in bank.task_types] * 20
+    return fit_micro_tokenizer(texts, required_words=required_words(args.env), vocab_size=args.vocab_size)
+
+
+def make_model(args: argparse.Namespace, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=args.hidden_size,
+        intermediate_size=args.intermediate_size,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.kv_heads,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        use_cache=True,
+    )
+    torch.manual_seed(args.seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model
+
+
+def batches(encoded: list[tuple[list[int], list[int]]], batch_size: int, rng: random.Random):
+    """Endless length-bucketed batches: shuffle, cut into chunks of 50 batches, sort each chunk by length."""
+    order = list(range(len(encoded)))
+    while True:
+        rng.shuffle(order)
+        chunk = batch_size * 50
+        for start in range(0, len(order), chunk):
+            part = sorted(order[start : start + chunk], key=lambda i: len(encoded[i][0]) + len(encoded[i][1]))
+            groups = [part[k : k + batch_size] for k in range(0, len(part), batch_size)]
+            rng.shuffle(groups)
+            yield from groups
+
+
+def collate(encoded, indices, pad_id: int, prompt_weight: float) -> dict[str, torch.Tensor]:
+    rows = [encoded[i][0] + encoded[i][1] for i in indices]
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T) right-padded
+    attention = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    weights = torch.zeros((len(rows), width), dtype=torch.float32)  # (B, T) loss weight of predicting token t
+    for row, i in enumerate(indices):
+        prompt, completion = encoded[i]
+        n = len(prompt) + len(completion)
+        input_ids[row, :n] = torch.tensor(prompt + completion)
+        attention[row, :n] = 1
+        weights[row, 1 : len(prompt)] = prompt_weight
+        weights[row, len(prompt) : n] = 1.0
+    return {"input_ids": input_ids, "attention_mask": attention, "weights": weights}
+
+
+def train(args: argparse.Namespace, model, encoded, pad_id: int) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    torch.manual_seed(args.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
+    budget = args.minutes * 60.0
+    # The schedule follows --max_steps, so a build is the same whatever the machine's speed; without it (a quick
+    # exploration) the total is estimated from the first 20 steps' speed and the result depends on the machine.
+    expected = args.max_steps or None
+    model.train()
+    start, step, log, losses = time.perf_counter(), 0, [], []
+    for indices in batches(encoded, args.batch_size, rng):
+        batch = collate(encoded, indices, pad_id, args.prompt_loss_weight)
+        if expected is None and step == 20:
+            per_step = (time.perf_counter() - start) / 20
+            expected = max(21, int(budget / per_step))
+        total = expected or 10**9
+        warm = min(1.0, (step + 1) / max(1, args.warmup_steps))
+        progress = min(1.0, step / total)
+        lr = args.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+        targets = batch["input_ids"][:, 1:]  # (B, T-1)
+        weights = batch["weights"][:, 1:]  # (B, T-1)
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+        ).view_as(targets)  # (B, T-1)
+        completion = (weights == 1.0).float()  # (B, T-1)
+        prompt = weights.lt(1.0).float() * weights.gt(0).float()  # (B, T-1)
+        completion_loss = (nll * completion).sum() / completion.sum().clamp(min=1)
+        prompt_loss = (nll * prompt).sum() / prompt.sum().clamp(min=1)
+        loss = completion_loss + args.prompt_loss_weight * prompt_loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        losses.append((completion_loss.item(), prompt_loss.item()))
+        elapsed = time.perf_counter() - start
+        if step % 100 == 0:
+            c = sum(x for x, _ in losses) / len(losses)
+            p = sum(y for _, y in losses) / len(losses)
+            log.append({"step": step, "seconds": round(elapsed, 1), "completion_loss": c, "prompt_loss": p, "lr": lr})
+            print(f"step {step} {elapsed:.0f}s completion {c:.3f} prompt {p:.3f} lr {lr:.2e}", flush=True)
+            losses = []
+        if elapsed >= budget or (args.max_steps and step >= args.max_steps):
+            break
+    model.eval()
+    return {"steps": step, "seconds": round(time.perf_counter() - start, 1), "log": log}
+
+
+def evaluate(args: argparse.Namespace, model, tokenizer) -> dict[str, Any]:
+    """`sdar_trl.evaluate.evaluate_model` on the held-out split, once per context source (the student, the teacher)."""
+    from sdar_trl.evaluate import evaluate_model
+
+    _, eval_split = env_settings(args.env)
+    results, temperature = {}, None
+    for source in [s for s in args.eval_sources.split(",") if s]:
+        result = evaluate_model(
+            model,
+            tokenizer,
+            args.env,
+            tasks=args.eval_tasks or None,
+            privileged_context_source=source,
+            batch_size=args.eval_batch_size,
+            max_new_tokens=MAX_NEW_TOKENS,
+            seed=args.seed,
+        )
+        keep = ("success", "success_ci95", "successes", "tasks", "valid_action_rate", "mean_steps", "score")
+        results[source] = {key: result[key] for key in keep}
+        results[source]["success_by_type"] = result["success_by_type"]
+        results[source]["seconds"] = result["seconds"]
+        temperature = result["temperature"]
+        print(f"eval {args.env} {eval_split} context={source}: {json.dumps(results[source])}", flush=True)
+    return {"split": eval_split, "temperature": temperature, "by_context": results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdar_trl.starter import MICRO_PATH
+
+    out = args.output_dir or (MICRO_PATH / args.env)
+    if args.eval_only:
+        model = AutoModelForCausalLM.from_pretrained(out)
+        tokenizer = AutoTokenizer.from_pretrained(out, padding_side="left")
+        print(json.dumps(evaluate(args, model, tokenizer)))
+        return 0
+    t0 = time.perf_counter()
+    rows = collect_rows(args)
+    print(f"{len(rows)} rows from {args.episodes} episodes per source ({time.perf_counter() - t0:.0f}s)", flush=True)
+    if args.init_from is not None:
+        tokenizer = AutoTokenizer.from_pretrained(args.init_from, padding_side="left")
+        model = AutoModelForCausalLM.from_pretrained(args.init_from)
+    else:
+        tokenizer = make_tokenizer(args, rows)
+        model = make_model(args, tokenizer)
+    encoded = [e for e in render_rows(rows, tokenizer) if len(e[0]) + len(e[1]) <= args.max_length]
+    lengths = sorted(len(p) + len(c) for p, c in encoded)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"vocab {len(tokenizer)}, {params:,} parameters, {len(encoded)} rows, tokens per row median "
+        f"{lengths[len(lengths) // 2]} max {lengths[-1]}",
+        flush=True,
+    )
+    training = train(args, model, encoded, tokenizer.pad_token_id)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    metrics = {
+        "env": args.env,
+        "envs": {args.env: dict(zip(("settings", "eval_split"), env_settings(args.env), strict=True))},
+        "build": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "parameters": params,
+        "vocab_size": len(tokenizer),
+        "rows": len(encoded),
+        "training": training,
+        "torch": torch.__version__,
+    }
+    metrics["eval"] = evaluate(args, model, tokenizer)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    print(json.dumps({k: metrics[k] for k in ("env", "parameters", "vocab_size", "rows", "eval")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
