@@ -19,11 +19,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def _local_model_requested(argv: list[str]) -> bool:
-    """No model flag (the default is the packaged starter) or a local directory: run fully offline."""
+    """No model flag (the default is a packaged starter), a starter's short name or a local directory: offline."""
     for index, arg in enumerate(argv):
         if arg.startswith("--model_name_or_path"):
             value = arg.split("=", 1)[1] if "=" in arg else (argv[index + 1] if index + 1 < len(argv) else "")
-            return os.path.isdir(value)
+            return os.path.isdir(value) or value.startswith("micro:") or value == "smollm2"
     return True
 
 

@@ -43,7 +43,7 @@ import torch
 #: tokenizers; a model that does not stop is cut here).
 MAX_NEW_TOKENS = 128
 #: Optimizer steps of the shipped builds (batches of 8 rows; docs/starter.md has their wall time).
-MAX_STEPS = {"alfworld-mini": 2200, "webshop-mini": 1500, "searchqa-mini": 3000}
+MAX_STEPS = {"alfworld-mini": 2200, "webshop-mini": 1000, "searchqa-mini": 3000}
 VOCAB_SIZES = {"alfworld-mini": 4096, "webshop-mini": 8192, "searchqa-mini": 3000}
 
 
