@@ -145,47 +145,38 @@ def render_rows(rows: list[dict[str, Any]], tokenizer) -> list[tuple[list[int], 
 
 
 def make_tokenizer(args: argparse.Namespace, rows: list[dict[str, Any]]):
-    from sdar_trl.sft import SKILL_BANKS, render_sft_prompt
+    from sdar_trl.sft import _HEADER, _SEPARATOR, SKILL_BANKS
     from sdar_trl.skills import SkillBank
-    from sdar_trl.starter.micro_tokenizer import MICRO_CHAT_TEMPLATE, fit_micro_tokenizer
+    from sdar_trl.starter.micro_tokenizer import fit_micro_tokenizer, render_micro_chat
+    from sdar_trl.teacher import render_teacher_prefix
 
     # The fitting text is what the model reads and writes: templated prompts with their context, responses,
     # and the skill texts (the teacher's other context).
-    class _Template:
-        chat_template = MICRO_CHAT_TEMPLATE
-
-        def apply_chat_template(self, messages, **_: Any) -> str:
-            return f"<|im_start|>user\n{messages[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
-
-    texts = [render_sft_prompt(_Template(), r["prompt"], r["context"]) + r["response"] for r in rows]
+    texts = [
+        render_teacher_prefix(r["context"], header=_HEADER, separator=_SEPARATOR)
+        + render_micro_chat(r["prompt"])
+        + r["response"]
+        for r in rows
+    ]
     bank = SkillBank.from_package(SKILL_BANKS[args.env])
     texts += [bank.render(task_type) for task_type in bank.task_types] * 20
     return fit_micro_tokenizer(texts, required_words=required_words(args.env), vocab_size=args.vocab_size)
 
 
 def make_model(args: argparse.Namespace, tokenizer):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from sdar_trl.testing import build_tiny_model
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
+    return build_tiny_model(
+        tokenizer,
+        architecture="llama",
         hidden_size=args.hidden_size,
-        intermediate_size=args.intermediate_size,
         num_hidden_layers=args.layers,
         num_attention_heads=args.heads,
         num_key_value_heads=args.kv_heads,
+        intermediate_size=args.intermediate_size,
         max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        use_cache=True,
+        seed=args.seed,
     )
-    torch.manual_seed(args.seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.bos_token_id = None
-    return model
 
 
 def batches(encoded: list[tuple[list[int], list[int]]], batch_size: int, rng: random.Random):

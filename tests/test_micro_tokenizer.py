@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import AutoTokenizer, LlamaConfig
 
-from sdar_trl.starter.micro_tokenizer import MICRO_SPECIAL_TOKENS, fit_micro_tokenizer
+from sdar_trl.starter.micro_tokenizer import MICRO_SPECIAL_TOKENS, fit_micro_tokenizer, render_micro_chat
 
 CORPUS = [
     "You arrive at cabinet 2. On the cabinet 2, you see a mug 1, and a pen 3.",
@@ -56,7 +56,7 @@ def test_special_tokens_chat_template_and_padding(tokenizer):
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
     )
-    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n" == render_micro_chat("hi")
     assert tokenizer.decode(tokenizer("<|im_end|>", add_special_tokens=False)["input_ids"]) == "<|im_end|>"
 
 

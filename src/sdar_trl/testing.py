@@ -16,7 +16,7 @@ model = build_tiny_model(tokenizer, architecture="qwen3")
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -67,6 +67,25 @@ def load_qwen3_chat_template() -> str:
     return (importlib.resources.files("trl") / "chat_templates" / "qwen3.jinja").read_text(encoding="utf-8")
 
 
+def wrap_chat_tokenizer(
+    tokenizer: Tokenizer, *, chat_template: str, additional_special_tokens: Sequence[str]
+) -> PreTrainedTokenizerFast:
+    """Wrap a trained `tokenizers.Tokenizer` like a Qwen chat tokenizer: EOS `<|im_end|>`, PAD `<|endoftext|>`,
+    no BOS or UNK, left padding and truncation (what `GRPOTrainer` expects of a prompt tokenizer), `chat_template`."""
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        padding_side="left",
+        truncation_side="left",
+        additional_special_tokens=list(additional_special_tokens),
+    )
+    wrapped.chat_template = chat_template
+    return wrapped
+
+
 def build_tiny_tokenizer(
     *, vocab_size: int = 512, corpus: Iterable[str] | None = None, chat_template: str | None = None
 ) -> PreTrainedTokenizerFast:
@@ -101,24 +120,17 @@ def build_tiny_tokenizer(
     )
     # Repeat the corpus so that frequent pairs clear the default min_frequency and merges are deterministic.
     tokenizer.train_from_iterator(texts * 4, trainer=trainer)
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        padding_side="left",
-        truncation_side="left",
+    return wrap_chat_tokenizer(
+        tokenizer,
+        chat_template=chat_template if chat_template is not None else load_qwen3_chat_template(),
         additional_special_tokens=[t for t in SPECIAL_TOKENS if t not in ("<|endoftext|>", "<|im_end|>")],
     )
-    wrapped.chat_template = chat_template if chat_template is not None else load_qwen3_chat_template()
-    return wrapped
 
 
 def build_tiny_model(
     tokenizer: PreTrainedTokenizerFast,
     *,
-    architecture: Literal["qwen2", "qwen3"] = "qwen2",
+    architecture: Literal["qwen2", "qwen3", "llama"] = "qwen2",
     hidden_size: int = 64,
     num_hidden_layers: int = 2,
     num_attention_heads: int = 4,
@@ -128,13 +140,13 @@ def build_tiny_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> PreTrainedModel:
-    """Build a randomly initialised Qwen2/Qwen3 causal LM sized for CPU tests.
+    """Build a randomly initialised Qwen2/Qwen3/Llama causal LM sized for CPU tests (and the micro starters).
 
     The vocabulary matches `tokenizer`, and generation stops on `<|im_end|>` like a Qwen chat model.
     The same `seed` always gives the same weights.
     """
-    if architecture not in ("qwen2", "qwen3"):
-        raise ValueError(f"architecture={architecture!r} is not supported; expected 'qwen2' or 'qwen3'.")
+    if architecture not in ("qwen2", "qwen3", "llama"):
+        raise ValueError(f"architecture={architecture!r} is not supported; expected 'qwen2', 'qwen3' or 'llama'.")
     if hidden_size % num_attention_heads != 0:
         raise ValueError(
             f"hidden_size={hidden_size} must be divisible by num_attention_heads={num_attention_heads}; "
@@ -156,6 +168,13 @@ def build_tiny_model(
     if architecture == "qwen2":
         config = Qwen2Config(**common)
         from transformers import Qwen2ForCausalLM as model_class
+    elif architecture == "llama":
+        # A tokenizer saved beside a llama config is loaded as it is; for qwen2, transformers 5's AutoTokenizer
+        # swaps in Qwen's own pre-tokenizer (see sdar_trl.starter.micro_tokenizer).
+        from transformers import LlamaConfig
+        from transformers import LlamaForCausalLM as model_class
+
+        config = LlamaConfig(**common)
     else:
         config = Qwen3Config(head_dim=hidden_size // num_attention_heads, **common)
         from transformers import Qwen3ForCausalLM as model_class

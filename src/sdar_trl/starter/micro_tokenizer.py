@@ -23,7 +23,9 @@ from collections.abc import Iterable
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-__all__ = ["MICRO_CHAT_TEMPLATE", "MICRO_SPECIAL_TOKENS", "WORD_PATTERN", "fit_micro_tokenizer"]
+from ..testing import wrap_chat_tokenizer
+
+__all__ = ["MICRO_CHAT_TEMPLATE", "MICRO_SPECIAL_TOKENS", "WORD_PATTERN", "fit_micro_tokenizer", "render_micro_chat"]
 
 #: Special tokens, in id order: padding, turn start, turn end (EOS).
 MICRO_SPECIAL_TOKENS: tuple[str, ...] = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
@@ -36,6 +38,16 @@ MICRO_CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
+
+
+def render_micro_chat(content: str) -> str:
+    """`MICRO_CHAT_TEMPLATE` applied to one user message with the generation prompt, without a tokenizer (the
+    text a tokenizer is fitted on must be the text it will later be given)."""
+    from jinja2 import Template  # a dependency of transformers' chat templates
+
+    return Template(MICRO_CHAT_TEMPLATE).render(
+        messages=[{"role": "user", "content": content}], add_generation_prompt=True
+    )
 
 
 def fit_micro_tokenizer(
@@ -85,15 +97,6 @@ def fit_micro_tokenizer(
     # " a b c" gives every word its leading-space form, "a\nb\nc" the bare form (after punctuation or a newline).
     extra = ["".join(f" {word}" for word in words), "\n".join(words)] * required_repeats if words else []
     tokenizer.train_from_iterator([*texts, *extra], trainer=trainer)
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        unk_token=None,
-        padding_side="left",
-        truncation_side="left",
-        additional_special_tokens=["<|im_start|>"],
+    return wrap_chat_tokenizer(
+        tokenizer, chat_template=MICRO_CHAT_TEMPLATE, additional_special_tokens=["<|im_start|>"]
     )
-    wrapped.chat_template = MICRO_CHAT_TEMPLATE
-    return wrapped
