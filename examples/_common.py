@@ -67,6 +67,13 @@ class ExampleArguments:
         default=None, metadata={"help": "Skill-bank JSON file (default: the library shipped for the environment)."}
     )
     skip_eval_before: bool = field(default=False, metadata={"help": "Do not evaluate before training."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Write into an --output_dir that already holds another run's files. Without it, a run never "
+            "overwrites another: the default directory gets a numbered suffix, an explicit one is an error."
+        },
+    )
     cpu_threads: int = field(
         default=0,
         metadata={
@@ -99,6 +106,45 @@ CPU_DEMO_DEFAULTS: dict[str, Any] = {
     "per_device_eval_batch_size": 16,
     "bf16": False,
 }
+
+
+#: Files that mark a directory as holding a finished (or started) run.
+RUN_FILES = ("report.md", "metrics.json", "model.safetensors", "adapter_model.safetensors", "trainer_state.json")
+
+
+def holds_a_run(path: str | os.PathLike[str]) -> bool:
+    """True if `path` has a run's files (a report, a model, checkpoints)."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return False
+    return any(os.path.exists(os.path.join(path, name)) for name in RUN_FILES) or any(
+        name.startswith("checkpoint-") for name in os.listdir(path)
+    )
+
+
+def choose_output_dir(requested: str, *, explicit: bool, overwrite: bool, resuming: bool) -> str:
+    """The directory this run writes to, never silently another run's.
+
+    A directory without a run's files, `overwrite`, or `resuming` (continuing that run) keeps `requested`. Else an
+    explicit `--output_dir` is an error naming the two fixes, and the default one becomes `requested-2`,
+    `requested-3`, ... (the first without a run).
+    """
+    if overwrite or resuming or not holds_a_run(requested):
+        return requested
+    if explicit:
+        raise SystemExit(
+            f"--output_dir {requested} already holds another run (report, model or checkpoints). Pass another "
+            "--output_dir, or --overwrite_output_dir true to write over it, or --resume_from_checkpoint to "
+            "continue it."
+        )
+    suffix = 2
+    while holds_a_run(f"{requested.rstrip('/')}-{suffix}"):
+        suffix += 1
+    return f"{requested.rstrip('/')}-{suffix}"
+
+
+def _output_dir_given(argv: list[str]) -> bool:
+    return any(arg == "--output_dir" or arg.startswith("--output_dir=") for arg in argv) or "--config" in argv
 
 
 def cpu_threads_per_process(requested: int = 0) -> int:
@@ -136,8 +182,21 @@ def main(*, default_env: str, skills_name: str, history_length: int, invalid_act
         use_cpu=not torch.cuda.is_available(),
     )
     script_args, training_args, model_args = parser.parse_args_and_config()
+    output_dir = choose_output_dir(
+        training_args.output_dir,
+        explicit=_output_dir_given(sys.argv[1:]),
+        overwrite=script_args.overwrite_output_dir,
+        resuming=bool(training_args.resume_from_checkpoint),
+    )
+    if output_dir != training_args.output_dir:
+        print(f"{training_args.output_dir} holds an earlier run: writing to {output_dir}", flush=True)
+        training_args.output_dir = output_dir
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = _starter_model()
+    else:  # a starter's short name (micro:<env>, smollm2) becomes its directory; other names pass unchanged
+        from sdar_trl.starter import resolve_model_name
+
+        model_args.model_name_or_path = resolve_model_name(model_args.model_name_or_path)
     if not torch.cuda.is_available() and training_args.bf16:
         training_args.bf16 = False  # TRL defaults to bf16, which CPUs cannot train in
     if not torch.cuda.is_available():
@@ -180,7 +239,7 @@ def main(*, default_env: str, skills_name: str, history_length: int, invalid_act
         skill_bank=skill_bank,
     )
     before = None if script_args.skip_eval_before else trainer.evaluate(metric_key_prefix="eval_before")
-    trainer.train()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     after = trainer.evaluate()
     progress.stop()
     trainer.save_model(training_args.output_dir)

@@ -26,10 +26,12 @@ TINY_BUDGET = [
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
 
 
-def _check_outputs(output_dir: Path, stdout: str) -> None:
+def _check_outputs(output_dir: Path, stdout: str, base_model: str) -> None:
     assert "Eval success before training:" in stdout and "after training:" in stdout
     for name in ("metrics.json", "report.md", "README.md", "model.safetensors", "success_by_task_type.png"):
         assert (output_dir / name).is_file(), name
+    card = (output_dir / "README.md").read_text()
+    assert f"a fine-tuned version of `{base_model}`" in card and "arXiv:2605.15155" in card
     metrics = json.loads((output_dir / "metrics.json").read_text())
     assert "env/success" in metrics["before"] and "env/success" in metrics["after"]
     assert "| metric | before training | after training |" in (output_dir / "report.md").read_text()
@@ -46,7 +48,22 @@ def test_example_runs_and_writes_the_report(tmp_path, script):
         capture_output=True, text=True, env=ENV, timeout=600, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
-    _check_outputs(out, completed.stdout)
+    _check_outputs(out, completed.stdout, str(model))
+
+
+@pytest.mark.integration
+def test_example_trains_the_micro_starter_by_its_short_name(tmp_path):
+    """The packaged micro starter goes through the same path as any model: 2 optimizer steps, offline."""
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "alfworld.py"), "--model_name_or_path", "micro:alfworld-mini",
+         "--output_dir", str(out), *TINY_BUDGET],
+        capture_output=True, text=True, env=ENV, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    _check_outputs(out, completed.stdout, "micro:alfworld-mini")
+    logs = json.loads((out / "metrics.json").read_text())["log_history"]
+    assert [entry["step"] for entry in logs if "env/episodes" in entry] == [1, 2]
 
 
 @pytest.mark.slow
@@ -66,21 +83,45 @@ def test_example_runs_data_parallel_on_two_cpu_processes(tmp_path):
         capture_output=True, text=True, env=ENV, timeout=900, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
-    _check_outputs(out, completed.stdout)
+    _check_outputs(out, completed.stdout, str(model))
     logs = json.loads((out / "metrics.json").read_text())["log_history"]
     assert any(entry.get("env/episodes") == 8 for entry in logs)  # 2 processes × 4 trajectories
 
 
-def test_cpu_threads_split_the_cores_over_the_local_processes(monkeypatch):
-    """accelerate launch exports OMP_NUM_THREADS=1; the examples use the cores instead (docs/starter.md)."""
+@pytest.fixture
+def common(monkeypatch):
+    """examples/_common.py as a module."""
     import importlib.util
 
     for name in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_TELEMETRY", "TRL_EXPERIMENTAL_SILENCE"):  # set at import
         monkeypatch.setenv(name, "1")
     spec = importlib.util.spec_from_file_location("examples_common", ROOT / "examples" / "_common.py")
-    common = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "examples_common", common)  # dataclasses look their module up there
-    spec.loader.exec_module(common)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "examples_common", module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_run_never_silently_overwrites_another(common, tmp_path):
+    run = tmp_path / "webshop-mini-sdar"
+    choose = common.choose_output_dir
+    assert choose(str(run), explicit=False, overwrite=False, resuming=False) == str(run)  # does not exist yet
+    run.mkdir()
+    (run / "runs").mkdir()  # a directory without a run's files is free
+    assert choose(str(run), explicit=True, overwrite=False, resuming=False) == str(run)
+    (run / "report.md").write_text("earlier run")
+    assert choose(str(run), explicit=False, overwrite=False, resuming=False) == f"{run}-2"
+    (tmp_path / "webshop-mini-sdar-2").mkdir()
+    (tmp_path / "webshop-mini-sdar-2" / "checkpoint-5").mkdir()
+    assert choose(str(run), explicit=False, overwrite=False, resuming=False) == f"{run}-3"
+    with pytest.raises(SystemExit, match=r"already holds another run.*--overwrite_output_dir true"):
+        choose(str(run), explicit=True, overwrite=False, resuming=False)
+    assert choose(str(run), explicit=True, overwrite=True, resuming=False) == str(run)
+    assert choose(str(run), explicit=True, overwrite=False, resuming=True) == str(run)
+
+
+def test_cpu_threads_split_the_cores_over_the_local_processes(common, monkeypatch):
+    """accelerate launch exports OMP_NUM_THREADS=1; the examples use the cores instead (docs/starter.md)."""
     monkeypatch.setattr(common.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert common.cpu_threads_per_process() == 4

@@ -54,6 +54,7 @@ from .loss import (
     compute_step_advantages,
     masked_mean,
 )
+from .model_card import SDAR_PAPER, base_model_name, render_model_card
 from .rollout import (
     EpisodeRecord,
     RolloutResult,
@@ -89,6 +90,7 @@ class SDARTrainer(GRPOTrainer):
 
     _tag_names: ClassVar[list[str]] = ["trl", "grpo", "sdar"]
     _name = "SDAR"
+    _paper: ClassVar[dict[str, str]] = SDAR_PAPER  # TRL's card fields; GRPOTrainer's would cite DeepSeekMath
 
     def __init__(
         self,
@@ -701,6 +703,28 @@ class SDARTrainer(GRPOTrainer):
             yield
         finally:
             self.generation_config, self.generation_kwargs = previous
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | None = None,
+        tags: str | list[str] | None = None,
+    ) -> None:
+        """Write `README.md` in `output_dir` (`sdar_trl.model_card`): TRL's template would call a local base
+        model "None" and cite GRPO's paper."""
+        if not self.is_world_process_zero():
+            return
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        details = {"optimizer steps": self.state.global_step, "dataset": dataset_name} if dataset_name else None
+        card = render_model_card(
+            model_name=model_name or self.args.output_dir.rstrip("/").split("/")[-1],
+            base_model=base_model_name(getattr(self.model.config, "_name_or_path", None)),
+            method=self.args.method,
+            tags=[*self._tag_names, *tags],
+            details=details,
+        )
+        with open(f"{self.args.output_dir}/README.md", "w", encoding="utf-8") as file:
+            file.write(card)
 
     def evaluate(
         self,
