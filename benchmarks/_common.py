@@ -9,7 +9,12 @@ from typing import Any
 
 
 def resolve_model(model: str | None) -> str:
-    """`--model`, or the packaged starter when none is given; a local directory switches the hub off."""
+    """`--model`, or the packaged starter when none is given; a starter's short name (`micro:<env>`, `smollm2`)
+    becomes its directory, and a local directory switches the hub off."""
+    if model is not None:
+        from sdar_trl.starter import resolve_model_name
+
+        model = resolve_model_name(model)
     if model is None:
         from sdar_trl.starter import starter_available, starter_model_path
 

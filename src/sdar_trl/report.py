@@ -21,7 +21,7 @@ from typing import Any
 
 __all__ = ["write_run_report"]
 
-_SDAR_CURVES = ("sdar/gate_mean", "sdar/gate_active_ratio", "sdar/teacher_gap_mean")
+_GATE_CURVES = ("sdar/gate_mean", "sdar/gate_active_ratio")
 
 
 def _strip_prefix(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -43,37 +43,109 @@ def _series(log_history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[in
     return steps, values
 
 
-def _plots(output_dir: Path, log_history: Sequence[Mapping[str, Any]]) -> list[str]:
+def _count(metrics: Mapping[str, float], success_key: str) -> int | None:
+    """Episodes behind `env/success` or `env/success/<type>` (None when the metrics predate the counts)."""
+    count_key = "env/episodes" + success_key.removeprefix("env/success")
+    value = metrics.get(count_key)
+    return round(value) if value is not None else None
+
+
+def _interval(metrics: Mapping[str, float], success_key: str) -> tuple[float, float] | None:
+    from sdar_trl.evaluate import wilson_interval
+
+    n = _count(metrics, success_key)
+    if n is None or success_key not in metrics:
+        return None
+    return wilson_interval(round(metrics[success_key] * n), n)
+
+
+def _rate(metrics: Mapping[str, float], success_key: str) -> str:
+    """`33.6 % (45/134; 95 % CI 26.1–41.9)`, or `—` when the metric is absent."""
+    if success_key not in metrics:
+        return "—"
+    rate, n = metrics[success_key], _count(metrics, success_key)
+    if n is None:
+        return f"{100 * rate:.1f} %"
+    low, high = _interval(metrics, success_key)
+    return f"{100 * rate:.1f} % ({round(rate * n)}/{n}; 95 % CI {100 * low:.1f}–{100 * high:.1f})"
+
+
+def _last_step(log_history: Sequence[Mapping[str, Any]]) -> int:
+    return max((int(entry["step"]) for entry in log_history if "step" in entry), default=0)
+
+
+def _plots(
+    output_dir: Path,
+    log_history: Sequence[Mapping[str, Any]],
+    before: Mapping[str, float],
+    after: Mapping[str, float],
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on training machines
     import matplotlib.pyplot as plt
 
     written = []
-    keys = sorted({k for entry in log_history for k in entry if k.startswith("env/success")})
-    if keys:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in keys:
-            steps, values = _series(log_history, key)
-            ax.plot(steps, values, marker="o", label=key.removeprefix("env/success").lstrip("/") or "all")
-        ax.set(xlabel="optimizer step", ylabel="training-rollout success", ylim=(-0.02, 1.02))
+    panels = [("success", "success rate")]
+    if any("env/reward" in entry for entry in log_history):
+        panels.append(("reward", "mean episode reward (training rollouts)"))
+    if any(key in entry for entry in log_history for key in _GATE_CURVES):
+        panels.append(("gate", "gate"))
+    if any("sdar/teacher_gap_mean" in entry for entry in log_history):
+        panels.append(("gap", "teacher gap Δ = lT − lS (mean)"))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.6 * len(panels)), sharex=True, squeeze=False)
+    last = _last_step(log_history)
+    for ax, (kind, label) in zip(axes[:, 0], panels, strict=True):
+        if kind == "success":
+            ax.plot(*_series(log_history, "env/success"), marker=".", label="training rollouts")
+            # Held-out evaluations: before training (step 0), any during training, after training (last step).
+            points = [(0, before)] if "env/success" in before else []
+            points += [(int(e["step"]), _strip_prefix(e)) for e in log_history if "eval_env/success" in e]
+            points += [(last, after)] if "env/success" in after else []
+            if points:
+                xs = [x for x, _ in points]
+                ys = [m["env/success"] for _, m in points]
+                intervals = [_interval(m, "env/success") or (y, y) for (_, m), y in zip(points, ys, strict=True)]
+                errors = [[y - lo for y, (lo, _) in zip(ys, intervals, strict=True)],
+                          [hi - y for y, (_, hi) in zip(ys, intervals, strict=True)]]  # fmt: skip
+                ax.errorbar(xs, ys, yerr=errors, marker="o", capsize=4, label="held-out evaluation (95 % CI)")
+            ax.set_ylim(-0.02, 1.02)
+        elif kind == "reward":
+            ax.plot(*_series(log_history, "env/reward"), marker=".")
+        elif kind == "gate":
+            for key in _GATE_CURVES:
+                ax.plot(*_series(log_history, key), marker=".", label=key)
+        else:
+            ax.plot(*_series(log_history, "sdar/teacher_gap_mean"), marker=".")
+            ax.axhline(0.0, color="grey", linewidth=0.5)
+        ax.set_ylabel(label, fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    axes[-1, 0].set_xlabel("optimizer step")
+    fig.tight_layout()
+    fig.savefig(output_dir / "curves.png", dpi=110)
+    plt.close(fig)
+    written.append("curves.png")
+
+    types = sorted({k.removeprefix("env/success/") for k in (*before, *after) if k.startswith("env/success/")})
+    if types:
+        fig, ax = plt.subplots(figsize=(max(5, 1.3 * len(types)), 3.6))
+        width = 0.38
+        for offset, (name, metrics) in ((-width / 2, ("before", before)), (width / 2, ("after", after))):
+            keys = [f"env/success/{t}" for t in types]
+            ys = [metrics.get(k, math.nan) for k in keys]
+            intervals = [_interval(metrics, k) for k in keys]
+            errors = [[y - i[0] if i else 0 for y, i in zip(ys, intervals, strict=True)],
+                      [i[1] - y if i else 0 for y, i in zip(ys, intervals, strict=True)]]  # fmt: skip
+            ax.bar([i + offset for i in range(len(types))], ys, width, yerr=errors, capsize=3,
+                   label=f"{name} training")  # fmt: skip
+        ax.set_xticks(range(len(types)), types, rotation=20, ha="right", fontsize=7)
+        ax.set(ylabel="held-out success (95 % CI)", ylim=(0, 1.05))
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(output_dir / "success_by_task_type.png", dpi=120)
+        fig.savefig(output_dir / "success_by_task_type.png", dpi=110)
         plt.close(fig)
         written.append("success_by_task_type.png")
-    present = [key for key in _SDAR_CURVES if any(key in entry for entry in log_history)]
-    if present:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in present:
-            ax.plot(*_series(log_history, key), marker="o", label=key)
-        ax.axhline(0.0, color="grey", linewidth=0.5)
-        ax.set(xlabel="optimizer step", ylabel="value")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(output_dir / "sdar_gate.png", dpi=120)
-        plt.close(fig)
-        written.append("sdar_gate.png")
     return written
 
 
@@ -107,7 +179,7 @@ def write_run_report(
     }
     (output_dir / "metrics.json").write_text(json.dumps(content, indent=2, default=str) + "\n", encoding="utf-8")
     try:
-        plots = _plots(output_dir, log_history)
+        plots = _plots(output_dir, log_history, before_env, after_env)
         plot_note = ""
     except ImportError:
         plots, plot_note = [], 'Plots need matplotlib: `pip install "sdar-trl[examples]"`.'
@@ -117,21 +189,34 @@ def write_run_report(
         lines.append(f"- **{key}**: {value}")
     if details:
         lines.append("")
-    keys = sorted(set(before_env) | set(after_env), key=lambda k: (k != "env/success", k))
-    if keys:
+    if before_env or after_env:
+        both = {**before_env, **after_env}
+        rates = ["env/success", *sorted(k for k in both if k.startswith("env/success/"))]
+        others = sorted(k for k in both if not k.startswith(("env/success", "env/episodes")))
         lines += [
             "## Evaluation (held-out tasks)",
             "",
-            "| metric | before training | after training |",
-            "|---|---|---|",
+            "Success with its task count and 95 % Wilson interval; change in points.",
+            "",
+            "| metric | before training | after training | change |",
+            "|---|---|---|---|",
         ]
-        for key in keys:
-            lines.append(f"| `{key}` | {_fmt(before_env.get(key))} | {_fmt(after_env.get(key))} |")
+        for key in rates:
+            change = (
+                f"{100 * (after_env[key] - before_env[key]):+.1f}" if key in before_env and key in after_env else "—"
+            )
+            lines.append(f"| `{key}` | {_rate(before_env, key)} | {_rate(after_env, key)} | {change} |")
+        for key in others:
+            lines.append(f"| `{key}` | {_fmt(before_env.get(key))} | {_fmt(after_env.get(key))} | |")
         lines.append("")
     train = [entry for entry in log_history if "loss" in entry]
     if train:
         last = train[-1]
-        shown = [k for k in last if k.startswith(("env/", "sdar/")) or k in ("loss", "grad_norm")]
+        shown = [
+            k
+            for k in last
+            if (k.startswith(("env/", "sdar/")) and not k.startswith("env/episodes/")) or k in ("loss", "grad_norm")
+        ]
         lines += [f"## Last training step ({last.get('step', '?')})", "", "| metric | value |", "|---|---|"]
         lines += [f"| `{k}` | {_fmt(last[k])} |" for k in shown]
         lines.append("")

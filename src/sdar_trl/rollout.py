@@ -398,19 +398,22 @@ def compute_step_rewards(result: RolloutResult, *, invalid_action_penalty: float
 def summarize_episodes(episodes: Sequence[EpisodeRecord], steps_invalid: int | None = None) -> dict[str, float]:
     """`env/*` metrics over finished episodes (all processes' episodes, gathered by the caller).
 
-    Keys: `env/success`, `env/success/<task_type>`, `env/score` (when the environment reports a score),
-    `env/invalid_action_rate` (invalid steps / steps), `env/episode_length`, `env/errors` (count of
-    trajectories ended by an environment error), `env/episodes`.
+    Keys: `env/success`, `env/success/<task_type>`, `env/episodes/<task_type>` (so that a report can put an
+    interval on each type's rate), `env/reward` (mean episode reward), `env/score` (when the environment
+    reports a score), `env/invalid_action_rate` (invalid steps / steps), `env/episode_length`, `env/errors`
+    (count of trajectories ended by an environment error), `env/episodes`.
     """
     if not episodes:
         return {}
     metrics: dict[str, float] = {"env/episodes": float(len(episodes))}
     metrics["env/success"] = sum(e.won for e in episodes) / len(episodes)
+    metrics["env/reward"] = sum(e.reward for e in episodes) / len(episodes)
     by_type: dict[str, list[bool]] = defaultdict(list)
     for episode in episodes:
         by_type[episode.task_type or "unknown"].append(episode.won)
     for task_type, wins in sorted(by_type.items()):
         metrics[f"env/success/{task_type}"] = sum(wins) / len(wins)
+        metrics[f"env/episodes/{task_type}"] = float(len(wins))
     scores = [e.score if e.score is not None else 0.0 for e in episodes]
     if any(e.score is not None for e in episodes):
         metrics["env/score"] = sum(scores) / len(scores)
