@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 
+import pytest
 from datasets import Dataset
 from rich.console import Console
 
@@ -57,9 +58,10 @@ def test_report_without_counts_shows_the_rate_alone(tmp_path):
     assert "| `env/success` | 25.0 % | 50.0 % | +25.0 |" in report
 
 
-def test_progress_callback_draws_rollout_training_and_evaluation(tmp_path, tiny_tokenizer):
+@pytest.mark.parametrize("terminal", [True, False])
+def test_progress_callback_draws_rollout_training_and_evaluation(tmp_path, tiny_tokenizer, terminal):
     out = io.StringIO()
-    progress = AgentProgressCallback(Console(file=out, force_terminal=True, width=100))
+    progress = AgentProgressCallback(Console(file=out, force_terminal=terminal, width=100))
     trainer = SDARTrainer(
         build_tiny_model(tiny_tokenizer),
         args=SDARConfig(
@@ -85,4 +87,11 @@ def test_progress_callback_draws_rollout_training_and_evaluation(tmp_path, tiny_
     trainer.evaluate()
     progress.stop()
     text = out.getvalue()
-    assert "Training" in text and "Rollout" in text and "Evaluation" in text
+    if terminal:
+        assert "Training" in text and "Rollout" in text and "Evaluation" in text
+    else:  # redirected to a file: plain lines as they happen, no escape codes
+        lines = text.splitlines()
+        assert lines[0] == "[train] 1 optimizer steps" and "\x1b[" not in text
+        assert any(line.startswith("[train] step 1/1: env/success ") for line in lines)
+        assert "[eval] 2/2 episodes" in lines
+        assert any(line.startswith("[eval] step 1/1: eval_env/success ") for line in lines)

@@ -25,19 +25,25 @@ class AgentProgressCallback(TrainerCallback):
     """Rich bars for the rollout (steps, live episodes), optimizer steps and evaluation episodes.
 
     Only the main process draws. Add it with `trainer.add_callback(AgentProgressCallback())`; pass
-    `disable_tqdm=True` in the config to drop transformers' own tqdm bar.
+    `disable_tqdm=True` in the config to drop transformers' own tqdm bar. When the output is not a terminal
+    (redirected to a file, a CI log), live bars would show nothing until the end: the callback then prints one
+    plain line per logged step and per evaluation batch instead.
     """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console()
+        self.plain = not self.console.is_terminal
         self._progress: Progress | None = None
         self._live: Live | None = None
         self._tasks: dict[str, Any] = {}
         self._last: dict[str, float] = {}
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
     def _start(self) -> None:
-        if self._live is not None:
+        if self._live is not None or self.plain:
             return
         self._progress = Progress(
             TextColumn("{task.description:<11}"),
@@ -75,12 +81,14 @@ class AgentProgressCallback(TrainerCallback):
 
     # -- events ------------------------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if state.is_world_process_zero:
+        if state.is_world_process_zero and self.plain:
+            self._line(f"[train] {state.max_steps} optimizer steps")
+        elif state.is_world_process_zero:
             self._start()
             self._bar("Training", state.max_steps)
 
     def on_rollout_step(self, args: Any, state: Any, control: Any, *, step: int, live: int, total: int) -> None:
-        if not state.is_world_process_zero:
+        if not state.is_world_process_zero or self.plain:
             return
         self._start()
         assert self._progress is not None  # internal invariant: _start ran
@@ -98,6 +106,9 @@ class AgentProgressCallback(TrainerCallback):
     def on_evaluate_progress(self, args: Any, state: Any, control: Any, *, done: int, total: int) -> None:
         if not state.is_world_process_zero:
             return
+        if self.plain:
+            self._line(f"[eval] {done}/{total} episodes")
+            return
         self._start()
         assert self._progress is not None  # internal invariant: _start ran
         self._progress.update(self._bar("Evaluation", total), completed=done)
@@ -109,10 +120,17 @@ class AgentProgressCallback(TrainerCallback):
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if not state.is_world_process_zero or not logs:
             return
+        shown = {}
         for key, value in logs.items():
             short = key.removeprefix("eval_")
             if short in _SHOWN and isinstance(value, (int, float)):
-                self._last[key] = float(value)
+                self._last[key] = shown[key] = float(value)
+        if self.plain and shown:
+            where = f"step {state.global_step}/{state.max_steps}" if state.max_steps else f"step {state.global_step}"
+            timing = f", {logs['step_time']:.1f} s/step" if isinstance(logs.get("step_time"), (int, float)) else ""
+            values = ", ".join(f"{key} {value:.3f}" for key, value in shown.items())
+            kind = "eval" if any(key.startswith("eval") for key in shown) else "train"
+            self._line(f"[{kind}] {where}: {values}{timing}")
         if self._live is not None:
             self._live.update(self._render())
 
