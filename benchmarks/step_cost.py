@@ -17,6 +17,7 @@ Prints a human table on stderr and one JSON line on stdout with the keys `full_s
     python benchmarks/step_cost.py --env searchqa-mini --steps 3 --warmup 1   # the packaged starter, ~45 min on a CPU
     python benchmarks/step_cost.py --env searchqa-mini --steps 3 --warmup 1 --context skills+facts  # longer context
     python benchmarks/step_cost.py --model /path/to/model --env webshop-mini --steps 10
+    python benchmarks/step_cost.py --preset cpu-micro --env alfworld-mini --steps 10 --warmup 2   # the micro preset
 
 With the packaged starter (SmolLM2-135M) a step costs minutes on one CPU thread; the default env
 (alfworld-mini, the longest episodes) takes hours there. docs/results.md has the measured numbers.
@@ -37,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import resolve_model
+from _common import machine_info, resolve_model
 
 os.environ["OMP_NUM_THREADS"] = "1"  # comparable timings: one thread in both runs
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -70,12 +71,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--preset",
+        default=None,
+        help="take the model, tasks per step, group size, completion length, context, learning rate, KL and "
+        "gradient checkpointing of a benchmarks/table1.py preset (e.g. cpu-micro); explicit flags are ignored then",
+    )
+    parser.add_argument(
         "--no_teacher_prefix_cache",
         action="store_true",
         help="SDAR scores every teacher prompt with a full forward (SDARConfig.teacher_prefix_cache=False)",
     )
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)  # internal: run one method
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    options.learning_rate, options.beta, options.gradient_checkpointing = 1e-5, 0.0, None
+    if options.preset is not None:
+        from table1 import PRESETS, model_for
+
+        if options.preset not in PRESETS:
+            parser.error(f"--preset {options.preset!r}: expected one of {sorted(PRESETS)}")
+        preset = PRESETS[options.preset]
+        options.tasks, options.num_generations = preset.tasks_per_step, preset.num_generations
+        options.max_completion_length, options.context = preset.max_completion_length, preset.context
+        options.learning_rate, options.gradient_checkpointing = preset.learning_rate, preset.gradient_checkpointing
+        if preset.kl:
+            from table1 import ENV_SETTINGS
+
+            options.beta = ENV_SETTINGS[options.env]["beta"]
+        if options.model is None and preset.model is not None:
+            options.model = model_for(options.env, preset, options)
+    return options
 
 
 class TimedEnv:
@@ -114,6 +138,7 @@ def run_child(options: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer, TrainerCallback
 
     from sdar_trl import SDARConfig, SDARTrainer
+    from sdar_trl.config import CHECKPOINTING_FIELD
     from sdar_trl.environments import make_env
     from sdar_trl.sft import SKILL_BANKS
     from sdar_trl.skills import SkillBank
@@ -142,6 +167,9 @@ def run_child(options: argparse.Namespace) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(options.model, padding_side="left")
     total_steps = options.warmup + options.steps
     with tempfile.TemporaryDirectory() as scratch:
+        checkpointing = {}  # TRL's default unless a preset sets it
+        if options.gradient_checkpointing is not None:
+            checkpointing[CHECKPOINTING_FIELD] = options.gradient_checkpointing
         args = SDARConfig(
             output_dir=scratch,
             method=options.child,
@@ -150,7 +178,11 @@ def run_child(options: argparse.Namespace) -> dict[str, Any]:
             per_device_train_batch_size=options.tasks * options.num_generations,
             num_generations=options.num_generations,
             max_completion_length=options.max_completion_length,
-            learning_rate=1e-5,
+            learning_rate=options.learning_rate,
+            beta=options.beta,
+            **(
+                {} if options.gradient_checkpointing is None else {CHECKPOINTING_FIELD: options.gradient_checkpointing}
+            ),
             privileged_context_source=options.context,
             teacher_prefix_cache=not options.no_teacher_prefix_cache,
             logging_steps=1,
@@ -220,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         "env_time_share": max(sdar["env_time_share"], grpo["env_time_share"]),
         "teacher_prefix_cache": not options.no_teacher_prefix_cache,
         "context": options.context,
+        "preset": options.preset,
+        "tasks": options.tasks,
+        "num_generations": options.num_generations,
+        "machine": machine_info(),
         "runs": results,
     }
     print(f"{'':<26}{'GRPO':>12}{'SDAR':>12}{'SDAR/GRPO':>12}", file=sys.stderr)

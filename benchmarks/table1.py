@@ -92,6 +92,12 @@ class Preset:
     bf16: bool = False  # bf16 autocast (fp32 master weights); on a CPU with AVX512-BF16/AMX it halves forward+backward
     # Smaller training chunks where prompts are long (same rollout and loss, less activation memory per backward).
     per_device_train_batch_size_by_env: dict[str, int] = dataclasses.field(default_factory=dict)
+    # The model of every run, `{env}` replaced by the env's name (e.g. "micro:{env}"); None: `--model`, or the
+    # packaged SmolLM2 starter.
+    model: str | None = None
+    # A held-out learning curve: every `eval_every` optimizer steps, `curve_eval_tasks` held-out tasks (0: none).
+    eval_every: int = 0
+    curve_eval_tasks: int = 0
 
     def batch_size(self, env_name: str) -> int:
         """Step samples per forward/backward chunk (and trajectories per accumulation slice) on `env_name`."""
@@ -125,6 +131,32 @@ PRESETS: dict[str, Preset] = {
         # and the OOM killer, i.e. ~2 MB of activations per token; 2 rows per chunk need about a quarter of that.
         # ALFWorld's ~400-token rows: 4 per chunk.
         per_device_train_batch_size_by_env={"webshop-mini": 2, "alfworld-mini": 4},
+    ),
+    # 1 CPU core per run, the micro starters (docs/starter.md): steps of seconds, so that learning curves and
+    # 5 seeds fit. The budget (lr, steps, tasks per step) was chosen on alfworld-mini's valid_seen split, never on
+    # the held-out valid_unseen (docs/results.md).
+    "cpu-micro": Preset(
+        description=(
+            "micro starters, demo envs, 100 optimizer steps of 4 tasks x 4 trajectories, lr 1e-4, no KL, fp32, "
+            "teacher context: facts; held-out curve every 10 steps (50 tasks), final evaluation on the whole split"
+        ),
+        max_steps=100,
+        tasks_per_step=4,
+        num_generations=4,
+        per_device_train_batch_size=16,
+        learning_rate=1e-4,
+        max_completion_length=32,  # `<think></think><action>...</action>`: ~12 tokens
+        eval_tasks=None,
+        use_demo_envs=True,
+        # The micro starters gain 20+ points from the oracle facts and nothing from skills, which they never saw.
+        context="facts",
+        seeds=5,
+        eval_first_seed=0,
+        kl=False,
+        gradient_checkpointing=False,
+        model="micro:{env}",
+        eval_every=10,
+        curve_eval_tasks=50,
     ),
     # The reference hyperparameters (SDAR_SPEC.md §1-3) for an instruct model on a GPU.
     "paper": Preset(
@@ -271,6 +303,9 @@ def build_config(
         invalid_action_penalty=settings["invalid_action_penalty"],
         privileged_context_source=options.context or preset.context,
         per_device_eval_batch_size=32,
+        # The held-out curve (make_trainer's eval_dataset holds its tasks); the final evaluation is run_one's.
+        eval_strategy="steps" if preset.eval_every else "no",
+        eval_steps=preset.eval_every or None,
         logging_steps=1,
         save_strategy="no",
         report_to="none",
@@ -291,6 +326,23 @@ def eval_plan(env_name: str, preset: Preset, options: argparse.Namespace) -> tup
 
     split = DEMO_ENVS[env_name]["eval_split"] if preset.use_demo_envs else _HELD_OUT_SPLIT[env_name]
     return split, options.eval_tasks or preset.eval_tasks or _SPLIT_SIZE[env_name]
+
+
+def model_for(env_name: str, preset: Preset, options: argparse.Namespace) -> str:
+    """The model directory (or hub id) of `env_name`'s runs: `--model`, else the preset's per-env model."""
+    if options.model is not None:
+        return options.model
+    if preset.model is None:
+        raise ValueError(f"no --model and preset {options.preset!r} names none")
+    from sdar_trl.starter import resolve_model_name
+
+    return resolve_model_name(preset.model.format(env=env_name))
+
+
+def held_out_rows(env_name: str, preset: Preset, options: argparse.Namespace) -> list[dict[str, int]]:
+    """The held-out task rows of the final evaluation (the same for every run of the env)."""
+    _, eval_tasks = eval_plan(env_name, preset, options)
+    return [{"seed": preset.eval_first_seed + i} for i in range(eval_tasks)]
 
 
 def make_trainer(
@@ -317,20 +369,24 @@ def make_trainer(
     from sdar_trl.environments import make_env
     from sdar_trl.skills import SkillBank
 
-    eval_split, eval_tasks = eval_plan(env_name, preset, options)
+    eval_split, _ = eval_plan(env_name, preset, options)
     train_kwargs, eval_kwargs = env_kwargs(env_name, preset, "train"), env_kwargs(env_name, preset, eval_split)
     set_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(options.model, padding_side="left")
+    model = model_for(env_name, preset, options)
+    tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
     args = build_config(env_name, method, seed, preset, options, output_dir)
     if train_tasks is None:
         train_tasks = max(1, args.max_steps) * preset.tasks_per_step
     # Training tasks differ per seed; the held-out tasks are the same for every run.
     train_rows = [{"seed": 1_000_000 * (seed + 1) + i} for i in range(train_tasks)]
+    eval_rows = held_out_rows(env_name, preset, options)
+    if preset.eval_every:  # the curve's tasks: the first of the final evaluation's
+        eval_rows = eval_rows[: preset.curve_eval_tasks]
     return SDARTrainer(
-        options.model,
+        model,
         args=args,
         train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list([{"seed": preset.eval_first_seed + i} for i in range(eval_tasks)]),
+        eval_dataset=Dataset.from_list(eval_rows),
         processing_class=tokenizer,
         env_factory=lambda: make_env(env_name, **train_kwargs),
         eval_env_factory=lambda: make_env(env_name, **eval_kwargs),
@@ -351,7 +407,15 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
         train_s = time.perf_counter() - start
         # Skill-GRPO is evaluated without the skills it trained with (the paper's "Skill-GRPO", not "*").
         trainer.args.skills_in_student_prompt = False
-        metrics = trainer.evaluate()
+        # The held-out curve (every `eval_every` steps) is in the log; the final evaluation is not part of it.
+        held_out_curve = [
+            {"step": entry["step"], "success": entry["eval_env/success"], "tasks": entry.get("eval_env/episodes")}
+            for entry in trainer.state.log_history
+            if "eval_env/success" in entry
+        ]
+        from datasets import Dataset
+
+        metrics = trainer.evaluate(Dataset.from_list(held_out_rows(env_name, preset, options)))
         wall_s = time.perf_counter() - start
         curve = [
             {k: v for k, v in entry.items() if k == "step" or k.startswith(("env/", "sdar/"))}
@@ -382,6 +446,8 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
         "distill_coef": args.distill_coef,
         "gate_beta": args.gate_beta,
         "curve": curve,
+        "held_out_curve": held_out_curve,
+        "model": model_for(env_name, preset, options),
         # The same seed plays different rollouts on another CPU (kernel rounding), and runs at another speed.
         "machine": machine_info(),
     }
@@ -712,7 +778,8 @@ def _write_json(path: Path, stored: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     preset = PRESETS[options.preset]
-    options.model = resolve_model(options.model)
+    if options.model is not None or preset.model is None:
+        options.model = resolve_model(options.model)
     seeds = options.seeds if options.seeds is not None else preset.seeds
     options.output_dir.mkdir(parents=True, exist_ok=True)
     results_path = options.output_dir / "table1.json"
@@ -722,7 +789,7 @@ def main(argv: list[str] | None = None) -> int:
     conflict = settings_conflict(stored, options.preset, options.bf16)
     if conflict:
         sys.exit(f"table1.py: {conflict}")
-    stored["preset"], stored["model"] = options.preset, options.model
+    stored["preset"], stored["model"] = options.preset, options.model or preset.model
     # What the preset name meant when these runs were made (presets change between versions).
     stored["preset_settings"] = {**dataclasses.asdict(preset), "bf16": options.bf16}
     done = {(r["env"], r["method"], r["seed"]) for r in stored["runs"]}
@@ -770,7 +837,8 @@ def main(argv: list[str] | None = None) -> int:
     overridden = f", overridden by {' '.join(overrides)}" if overrides else ""
     header = (
         f"Table 1 in miniature — preset `{options.preset}` ({preset.description}{overridden}); model "
-        f"`{options.model}`; teacher context `{options.context or preset.context}`; held-out tasks, success %."
+        f"`{options.model or preset.model}`; teacher context `{options.context or preset.context}`; held-out tasks, "
+        "success %."
     )
     paired = paired_against(runs, "grpo")
     markdown = render_markdown(summary, header, paired, machines=machines_by_env(runs))

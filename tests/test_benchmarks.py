@@ -114,6 +114,39 @@ def test_table1_presets_build_the_documented_configs(table1, tmp_path, recwarn):
     assert paper.per_device_train_batch_size * paper.gradient_accumulation_steps == 16 * 8
 
 
+def test_table1_cpu_micro_preset_uses_each_envs_micro_starter_with_a_held_out_curve(table1, tmp_path):
+    from sdar_trl.starter import MICRO_PATH
+
+    preset = table1.PRESETS["cpu-micro"]
+    options = table1.parse_args(["--preset", "cpu-micro"])
+    config = table1.build_config("alfworld-mini", "sdar", 0, preset, options, str(tmp_path))
+    assert (config.beta, config.gradient_checkpointing, config.bf16) == (0.0, False, False)
+    assert (config.max_steps, config.num_generations, config.learning_rate) == (100, 4, 1e-4)
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 4 * 4
+    assert (config.eval_strategy, config.eval_steps) == ("steps", 10)
+    assert config.privileged_context_source == "facts" and preset.seeds == 5
+    assert table1.model_for("alfworld-mini", preset, options) == str(MICRO_PATH / "alfworld-mini")
+    assert table1.model_for("alfworld-mini", preset, table1.parse_args(["--model", "/m"])) == "/m"
+    # The final evaluation: the whole held-out split; the curve: its first 50 tasks.
+    rows = table1.held_out_rows("alfworld-mini", preset, options)
+    assert [r["seed"] for r in rows] == list(range(134))
+    trainer = table1.make_trainer("alfworld-mini", "grpo", 0, preset, options, str(tmp_path))
+    assert [r["seed"] for r in trainer.eval_dataset] == list(range(50))
+    trainer.close_environments()
+
+
+def test_step_cost_takes_a_table1_preset():
+    code = (
+        "import step_cost as s; o = s.parse_args(['--preset', 'cpu-micro']); "
+        "print(o.tasks, o.num_generations, o.max_completion_length, o.context, o.learning_rate, "
+        "o.gradient_checkpointing, o.beta, o.model.endswith('micro/alfworld-mini'))"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT / "benchmarks", capture_output=True, text=True, check=True, timeout=120
+    )
+    assert completed.stdout.split() == ["4", "4", "32", "facts", "0.0001", "False", "0.0", "True"]
+
+
 def test_table1_sensitivity_overrides_touch_sdar_only(table1, tmp_path):
     options = table1.parse_args(["--sdar_gate_beta", "20", "--sdar_distill_coef", "0.1"])
     configs = {
