@@ -18,13 +18,20 @@ from typing import Any
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value of `--flag value` or `--flag=value` in `argv` (None when absent)."""
+    for index, arg in enumerate(argv):
+        if arg == flag:
+            return argv[index + 1] if index + 1 < len(argv) else ""
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def _local_model_requested(argv: list[str]) -> bool:
     """No model flag (the default is a packaged starter), a starter's short name or a local directory: offline."""
-    for index, arg in enumerate(argv):
-        if arg.startswith("--model_name_or_path"):
-            value = arg.split("=", 1)[1] if "=" in arg else (argv[index + 1] if index + 1 < len(argv) else "")
-            return os.path.isdir(value) or value.startswith("micro:") or value == "smollm2"
-    return True
+    value = _flag_value(argv, "--model_name_or_path")
+    return value is None or os.path.isdir(value) or value.startswith("micro:") or value == "smollm2"
 
 
 if _local_model_requested(sys.argv[1:]):
@@ -38,6 +45,7 @@ from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.callbacks import AgentProgressCallback
+from sdar_trl.config import CHECKPOINTING_FIELD
 from sdar_trl.environments import make_env
 from sdar_trl.report import write_run_report
 from sdar_trl.skills import SkillBank
@@ -61,7 +69,11 @@ class ExampleArguments:
     eval_split: str | None = field(
         default=None, metadata={"help": "Split of the held-out eval tasks (default: the env's test/unseen split)."}
     )
-    train_tasks: int = field(default=512, metadata={"help": "Number of training tasks (seeds 0..N-1)."})
+    train_tasks: int = field(default=512, metadata={"help": "Number of training tasks (seeds K..K+N-1)."})
+    first_train_seed: int = field(
+        default=0,
+        metadata={"help": "K: the first training seed (micro starters: 10^6, never seen in their build)."},
+    )
     eval_tasks: int = field(default=4, metadata={"help": "Number of held-out eval tasks, played once each."})
     skills: str | None = field(
         default=None, metadata={"help": "Skill-bank JSON file (default: the library shipped for the environment)."}
@@ -106,6 +118,42 @@ CPU_DEMO_DEFAULTS: dict[str, Any] = {
     "per_device_eval_batch_size": 16,
     "bf16": False,
 }
+
+
+#: Defaults for the micro starters (`micro:<env>`, docs/starter.md): a step of 4 tasks x 4 trajectories costs a few
+#: seconds on one core, so the demo trains MICRO_STEPS steps and evaluates 50 held-out tasks before and after
+#: within about 5 minutes on 2 cores (docs/results.md has the measured run). Training tasks start at seed 10^6:
+#: the starter was built on train seeds 0-3999, and RL should meet tasks it has not seen.
+MICRO_DEMO_DEFAULTS: dict[str, Any] = {
+    **CPU_DEMO_DEFAULTS,
+    "max_steps": 60,
+    "per_device_train_batch_size": 16,  # 4 tasks x 4 trajectories per step; also the rows per training chunk
+    "num_generations": 4,
+    "max_steps_per_episode": 20,  # the environment's own limit at the demo settings
+    "max_completion_length": 32,  # `<think></think><action>...</action>`: ~12 tokens
+    "learning_rate": 1e-4,
+    "eval_tasks": 50,
+    "first_train_seed": 1_000_000,
+    "per_device_eval_batch_size": 50,
+    CHECKPOINTING_FIELD: False,  # a tiny model: its activations are small, recomputing them costs a third
+}
+
+
+def demo_defaults(argv: list[str], default_env: str) -> tuple[str | None, dict[str, Any]]:
+    """The default model (None: the SmolLM2 starter) and the CPU defaults that fit it.
+
+    No `--model_name_or_path`: the env's micro starter if one ships, else the SmolLM2 starter. A `micro:<env>` name
+    gets the micro defaults; any other model the SmolLM2-sized ones (every default can be overridden).
+    """
+    from sdar_trl.starter import MICRO_PATH, MICRO_PREFIX
+
+    model = _flag_value(argv, "--model_name_or_path")
+    env = _flag_value(argv, "--env") or default_env
+    if model is None and (MICRO_PATH / env / "model.safetensors").is_file():
+        return f"{MICRO_PREFIX}{env}", MICRO_DEMO_DEFAULTS
+    if model is not None and model.startswith(MICRO_PREFIX):
+        return None, MICRO_DEMO_DEFAULTS
+    return None, CPU_DEMO_DEFAULTS
 
 
 #: Files that mark a directory as holding a finished (or started) run.
@@ -171,13 +219,15 @@ def _starter_model() -> str:
 def main(*, default_env: str, skills_name: str, history_length: int, invalid_action_penalty: float) -> None:
     from sdar_trl.starter import DEMO_ENVS as demo_envs
 
+    default_model, defaults = demo_defaults(sys.argv[1:], default_env)
     parser = TrlParser((ExampleArguments, SDARConfig, ModelConfig))
     parser.set_defaults(
         env=default_env,
         output_dir=f"outputs/{default_env}-sdar",
         history_length=history_length,
         invalid_action_penalty=invalid_action_penalty,
-        **CPU_DEMO_DEFAULTS,
+        model_name_or_path=default_model,
+        **defaults,
         # Without a GPU, run on CPU; under a multi-process launcher this makes the processes join a gloo group.
         use_cpu=not torch.cuda.is_available(),
     )
@@ -228,7 +278,9 @@ def main(*, default_env: str, skills_name: str, history_length: int, invalid_act
     trainer = SDARTrainer(
         model_args.model_name_or_path,
         args=training_args,
-        train_dataset=Dataset.from_list([{"seed": i} for i in range(script_args.train_tasks)]),
+        train_dataset=Dataset.from_list(
+            [{"seed": script_args.first_train_seed + i} for i in range(script_args.train_tasks)]
+        ),
         eval_dataset=Dataset.from_list([{"seed": i} for i in range(script_args.eval_tasks)]),
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
