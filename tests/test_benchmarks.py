@@ -121,8 +121,8 @@ def test_table1_cpu_micro_preset_uses_each_envs_micro_starter_with_a_held_out_cu
     options = table1.parse_args(["--preset", "cpu-micro"])
     config = table1.build_config("alfworld-mini", "sdar", 0, preset, options, str(tmp_path))
     assert (config.beta, config.gradient_checkpointing, config.bf16) == (0.0, False, False)
-    assert (config.max_steps, config.num_generations, config.learning_rate) == (100, 4, 1e-4)
-    assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 4 * 4
+    assert (config.max_steps, config.num_generations, config.learning_rate) == (100, 4, 3e-4)
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 8 * 4
     assert (config.eval_strategy, config.eval_steps) == ("steps", 10)
     assert config.privileged_context_source == "facts" and preset.seeds == 5
     assert table1.model_for("alfworld-mini", preset, options) == str(MICRO_PATH / "alfworld-mini")
@@ -144,7 +144,7 @@ def test_step_cost_takes_a_table1_preset():
     completed = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT / "benchmarks", capture_output=True, text=True, check=True, timeout=120
     )
-    assert completed.stdout.split() == ["4", "4", "32", "facts", "0.0001", "False", "0.0", "True"]
+    assert completed.stdout.split() == ["8", "4", "32", "facts", "0.0003", "False", "0.0", "True"]
 
 
 def test_table1_sensitivity_overrides_touch_sdar_only(table1, tmp_path):

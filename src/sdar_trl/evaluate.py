@@ -1,7 +1,7 @@
 """`python -m sdar_trl.evaluate`: play an environment's tasks with a saved model and print one JSON line of results.
 
 ```bash
-python -m sdar_trl.evaluate --model_name_or_path micro:searchqa-mini --env searchqa-mini --tasks 100
+python -m sdar_trl.evaluate --model_name_or_path micro:alfworld-mini --env alfworld-mini --tasks 100
 ```
 
 Every task is played once (`{"seed": first_seed + i}`), `--batch_size` episodes at a time in lock-step, with
