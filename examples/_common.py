@@ -40,7 +40,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch
 from datasets import Dataset
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, PrinterCallback
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from sdar_trl import SDARConfig, SDARTrainer
@@ -291,6 +291,9 @@ def main(*, default_env: str, skills_name: str, history_length: int, invalid_act
         eval_env_factory=lambda: make_env(script_args.env, **eval_kwargs),
         skill_bank=skill_bank,
     )
+    # With tqdm off, transformers prints every log dict; the progress callback already shows the key metrics (and
+    # metrics.json keeps them all), and the dicts would break its live display.
+    trainer.remove_callback(PrinterCallback)
     before = None if script_args.skip_eval_before else trainer.evaluate(metric_key_prefix="eval_before")
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     after = trainer.evaluate()

@@ -62,6 +62,8 @@ def test_example_trains_the_micro_starter_by_its_short_name(tmp_path):
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
     _check_outputs(out, completed.stdout, "micro:alfworld-mini")
+    # Redirected: one plain progress line per step, not transformers' log dicts.
+    assert "[train] step 2/2: env/success" in completed.stdout and "{'loss'" not in completed.stdout
     logs = json.loads((out / "metrics.json").read_text())["log_history"]
     assert [entry["step"] for entry in logs if "env/episodes" in entry] == [1, 2]
 
