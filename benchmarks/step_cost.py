@@ -180,9 +180,7 @@ def run_child(options: argparse.Namespace) -> dict[str, Any]:
             max_completion_length=options.max_completion_length,
             learning_rate=options.learning_rate,
             beta=options.beta,
-            **(
-                {} if options.gradient_checkpointing is None else {CHECKPOINTING_FIELD: options.gradient_checkpointing}
-            ),
+            **checkpointing,
             privileged_context_source=options.context,
             teacher_prefix_cache=not options.no_teacher_prefix_cache,
             logging_steps=1,

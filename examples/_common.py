@@ -193,7 +193,7 @@ def choose_output_dir(requested: str, *, explicit: bool, overwrite: bool, resumi
 
 
 def _output_dir_given(argv: list[str]) -> bool:
-    return any(arg == "--output_dir" or arg.startswith("--output_dir=") for arg in argv) or "--config" in argv
+    return _flag_value(argv, "--output_dir") is not None or "--config" in argv
 
 
 def cpu_threads_per_process(requested: int = 0) -> int:

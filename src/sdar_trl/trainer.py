@@ -715,7 +715,7 @@ class SDARTrainer(GRPOTrainer):
         if not self.is_world_process_zero():
             return
         tags = [tags] if isinstance(tags, str) else list(tags or [])
-        details = {"optimizer steps": self.state.global_step, "dataset": dataset_name} if dataset_name else None
+        details = {"optimizer steps": self.state.global_step, **({"dataset": dataset_name} if dataset_name else {})}
         card = render_model_card(
             model_name=model_name or self.args.output_dir.rstrip("/").split("/")[-1],
             base_model=base_model_name(getattr(self.model.config, "_name_or_path", None)),
