@@ -179,13 +179,18 @@ def test_chunked_gradients_equal_unchunked(tmp_path, tiny_tokenizer, loss_type):
         trainer.args.per_device_train_batch_size = chunk_size
         trainer.model.zero_grad()
         chunks = trainer._agent_chunks(batch)
+        widths.append([chunk["prompt_ids"].size(1) for chunk in chunks])
         for chunk in chunks:
             trainer.compute_loss(trainer.model, chunk).backward()
         return len(chunks), [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
 
+    widths = []
     whole_count, whole = gradients(64)
     chunked_count, chunked = gradients(2)
     assert whole_count == 1 and chunked_count > 3
+    # Chunks hold rows of similar length and drop their common left padding: the shortest prompts' chunk is
+    # narrower than the whole batch, which pads every row to the longest prompt.
+    assert widths[0] == [batch["prompt_ids"].size(1)] and min(widths[1]) < widths[0][0]
     for a, b in zip(whole, chunked, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 

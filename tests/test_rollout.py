@@ -13,7 +13,9 @@ from sdar_trl.rollout import (
     render_history,
     render_step_prompt,
     rendered_history_actions,
+    length_grouped_parts,
     split_rows,
+    trim_left_padding,
     summarize_episodes,
     truncate_observation,
 )
@@ -212,6 +214,26 @@ def test_build_step_batch_padding_and_masks():
     assert batch["completion_ids"].tolist() == [[7, 0], [8, 9], [0, 0]]  # right-padded
     assert batch["completion_mask"].tolist() == [[1, 0], [1, 1], [0, 0]]
     assert batch["prompt_ids"].dtype == torch.long
+
+
+def test_length_grouped_parts_keeps_similar_lengths_together():
+    parts = length_grouped_parts(torch.tensor([30, 5, 20, 6, 31, 19, 4]), 3)
+    assert parts == [[6, 1, 3], [5, 2], [0, 4]]  # lengths (4, 5, 6), (19, 20), (30, 31)
+    assert length_grouped_parts(torch.tensor([], dtype=torch.long), 2) == [[], []]
+
+
+def test_trim_left_padding_drops_only_columns_padded_in_every_row():
+    batch = {
+        "prompt_ids": torch.tensor([[0, 0, 0, 7, 8], [0, 0, 5, 6, 9]]),
+        "prompt_mask": torch.tensor([[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]]),
+        "completion_ids": torch.tensor([[1], [2]]),
+    }
+    trimmed = trim_left_padding(batch)
+    assert trimmed["prompt_ids"].tolist() == [[0, 7, 8], [5, 6, 9]]
+    assert trimmed["prompt_mask"].tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert trimmed["completion_ids"] is batch["completion_ids"]
+    empty = trim_left_padding({"prompt_ids": torch.zeros(2, 3), "prompt_mask": torch.zeros(2, 3)})
+    assert empty["prompt_ids"].shape == (2, 0)
 
 
 def test_split_rows():

@@ -468,3 +468,30 @@ def split_rows(num_rows: int, num_parts: int) -> list[range]:
         bounds.append(range(start, start + size))
         start += size
     return bounds
+
+
+def length_grouped_parts(lengths: torch.Tensor, num_parts: int) -> list[list[int]]:
+    """Split rows into `num_parts` groups (sizes differ by at most one) of rows with similar `lengths`.
+
+    Chunks of a padded batch cost as much as their longest row: grouping rows by length before chunking (and
+    trimming each chunk's padding with `trim_left_padding`) avoids paying for the batch's longest prompt in every
+    chunk. The order of rows inside an optimizer step does not change its gradient, only the summation order.
+    """
+    order = torch.argsort(lengths, stable=True).tolist()  # (N,) rows, shortest first
+    return [[order[i] for i in part] for part in split_rows(len(order), num_parts)]
+
+
+def trim_left_padding(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """`batch` without the prompt columns that are padding in every row (prompts are left-padded).
+
+    Log-probs do not change for rotary-position models (Llama, Qwen, ...): the dropped columns are masked out of
+    attention, and rotary embeddings only see distances between tokens, which dropping a common run of padding
+    keeps. (TRL's forward gives absolute-position models padding-shifted positions anyway; trimming shifts less.)
+    """
+    mask = batch["prompt_mask"]  # (n, P)
+    used = mask.any(dim=0).nonzero()  # (k, 1) columns holding a real token in some row
+    first = int(used[0, 0]) if used.numel() else mask.size(1)
+    out = dict(batch)
+    out["prompt_ids"] = batch["prompt_ids"][:, first:]  # (n, P - first)
+    out["prompt_mask"] = mask[:, first:]  # (n, P - first)
+    return out

@@ -61,9 +61,11 @@ from .rollout import (
     StepRecord,
     build_step_batch,
     compute_step_rewards,
+    length_grouped_parts,
     play_episodes,
     split_rows,
     summarize_episodes,
+    trim_left_padding,
 )
 from .sft import render_context
 from .skills import SkillBank
@@ -642,11 +644,11 @@ class SDARTrainer(GRPOTrainer):
         source = self._agent_buffer_dummy(piece)
         totals = (max(num, 1), mask.sum().clamp(min=1), distill_mask.sum().clamp(min=1))
         chunks = []
-        for part in split_rows(num, count):
-            real = list(part) if num else []
+        for real in length_grouped_parts(piece["prompt_mask"].sum(dim=1), count):
             padding = (rows_per_chunk - len(real)) if rows_per_chunk is not None else int(not real)
-            index = torch.tensor(real + [0] * padding)
+            index = torch.tensor(real + real[:1] * padding if real else [0] * padding)  # pad with a same-length row
             chunk = _take_rows(piece if real else source, index, (piece if real else source)["prompt_ids"].size(0))
+            chunk = trim_left_padding(chunk)  # rows of similar length: a chunk pays for its own longest prompt
             if padding:
                 chunk["completion_mask"] = chunk["completion_mask"].clone()
                 chunk["completion_mask"][len(real) :] = 0  # padding rows: attended prompt, no loss tokens
