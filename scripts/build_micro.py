@@ -51,6 +51,9 @@ _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 #: 180k-parameter model wins 13 % of the held-out tasks alone after 2,000 steps, 26 % after 3,000 and 53 % after
 #: 6,000: 3,000 puts the student inside the 15-50 % band where RL has room to show.
 MAX_STEPS = {"alfworld-mini": 3000, "webshop-mini": 1000, "searchqa-mini": 3000}
+#: Environments whose actions are lower case while their pages show names in upper case (product ids): their
+#: tokenizer lower-cases text, so that the id on the page and the id in the action are the same token.
+LOWERCASE_ENVS = ("webshop-mini",)
 VOCAB_SIZES = {"alfworld-mini": 4096, "webshop-mini": 8192, "searchqa-mini": 3000}
 
 
@@ -188,7 +191,12 @@ def make_tokenizer(args: argparse.Namespace, rows: list[dict[str, Any]]):
     ]
     bank = SkillBank.from_package(SKILL_BANKS[args.env])
     texts += [bank.render(task_type) for task_type in bank.task_types] * 20
-    return fit_micro_tokenizer(texts, required_words=required_words(args.env), vocab_size=args.vocab_size)
+    return fit_micro_tokenizer(
+        texts,
+        required_words=required_words(args.env),
+        vocab_size=args.vocab_size,
+        lowercase=args.env in LOWERCASE_ENVS,
+    )
 
 
 def make_model(args: argparse.Namespace, tokenizer):

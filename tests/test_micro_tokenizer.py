@@ -81,3 +81,13 @@ def test_saved_beside_a_llama_config_it_loads_back_unchanged(tokenizer, tmp_path
 def test_vocab_size_below_the_byte_alphabet_is_refused():
     with pytest.raises(ValueError, match="vocab_size=100 is too small"):
         fit_micro_tokenizer(CORPUS, vocab_size=100)
+
+
+def test_lowercase_tokenizer_makes_both_spellings_of_an_id_one_token():
+    tokenizer = fit_micro_tokenizer(CORPUS, required_words=["b07k87pzea"], vocab_size=2000, lowercase=True)
+    lower = tokenizer("click[b07k87pzea]", add_special_tokens=False)["input_ids"]
+    assert pieces(tokenizer, "[SEP] B07K87PZEA [SEP]")[3] == " b07k87pzea"  # the page's id: one token
+    assert pieces(tokenizer, "[B07K87PZEA]") == pieces(tokenizer, "[b07k87pzea]") == ["[", "b07k87pzea", "]"]
+    assert tokenizer.decode(lower) == "click[b07k87pzea]"  # lower-case actions round-trip exactly
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
+    assert tokenizer.decode(tokenizer(chat, add_special_tokens=False)["input_ids"]) == chat.replace("Hi", "hi")

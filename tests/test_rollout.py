@@ -9,14 +9,14 @@ from sdar_trl.rollout import (
     TRUNCATION_MARKER,
     build_step_batch,
     compute_step_rewards,
+    length_grouped_parts,
     play_episodes,
     render_history,
     render_step_prompt,
     rendered_history_actions,
-    length_grouped_parts,
     split_rows,
-    trim_left_padding,
     summarize_episodes,
+    trim_left_padding,
     truncate_observation,
 )
 from sdar_trl.testing import ScriptedEnv

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from ..testing import wrap_chat_tokenizer
@@ -57,6 +57,7 @@ def fit_micro_tokenizer(
     vocab_size: int = 4096,
     min_frequency: int = 2,
     required_repeats: int = 20,
+    lowercase: bool = False,
 ) -> PreTrainedTokenizerFast:
     """Fit a byte-level BPE tokenizer to an environment's text and wrap it as a chat tokenizer.
 
@@ -68,6 +69,10 @@ def fit_micro_tokenizer(
             earlier when every piece of the corpus is one token.
         min_frequency: a pair must occur this often to be merged.
         required_repeats: see `required_words`.
+        lowercase: lower-case all text before tokenizing. For environments that show a name in one case and take
+            it back in another (webshop-mini's pages say `B08T8OWQ8Z`, its actions `click[b08t8owq8z]`): without
+            it the two spellings are unrelated tokens and the model must learn the mapping for every id. Decoding
+            then gives lower-case text, so only environments whose actions are lower case may use it.
 
     Returns:
         A left-padding `PreTrainedTokenizerFast` with EOS `<|im_end|>`, PAD `<|endoftext|>` and a chat template.
@@ -79,6 +84,8 @@ def fit_micro_tokenizer(
             f"(256 bytes + {len(MICRO_SPECIAL_TOKENS)} special tokens)."
         )
     tokenizer = Tokenizer(models.BPE())
+    if lowercase:
+        tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated"),
