@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 
@@ -273,6 +274,22 @@ def test_step_advantages_leave_out_failed_rows():
     assert advantages[2] == 0.0 and advantages[4] == 0.0
     torch.testing.assert_close(compute_step_advantages(rewards, groups, valid=torch.ones(6, dtype=torch.bool)),
                                compute_step_advantages(rewards, groups))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("env_step_timeout", 0),
+        ("env_step_timeout", math.nan),
+        ("max_abs_reward", 1e39),
+        ("max_abs_reward", 0.0),
+        ("max_failed_episode_share", 1.5),
+        ("max_admissible_actions", 0),
+    ],
+)
+def test_boundary_fields_are_range_checked(tmp_path, field, value):
+    with pytest.raises(ValueError, match=re.escape(f"{field}={value!r}")):
+        SDARConfig(output_dir=str(tmp_path), report_to="none", bf16=False, **{field: value})
 
 
 # ---------------------------------------------------------------------------------------------- real training
