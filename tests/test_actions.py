@@ -95,3 +95,81 @@ def test_fuzz_parsers_never_raise(response):
         if parsed.error is not None and ("missing <action>" in parsed.error or "block" in parsed.error):
             # A response without the action block forwards at most its tail to the environment.
             assert len(parsed.action) <= INVALID_TAIL_CHARS
+
+
+# ---------------------------------------------------------------------------------------------- linear time
+# Issue 29: the regex parsers rescanned the rest of the text from every opening tag (16,000 repeats: ~20 s a call).
+_MEGABYTE = 1_000_000
+ADVERSARIAL_RESPONSES = {
+    "think": "<think>" * (_MEGABYTE // 7),
+    "action": "<action>" * (_MEGABYTE // 8),
+    "think_then_actions": "<think>" + "<action>" * (_MEGABYTE // 8),
+    "search": "<search>" * (_MEGABYTE // 8),
+    "answer_then_closer": "<answer>" * (_MEGABYTE // 8) + "</answer>",
+    "search_answer_mix": "<search><answer>" * (_MEGABYTE // 16),
+    "closers": "</search>" * (_MEGABYTE // 9),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ADVERSARIAL_RESPONSES))
+@pytest.mark.parametrize("action_format", ["think_action", "search_answer"])
+def test_parsers_are_linear_on_one_megabyte_of_repeated_tags(name, action_format):
+    import time
+
+    response = ADVERSARIAL_RESPONSES[name]
+    best = float("inf")
+    for _ in range(3):  # best of three: the machine is shared, a single sample can be descheduled
+        start = time.perf_counter()
+        parsed = parse_action(response, action_format)
+        best = min(best, time.perf_counter() - start)
+    assert not parsed.valid
+    assert best <= 0.05, f"{action_format} parser took {best * 1000:.0f} ms on 1 MB of {name!r}"
+
+
+def _regex_think_action(response: str):
+    """The former regex implementation, kept as an oracle for the linear rewrite."""
+    import re
+
+    text = response.lower()
+    start = text.find("<action>")
+    end = text.find("</action>", start + len("<action>")) if start != -1 else -1
+    if start == -1 or end == -1:
+        return text[-INVALID_TAIL_CHARS:].strip(), False
+    action = text[start + len("<action>") : end].strip()
+    if re.search(r"<think>(.*?)</think>", text, re.DOTALL) is None or not action:
+        return action, False
+    return action, True
+
+
+def _regex_search_answer(text: str):
+    import re
+
+    closer = re.search(r"</(?:search|answer)>", text)
+    if closer is not None:
+        text = text[: closer.end()]
+    blocks = re.findall(r"<(search|answer)>(.*?)</\1>", text, re.DOTALL)
+    openings = text.count("<search>") + text.count("<answer>")
+    if len(blocks) != 1 or openings != 1:
+        reason = "no <search>…</search> or <answer>…</answer> block" if not blocks else "more than one block"
+        return text[-INVALID_TAIL_CHARS:].strip(), False, reason
+    kind, content = blocks[0]
+    content = content.strip()
+    if not content:
+        return f"<{kind}></{kind}>", False, f"empty <{kind}></{kind}>"
+    return f"<{kind}>{content}</{kind}>", True, None
+
+
+_TAGS = ["<think>", "</think>", "<action>", "</action>", "<search>", "</search>", "<answer>", "</answer>"]
+_TAG_SOUP = st.lists(
+    st.sampled_from([*_TAGS, "x", " ", "Go", "\n"]),
+    max_size=14,
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_TAG_SOUP)
+def test_linear_parsers_agree_with_the_regex_oracle(response):
+    think = parse_think_action(response)
+    assert (think.action, think.valid) == _regex_think_action(response)
+    search = parse_search_answer(response)
+    assert (search.action, search.valid, search.error) == _regex_search_answer(response)

@@ -196,7 +196,9 @@ def test_chunked_gradients_equal_unchunked(tmp_path, tiny_tokenizer, loss_type):
 
 
 def test_environment_errors_are_counted_not_raised(tmp_path, tiny_tokenizer):
-    trainer = make_agent_trainer(tmp_path, tiny_tokenizer, env_factory=lambda: ScriptedEnv(length=3, fail_on_step=2))
+    # Every episode fails here: max_failed_episode_share=1 lets training go on (tests/test_faults.py covers the stop).
+    factory = lambda: ScriptedEnv(length=3, fail_on_step=2)  # noqa: E731
+    trainer = make_agent_trainer(tmp_path, tiny_tokenizer, env_factory=factory, max_failed_episode_share=1.0)
     patch_generation(trainer, lambda text, call, position: GO)
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "env/errors" in entry]

@@ -63,6 +63,10 @@ SDAR_FIELDS = {
     "eval_temperature",
     "max_observation_length",
     "privileged_context_source",
+    "env_step_timeout",
+    "max_abs_reward",
+    "max_failed_episode_share",
+    "max_admissible_actions",
 }
 
 

@@ -17,7 +17,6 @@ Two response formats (ENVIRONMENTS.md, "Common layer"):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -31,9 +30,7 @@ __all__ = [
 #: How much of an unparseable response is forwarded to the environment (the reference sends the tail).
 INVALID_TAIL_CHARS = 30
 
-_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-_TAGGED = re.compile(r"<(search|answer)>(.*?)</\1>", re.DOTALL)
-_CLOSERS = re.compile(r"</(?:search|answer)>")
+_SEARCH_KINDS = ("search", "answer")
 
 
 @dataclass(frozen=True)
@@ -70,7 +67,10 @@ def parse_think_action(response: object) -> ParsedAction:
     if start == -1 or end == -1:
         return ParsedAction(text[-INVALID_TAIL_CHARS:].strip(), False, None, "missing <action>…</action>")
     action = text[start + len("<action>") : end].strip()
-    if _THINK.search(text) is None:
+    # Plain `find`s keep this linear: a lazy `<think>(.*?)</think>` regex rescans the rest of the text from every
+    # `<think>`, quadratic on a response of repeated tags. A closed block exists iff one follows the first opening.
+    think = text.find("<think>")
+    if think == -1 or text.find("</think>", think + len("<think>")) == -1:
         return ParsedAction(action, False, None, "missing <think>…</think>")
     if not action:
         return ParsedAction(action, False, None, "empty <action></action>")
@@ -80,16 +80,21 @@ def parse_think_action(response: object) -> ParsedAction:
 def parse_search_answer(response: object) -> ParsedAction:
     """Parse a Search-R1 response: exactly one `<search>…</search>` or `<answer>…</answer>` block."""
     text = _as_text(response)
-    closer = _CLOSERS.search(text)
-    if closer is not None:
-        text = text[: closer.end()]  # everything after the first closing tag is ignored, as in Search-R1
-    blocks = _TAGGED.findall(text)
+    # Linear scans only (no lazy regex, which is quadratic on repeated opening tags). After the cut at the first
+    # closing tag, that closer is the only one left, so the text holds a block iff it has that closer's opening tag.
+    closers = [(at, kind) for kind in _SEARCH_KINDS if (at := text.find(f"</{kind}>")) != -1]
+    closer_kind = None
+    if closers:
+        at, closer_kind = min(closers)
+        # Everything after the first closing tag is ignored, as in Search-R1.
+        text = text[: at + len(f"</{closer_kind}>")]
+    has_block = closer_kind is not None and f"<{closer_kind}>" in text
     openings = text.count("<search>") + text.count("<answer>")
-    if len(blocks) != 1 or openings != 1:
-        reason = "no <search>…</search> or <answer>…</answer> block" if not blocks else "more than one block"
+    if not has_block or openings != 1:
+        reason = "more than one block" if has_block else "no <search>…</search> or <answer>…</answer> block"
         return ParsedAction(text[-INVALID_TAIL_CHARS:].strip(), False, None, reason)
-    kind, content = blocks[0]
-    content = content.strip()
+    kind = closer_kind
+    content = text[text.find(f"<{kind}>") + len(f"<{kind}>") : len(text) - len(f"</{kind}>")].strip()
     if not content:
         return ParsedAction(f"<{kind}></{kind}>", False, None, f"empty <{kind}></{kind}>")
     return ParsedAction(f"<{kind}>{content}</{kind}>", True, kind, None)

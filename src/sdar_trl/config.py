@@ -186,6 +186,19 @@ class SDARConfig(GRPOConfig):
             `skill_bank`), `"facts"` (the environment's `privileged_facts()`, an oracle ablation) or
             `"skills+facts"`.
 
+        > Environment boundary (agent mode; see docs/faults.md)
+
+        env_step_timeout (`float`, *optional*):
+            Seconds an environment `reset`/`step` call may take; a slower call fails its episode (kind `timeout`)
+            and the environment instance is abandoned and rebuilt. `None`: no limit (calls run in the main thread).
+        max_abs_reward (`float`, *optional*, defaults to `1e6`):
+            Largest |reward| of one step; a larger or non-finite reward fails its episode (kind `bad_reward`).
+        max_failed_episode_share (`float`, *optional*, defaults to `0.5`):
+            Training stops with an error naming the environment when more than this share of a batch's episodes
+            failed (1 never stops).
+        max_admissible_actions (`int`, *optional*, defaults to `100`):
+            Show at most this many admissible actions in a step prompt, then `… (N more)`. `None`: all.
+
         > TRL default applied through the field this transformers reads
 
         gradient_checkpointing (`bool`, *optional*):
@@ -354,6 +367,37 @@ class SDARConfig(GRPOConfig):
         },
     )
 
+    env_step_timeout: float | None = field(
+        default=None,
+        metadata={
+            "help": "Agent mode: seconds an environment reset()/step() call may take. A slower call fails its episode "
+            "(counted as env/errors/timeout) and the environment instance is abandoned (never reused: its call may "
+            "still run in a background thread) and rebuilt by env_factory. None: no limit."
+        },
+    )
+    max_abs_reward: float = field(
+        default=1e6,
+        metadata={
+            "help": "Agent mode: largest |reward| of one environment step. A larger or non-finite reward fails its "
+            "episode (env/errors/bad_reward), so it can never overflow float32 and turn the weights NaN."
+        },
+    )
+    max_failed_episode_share: float = field(
+        default=0.5,
+        metadata={
+            "help": "Agent mode: stop training with an error naming the environment when more than this share of a "
+            "batch's episodes failed (raised, returned bad values, timed out). Failed episodes are never learnt "
+            "from either way. 1: never stop."
+        },
+    )
+    max_admissible_actions: int | None = field(
+        default=100,
+        metadata={
+            "help": "Agent mode: show at most this many admissible actions in a step prompt, followed by '… (N more)' "
+            "(a state with thousands of actions would otherwise fill the prompt). None: show all."
+        },
+    )
+
     # TRL 1.16 declares `gradient_checkpointing=True` as its default, and transformers >= 5.23 warns about that
     # deprecated name whenever it is set: every config warned although the user had set nothing. Unset here,
     # the same default is applied in __post_init__ through the name this transformers reads.
@@ -380,6 +424,7 @@ class SDARConfig(GRPOConfig):
                 setattr(self, name, value)
         super().__post_init__()
         self._check_sdar_fields()
+        self._check_env_boundary_fields()
 
     def _check_sdar_fields(self) -> None:
         if not math.isfinite(self.distill_coef) or self.distill_coef < 0:
@@ -460,6 +505,26 @@ class SDARConfig(GRPOConfig):
                 "use_policy_loss=False with distill_coef=0 leaves nothing to train the policy. Set distill_coef > 0 "
                 "(the opsd preset uses 0.01) or use_policy_loss=True."
             )
+
+    def _check_env_boundary_fields(self) -> None:
+        timeout = self.env_step_timeout
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not math.isfinite(timeout) or timeout <= 0):  # fmt: skip
+            raise ValueError(f"env_step_timeout={timeout!r} must be a positive number of seconds or None (no limit).")
+        bound = self.max_abs_reward
+        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 1e30:
+            raise ValueError(
+                f"max_abs_reward={bound!r} must be a number in (0, 1e30] (rewards must stay finite in float32, whose "
+                "largest value is ~3.4e38); the default 1e6 suits every shipped environment."
+            )
+        share = self.max_failed_episode_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise ValueError(
+                f"max_failed_episode_share={share!r} must lie in [0, 1] (0.5 by default; 1 never stops training)."
+            )
+        limit = self.max_admissible_actions
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"max_admissible_actions={limit!r} must be an int >= 1 or None (show all).")
 
     @property
     def needs_teacher(self) -> bool:

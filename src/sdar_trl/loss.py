@@ -250,7 +250,9 @@ def compute_rlsd_advantages(
         return torch.where(mask.bool(), token_adv, torch.zeros_like(token_adv))  # (B, T)
 
 
-def compute_step_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, eps: float = 1e-6) -> torch.Tensor:
+def compute_step_advantages(
+    rewards: torch.Tensor, group_ids: torch.Tensor, *, valid: torch.Tensor | None = None, eps: float = 1e-6
+) -> torch.Tensor:
     """GRPO advantages over step samples grouped by task (SDAR_SPEC.md §1).
 
     For every group g (all step samples of all trajectories of one task, across steps):
@@ -260,6 +262,9 @@ def compute_step_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, e
     Args:
         rewards: (N,) per-step rewards (episode reward minus the invalid-action penalty).
         group_ids: (N,) integer task-group id of each sample.
+        valid: (N,) bool, False for samples of failed episodes (docs/faults.md): they get advantage 0 and are left
+            out of their group's mean, std and count, so the other samples get the advantages they would get
+            without them. None: every sample is valid.
         eps: added to the std (reference 1e-6).
 
     Returns:
@@ -270,15 +275,21 @@ def compute_step_advantages(rewards: torch.Tensor, group_ids: torch.Tensor, *, e
             f"rewards and group_ids must be 1-D tensors of the same length, got {tuple(rewards.shape)} and "
             f"{tuple(group_ids.shape)}."
         )
+    if valid is not None and valid.shape != rewards.shape:
+        raise ValueError(f"valid must have the shape of rewards {tuple(rewards.shape)}, got {tuple(valid.shape)}.")
     rewards = rewards.to(torch.float32)  # (N,)
+    keep = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.to(rewards.device).bool()  # (N,)
+    weight = keep.to(torch.float32)  # (N,) 1 for samples that enter the group statistics
+    # A failed sample's reward may be anything (it is never learnt from): select it out before any arithmetic.
+    rewards = torch.where(keep, rewards, torch.zeros_like(rewards))  # (N,)
     _, inverse = torch.unique(group_ids, return_inverse=True)  # (N,) dense group index
     num_groups = int(inverse.max()) + 1 if inverse.numel() else 0
-    counts = torch.zeros(num_groups, dtype=torch.float32, device=rewards.device).index_add_(
-        0, inverse, torch.ones_like(rewards)
-    )  # (G,)
-    sums = torch.zeros_like(counts).index_add_(0, inverse, rewards)  # (G,)
-    means = sums / counts  # (G,)
-    squares = torch.zeros_like(counts).index_add_(0, inverse, (rewards - means[inverse]) ** 2)  # (G,)
+    counts = torch.zeros(num_groups, dtype=torch.float32, device=rewards.device).index_add_(0, inverse, weight)  # (G,)
+    sums = torch.zeros_like(counts).index_add_(0, inverse, rewards)  # (G,) failed samples add 0
+    means = sums / counts.clamp(min=1)  # (G,)
+    deviations = (rewards - means[inverse]) ** 2 * weight  # (N,)
+    squares = torch.zeros_like(counts).index_add_(0, inverse, deviations)  # (G,)
     stds = torch.sqrt(squares / (counts - 1).clamp(min=1))  # (G,) Bessel-corrected
     normalized = (rewards - means[inverse]) / (stds[inverse] + eps)  # (N,)
-    return torch.where(counts[inverse] > 1, normalized, rewards)  # singletons keep their reward
+    advantages = torch.where(counts[inverse] > 1, normalized, rewards)  # (N,) singletons keep their reward
+    return torch.where(keep, advantages, torch.zeros_like(advantages))  # (N,) failed samples carry no signal

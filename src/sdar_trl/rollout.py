@@ -5,8 +5,10 @@ single-message prompt for each live copy (task, steps taken, the last `history_l
 (observation, action) pairs, the current observation, the admissible actions), generates the
 responses of all live copies in **one** batched call, parses them (`sdar_trl.actions`), steps the
 environments and records one `StepRecord` per (copy, step). It never raises because of an
-environment or a model output: an environment that raises (or returns malformed values) ends that
-trajectory as failed and is counted in `EpisodeRecord.env_error`.
+environment or a model output: an environment call that raises, returns the wrong types
+(`environments.base.check_step_result`), gives a non-finite or out-of-range reward, or times out
+ends that trajectory as *failed* (`EpisodeRecord.env_error` / `env_error_kind`, docs/faults.md).
+Only a task row with a non-integer seed raises, before any environment is touched.
 
 The generation callable is the only link to the model, so the same loop serves the trainer (TRL's
 generation backends, vLLM included), evaluation, and tests with a scripted "model".
@@ -14,7 +16,7 @@ generation backends, vLLM included), evaluation, and tests with a scripted "mode
 
 from __future__ import annotations
 
-import math
+import numbers
 import re
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -24,14 +26,18 @@ from typing import Any
 import torch
 
 from .actions import parse_action
+from .env_guard import FAULT_KINDS, call_with_timeout, classify_fault, parse_seed
 from .environments.base import (
     ACTION_FORMATS,
+    DEFAULT_MAX_ABS_REWARD,
     INFO_ADMISSIBLE_ACTIONS,
     INFO_SCORE,
     INFO_TASK,
     INFO_TASK_TYPE,
     INFO_WON,
     AgentEnvironment,
+    check_reset_result,
+    check_step_result,
 )
 
 __all__ = [
@@ -44,6 +50,7 @@ __all__ = [
     "build_step_batch",
     "compute_step_rewards",
     "play_episodes",
+    "render_admissible_actions",
     "render_history",
     "render_step_prompt",
     "rendered_history_actions",
@@ -90,6 +97,14 @@ def truncate_observation(text: str, max_chars: int | None) -> str:
     return TRUNCATION_MARKER + text[-max_chars:] if max_chars > 0 else TRUNCATION_MARKER
 
 
+def render_admissible_actions(actions: Sequence[str], *, max_actions: int | None = None) -> str:
+    """`'a', 'b', …` with at most `max_actions` actions, then `… (N more)` for the rest (None: all of them)."""
+    shown = actions if max_actions is None else actions[:max_actions]
+    text = ", ".join(f"'{a}'" for a in shown)
+    hidden = len(actions) - len(shown)
+    return f"{text}, … ({hidden} more)" if hidden else text
+
+
 def render_history(history: Sequence[tuple[str, str]], *, first_step: int) -> str:
     """`[Observation k: '…', Action k: '…']` lines, numbered from `first_step` (1-based)."""
     return "\n".join(
@@ -119,6 +134,7 @@ def render_step_prompt(
     admissible_actions: Sequence[str] | None,
     action_format: str = "think_action",
     template: str | None = None,
+    max_admissible_actions: int | None = None,
 ) -> str:
     """The user message of one step.
 
@@ -132,11 +148,16 @@ def render_step_prompt(
         action_format: picks the default template (`think_action` / `search_answer`).
         template: an environment's own `str.format` template (fields `{task}`, `{step_count}`,
             `{current_step}`, `{history_length}`, `{history}`, `{observation}`, `{admissible_actions}`).
+        max_admissible_actions: show at most this many admissible actions, then `… (N more)` (None: all).
     """
     shown = list(history)[-history_length:] if history_length > 0 else []
     first_step = step_count - len(shown) + 1
     history_text = render_history(shown, first_step=first_step)
-    admissible_text = ", ".join(f"'{a}'" for a in admissible_actions) if admissible_actions is not None else ""
+    admissible_text = (
+        render_admissible_actions(admissible_actions, max_actions=max_admissible_actions)
+        if admissible_actions is not None
+        else ""
+    )
     fields = {
         "task": task,
         "step_count": step_count,
@@ -184,7 +205,11 @@ class StepRecord:
 
 @dataclass
 class EpisodeRecord:
-    """The outcome of one trajectory."""
+    """The outcome of one trajectory.
+
+    `env_error` holds the error text and `env_error_kind` its kind (one of `env_guard.FAULT_KINDS`) when an
+    environment call failed the episode; its samples are then never learnt from (docs/faults.md).
+    """
 
     trajectory: int
     group: int
@@ -196,18 +221,35 @@ class EpisodeRecord:
     length: int = 0
     invalid_steps: int = 0
     env_error: str | None = None
+    env_error_kind: str | None = None
     privileged_facts: str = ""
     terminated: bool = False
     truncated: bool = False
     row: Mapping[str, Any] = field(default_factory=dict)
 
+    @property
+    def failed(self) -> bool:
+        """Whether an environment call ended this episode (its samples get no loss and no group statistics)."""
+        return self.env_error is not None
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the episode failed by `error` (no win, no reward)."""
+        self.env_error = f"{type(error).__name__}: {error}"
+        self.env_error_kind = classify_fault(error)
+        self.won, self.reward = False, 0.0
+
 
 @dataclass
 class RolloutResult:
-    """All step samples and episode outcomes of one `play_episodes` call."""
+    """All step samples and episode outcomes of one `play_episodes` call.
+
+    `abandoned` lists the environments (by trajectory index) whose call timed out: their call may still be running in
+    a background thread, so they must never be used again (the trainer replaces them).
+    """
 
     steps: list[StepRecord]
     episodes: list[EpisodeRecord]
+    abandoned: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -216,20 +258,6 @@ class _Live:
     info: dict[str, Any]
     history: list[tuple[str, str]] = field(default_factory=list)
     done: bool = False
-
-
-def _check_step_output(result: object) -> tuple[str, float, bool, bool, dict[str, Any]]:
-    """Validate what `env.step` returned; a malformed result is an environment error, not a crash."""
-    if not isinstance(result, tuple) or len(result) != 5:
-        raise TypeError(f"step() must return (obs, reward, terminated, truncated, info), got {result!r:.120}")
-    obs, reward, terminated, truncated, info = result
-    if not isinstance(obs, str):
-        raise TypeError(f"step() observation must be a str, got {type(obs).__name__}")
-    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
-        raise TypeError(f"step() reward must be a finite number, got {reward!r:.60}")
-    if not isinstance(info, dict):
-        raise TypeError(f"step() info must be a dict, got {type(info).__name__}")
-    return obs, float(reward), bool(terminated), bool(truncated), info
 
 
 def _admissible(info: Mapping[str, Any]) -> list[str] | None:
@@ -251,12 +279,16 @@ def play_episodes(
     student_prefix: Callable[[EpisodeRecord], str] | None = None,
     keep_going: Callable[[bool], bool] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    step_timeout: float | None = None,
+    max_abs_reward: float = DEFAULT_MAX_ABS_REWARD,
+    max_admissible_actions: int | None = None,
 ) -> RolloutResult:
     """Play one episode per environment copy, all copies in lock-step.
 
     Args:
         envs: one environment per trajectory.
-        rows: the dataset row of each trajectory; passed as `env.reset(seed=row.get("seed"), options=row)`.
+        rows: the dataset row of each trajectory; passed as `env.reset(seed=row.get("seed"), options=row)`. A seed
+            must be an integer or an integral float (else ValueError naming the row).
         generate: batched generation, see `GenerateFn`; called once per step with every live prompt.
         group_ids: the task group (GRPO uid) of each trajectory.
         max_steps: stop every episode after this many steps (None: the environment's `max_episode_steps`,
@@ -267,15 +299,23 @@ def play_episodes(
         keep_going: called before each step with "this process still has live episodes"; returning False ends
             the loop. Multi-process callers all-reduce it so every process calls `generate` equally often.
         on_step: called after every step with (steps played, episodes still live), e.g. for a progress bar.
+        step_timeout: seconds a `reset`/`step` call may take before its episode fails with kind `timeout` and the
+            environment is listed in `RolloutResult.abandoned` (None: no limit, calls run in this thread).
+        max_abs_reward: the largest |reward| of one step; beyond it (or non-finite) the episode fails (`bad_reward`).
+        max_admissible_actions: show at most this many admissible actions per prompt (None: all).
     """
     if not len(envs) == len(rows) == len(group_ids):
         raise ValueError(
             f"envs, rows and group_ids must have the same length, got {len(envs)}, {len(rows)} and {len(group_ids)}."
         )
+    seeds = [parse_seed(row.get("seed"), row_index=i) for i, row in enumerate(rows)]  # before any env is touched
     episodes = [EpisodeRecord(trajectory=i, group=int(g), row=rows[i]) for i, g in enumerate(group_ids)]
+    abandoned: list[int] = []
     live: list[_Live | None] = []
-    for env, row, episode in zip(envs, rows, episodes, strict=True):
-        live.append(_reset(env, row, episode, max_observation_length))
+    for i, (env, row, episode) in enumerate(zip(envs, rows, episodes, strict=True)):
+        live.append(_reset(env, row, seeds[i], episode, max_observation_length, step_timeout))
+        if episode.env_error_kind == "timeout":
+            abandoned.append(i)
 
     limits = [_step_limit(env, max_steps) for env in envs]
     steps: list[StepRecord] = []
@@ -287,7 +327,10 @@ def play_episodes(
                 break
         elif not active:
             break
-        prompts = [_render(envs[i], live[i], episodes[i], history_length, student_prefix) for i in active]
+        prompts = [
+            _render(envs[i], live[i], episodes[i], history_length, student_prefix, max_admissible_actions)
+            for i in active
+        ]
         outputs = list(generate(prompts)) if prompts or keep_going is not None else []
         if len(outputs) != len(prompts):
             raise RuntimeError(f"generate returned {len(outputs)} completions for {len(prompts)} prompts.")
@@ -312,16 +355,20 @@ def play_episodes(
             episode.length += 1
             episode.invalid_steps += int(not parsed.valid)
             try:
-                obs, reward, terminated, truncated, info = _check_step_output(env.step(parsed.action))
+                result = call_with_timeout(
+                    lambda env=env, action=parsed.action: env.step(action), timeout=step_timeout, what="step()"
+                )
+                obs, reward, terminated, truncated, info = check_step_result(result, max_abs_reward=max_abs_reward)
             except Exception as error:  # noqa: BLE001 - a broken environment ends its trajectory, never the run
-                episode.env_error = f"{type(error).__name__}: {error}"
-                episode.won, episode.reward = False, 0.0
+                episode.fail(error)
+                abandoned += [i] if episode.env_error_kind == "timeout" else []
                 state.done = True
                 continue
             episode.reward += reward
-            episode.won = bool(info.get(INFO_WON, False))
-            if isinstance(info.get(INFO_SCORE), (int, float)) and not isinstance(info.get(INFO_SCORE), bool):
-                episode.score = float(info[INFO_SCORE])
+            episode.won = info.get(INFO_WON, False)  # a bool: check_step_result refuses anything else
+            score = info.get(INFO_SCORE)
+            if isinstance(score, numbers.Real) and not isinstance(score, bool):
+                episode.score = float(score)
             state.history.append((state.observation, parsed.action))
             state.observation = truncate_observation(obs, max_observation_length)
             state.info = {**state.info, **info}
@@ -332,7 +379,7 @@ def play_episodes(
         step_index += 1
         if on_step is not None:
             on_step(step_index, sum(state is not None and not state.done for state in live))
-    return RolloutResult(steps=steps, episodes=episodes)
+    return RolloutResult(steps=steps, episodes=episodes, abandoned=abandoned)
 
 
 def _step_limit(env: AgentEnvironment, max_steps: int | None) -> int:
@@ -343,20 +390,20 @@ def _step_limit(env: AgentEnvironment, max_steps: int | None) -> int:
 
 
 def _reset(
-    env: AgentEnvironment, row: Mapping[str, Any], episode: EpisodeRecord, max_observation_length: int | None
+    env: AgentEnvironment,
+    row: Mapping[str, Any],
+    seed: int | None,
+    episode: EpisodeRecord,
+    max_observation_length: int | None,
+    timeout: float | None,
 ) -> _Live | None:
-    seed = row.get("seed")
     try:
-        result = env.reset(seed=seed if isinstance(seed, int) else None, options=dict(row))
-        if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[0], str):
-            raise TypeError(f"reset() must return (observation: str, info: dict), got {result!r:.120}")
-        obs, info = result
-        if not isinstance(info, dict):
-            raise TypeError(f"reset() info must be a dict, got {type(info).__name__}")
+        result = call_with_timeout(lambda: env.reset(seed=seed, options=dict(row)), timeout=timeout, what="reset()")
+        obs, info = check_reset_result(result)
         facts_fn = getattr(env, "privileged_facts", None)
-        facts = facts_fn() if callable(facts_fn) else ""
+        facts = call_with_timeout(facts_fn, timeout=timeout, what="privileged_facts()") if callable(facts_fn) else ""
     except Exception as error:  # noqa: BLE001 - a broken environment ends its trajectory, never the run
-        episode.env_error = f"{type(error).__name__}: {error}"
+        episode.fail(error)
         return None
     episode.task = str(info.get(INFO_TASK, ""))
     episode.task_type = str(info.get(INFO_TASK_TYPE, "") or "")
@@ -370,6 +417,7 @@ def _render(
     episode: EpisodeRecord,
     history_length: int,
     student_prefix: Callable[[EpisodeRecord], str] | None,
+    max_admissible_actions: int | None,
 ) -> str:
     assert state is not None  # internal invariant: only live states are rendered
     template = getattr(env, "prompt_template", None)
@@ -382,6 +430,7 @@ def _render(
         admissible_actions=_admissible(state.info),
         action_format=getattr(env, "action_format", "think_action"),
         template=template if isinstance(template, str) else None,
+        max_admissible_actions=max_admissible_actions,
     )
     return (student_prefix(episode) if student_prefix is not None else "") + prompt
 
@@ -401,7 +450,8 @@ def summarize_episodes(episodes: Sequence[EpisodeRecord], steps_invalid: int | N
     Keys: `env/success`, `env/success/<task_type>`, `env/episodes/<task_type>` (so that a report can put an
     interval on each type's rate), `env/reward` (mean episode reward), `env/score` (when the environment
     reports a score), `env/invalid_action_rate` (invalid steps / steps), `env/episode_length`, `env/errors`
-    (count of trajectories ended by an environment error), `env/episodes`.
+    (count of trajectories ended by an environment error), `env/errors/<kind>` for every kind of
+    `env_guard.FAULT_KINDS` (0 included, so every step logs the same keys), `env/episodes`.
     """
     if not episodes:
         return {}
@@ -421,7 +471,9 @@ def summarize_episodes(episodes: Sequence[EpisodeRecord], steps_invalid: int | N
     invalid = sum(e.invalid_steps for e in episodes) if steps_invalid is None else steps_invalid
     metrics["env/invalid_action_rate"] = invalid / total_steps if total_steps else 0.0
     metrics["env/episode_length"] = total_steps / len(episodes)
-    metrics["env/errors"] = float(sum(e.env_error is not None for e in episodes))
+    metrics["env/errors"] = float(sum(e.failed for e in episodes))
+    for kind in FAULT_KINDS:
+        metrics[f"env/errors/{kind}"] = float(sum(e.env_error_kind == kind for e in episodes))
     return metrics
 
 

@@ -44,6 +44,7 @@ from ._compat import (
     use_adapter,
 )
 from .config import SDARConfig
+from .env_guard import EnvFaultLog, check_failed_share, check_task_seeds, close_environments
 from .environments.base import AgentEnvironment
 from .loss import (
     compute_opsd_loss,
@@ -136,6 +137,10 @@ class SDARTrainer(GRPOTrainer):
                 raise TypeError(
                     f"eval_env_factory must be a callable returning an environment, got {eval_env_factory!r}."
                 )
+            check_task_seeds(train_dataset, source="train_dataset")
+            splits = eval_dataset if isinstance(eval_dataset, dict) else {"": eval_dataset}
+            for name, split in splits.items():
+                check_task_seeds(split, source=f"eval_dataset{f'[{name!r}]' if name else ''}")
         else:
             if skill_bank is not None or eval_env_factory is not None:
                 raise ValueError(
@@ -189,6 +194,7 @@ class SDARTrainer(GRPOTrainer):
         #: for error analysis or paired comparisons between runs; `eval_env/*` are their aggregates).
         self.eval_episodes: list[EpisodeRecord] = []
         self._agent_buffer: list[dict[str, Any]] | None = None
+        self._env_fault_log = EnvFaultLog()  # logs the first failed episodes of each kind
         if env_factory is not None:
             self._agent_environments(1)  # build one now so a broken factory fails at construction, not mid-run
             self.add_callback(_CloseEnvironmentsCallback(self))
@@ -408,7 +414,7 @@ class SDARTrainer(GRPOTrainer):
         factory = self.eval_env_factory if separate else self.env_factory
         assert factory is not None  # internal invariant: agent mode only
         while len(pool) < count:
-            env = factory()
+            env = factory()  # also replaces abandoned (timed-out) environments, dropped from the pool by _agent_play
             missing = [name for name in ("reset", "step", "close") if not callable(getattr(env, name, None))]
             if missing:
                 raise TypeError(
@@ -420,11 +426,21 @@ class SDARTrainer(GRPOTrainer):
         return pool[:count]
 
     def close_environments(self) -> None:
-        """Close every pooled environment (they are rebuilt on demand by the next rollout)."""
+        """Close every pooled environment (they are rebuilt on demand by the next rollout).
+
+        A `close()` that raises is logged and the other environments are still closed; it never aborts `train()`.
+        """
         envs = [*self._agent_envs, *self._agent_eval_envs]
         self._agent_envs, self._agent_eval_envs = [], []
-        for env in envs:
-            env.close()
+        close_environments(envs)
+
+    def _env_name(self, *, evaluation: bool = False) -> str:
+        """The environment class, for error messages (the factory's name when no instance is pooled)."""
+        pool = self._agent_eval_envs if evaluation and self.eval_env_factory is not None else self._agent_envs
+        if pool:
+            return type(pool[0]).__name__
+        factory = self.eval_env_factory if evaluation and self.eval_env_factory is not None else self.env_factory
+        return getattr(factory, "__name__", repr(factory))
 
     def _prepare_inputs(self, generation_batch: Any) -> Any:
         if (
@@ -484,7 +500,8 @@ class SDARTrainer(GRPOTrainer):
                     f"RepeatSampler); rows {start}..{start + group_size - 1} differ. Do not pass a custom sampler."
                 )
         result = self._agent_play(rows, [i // group_size for i in range(len(rows))])
-        self._log_env_metrics("train", result.episodes)
+        metrics = self._log_env_metrics("train", result.episodes)
+        check_failed_share(metrics, max_share=self.args.max_failed_episode_share, env_name=self._env_name())
         return self._agent_build_batch(result)
 
     def _agent_play(
@@ -494,7 +511,7 @@ class SDARTrainer(GRPOTrainer):
         student_prefix = None
         if self.args.skills_in_student_prompt:
             student_prefix = lambda episode: self._render_prefix(self._agent_context(episode))  # noqa: E731
-        return play_episodes(
+        result = play_episodes(
             envs,
             rows,
             self._agent_generate,
@@ -505,7 +522,16 @@ class SDARTrainer(GRPOTrainer):
             student_prefix=student_prefix,
             keep_going=self._agent_keep_going,
             on_step=lambda step, live: self._agent_hook("on_rollout_step", step=step, live=live, total=len(rows)),
+            step_timeout=self.args.env_step_timeout,
+            max_abs_reward=self.args.max_abs_reward,
+            max_admissible_actions=self.args.max_admissible_actions,
         )
+        self._env_fault_log.report(result.episodes, env_name=self._env_name(evaluation=evaluation))
+        # A timed-out call may still be running in its thread: never reuse (or close) that instance, build a new one.
+        pool = self._agent_eval_envs if evaluation and self.eval_env_factory is not None else self._agent_envs
+        for index in sorted(result.abandoned, reverse=True):
+            del pool[index]
+        return result
 
     def _agent_hook(self, event: str, **kwargs: Any) -> None:
         """Call `event` on every callback that defines it (agent-mode progress: see `AgentProgressCallback`)."""
@@ -563,12 +589,14 @@ class SDARTrainer(GRPOTrainer):
             target = int(self.accelerator.gather(torch.tensor([target], device=device)).max())
         steps += [_dummy_step(self._tokenizer.pad_token_id)] * (target - real)
         batch: dict[str, Any] = build_step_batch(steps, pad_token_id=self._tokenizer.pad_token_id, device=device)
-        batch["completion_mask"][real:] = 0  # dummy rows: no loss tokens
+        # Samples of failed episodes (docs/faults.md) are never learnt from: no loss tokens, no group statistics.
+        failed = {episode.trajectory for episode in result.episodes if episode.failed}
+        valid = torch.tensor([i < real and step.trajectory not in failed for i, step in enumerate(steps)])  # (N,)
+        batch["completion_mask"][~valid.to(device)] = 0  # dummy rows and failed episodes: no loss tokens
         rewards = compute_step_rewards(result, invalid_action_penalty=self.args.invalid_action_penalty)
         rewards = torch.tensor(rewards + [0.0] * (target - real), dtype=torch.float32)  # (N,)
         groups = torch.tensor([step.group for step in steps])  # (N,)
-        advantages = compute_step_advantages(rewards, groups)  # (N,)
-        advantages[real:] = 0.0  # dummy rows carry no signal
+        advantages = compute_step_advantages(rewards, groups, valid=valid)  # (N,) 0 on dummy and failed rows
         batch["advantages"] = advantages.to(device)  # (N,)
         mask = batch["completion_mask"]  # (N, C)
         batch["num_items_in_batch"] = self.accelerator.gather(mask.sum()).sum()

@@ -17,6 +17,13 @@ return `admissible_actions` (a list of strings, or `None` when the benchmark has
 `step` returns `won` and, where the benchmark defines one, `score` (e.g. WebShop's task score in
 [0, 1]).
 
+Types at the boundary (checked by the rollout at every step, and by `check_agent_environment`):
+the reward is a Python or numpy real number or a 0-d tensor/array (converted to `float`), finite and
+at most `max_abs_reward` in magnitude (`SDARConfig.max_abs_reward`, default 1e6: the rewards must stay
+finite in float32); `terminated`, `truncated` and `info["won"]` are `bool` or `numpy.bool_` (a string
+such as `"False"` is truthy, so it is refused rather than guessed at). A step breaking these rules
+fails its episode (see docs/faults.md).
+
 Optional members an environment may define (the rollout looks them up with `getattr`):
 
 - `action_format`: `"think_action"` (default; `<think>…</think><action>…</action>`) or
@@ -33,10 +40,14 @@ Optional members an environment may define (the rollout looks them up with `geta
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 __all__ = [
     "ACTION_FORMATS",
+    "DEFAULT_MAX_ABS_REWARD",
     "INFO_ADMISSIBLE_ACTIONS",
     "INFO_SCORE",
     "INFO_TASK",
@@ -44,8 +55,13 @@ __all__ = [
     "INFO_WON",
     "AgentEnvironment",
     "AgentEnvironmentCheckError",
+    "EnvOutputError",
     "ResetNeededError",
     "check_agent_environment",
+    "check_reset_result",
+    "check_step_result",
+    "parse_flag",
+    "parse_reward",
 ]
 
 INFO_TASK = "task"
@@ -61,6 +77,9 @@ INFO_SCORE = "score"
 
 ACTION_FORMATS = ("think_action", "search_answer")
 
+#: Default bound on |reward| of one step (`SDARConfig.max_abs_reward`); far inside float32's range (~3.4e38).
+DEFAULT_MAX_ABS_REWARD = 1e6
+
 
 class ResetNeededError(RuntimeError):
     """Raised by `step()` when it is called before the first `reset()`."""
@@ -68,6 +87,93 @@ class ResetNeededError(RuntimeError):
 
 class AgentEnvironmentCheckError(ValueError):
     """Raised by `check_agent_environment` when an environment breaks the protocol."""
+
+
+class EnvOutputError(ValueError):
+    """An environment returned a value of the wrong type, shape or range.
+
+    `kind` is `"bad_reward"` for a reward that is not a finite number within bounds, `"bad_output"` for anything
+    else (the fault kinds counted as `env/errors/<kind>`, docs/faults.md).
+    """
+
+    def __init__(self, message: str, *, kind: str = "bad_output") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def parse_reward(value: object, *, max_abs_reward: float = DEFAULT_MAX_ABS_REWARD) -> float:
+    """A step reward as a `float`: Python/numpy real numbers and 0-d tensors or arrays are accepted.
+
+    Raises `EnvOutputError(kind="bad_reward")` for booleans, strings, non-scalars, non-finite values and
+    |reward| > `max_abs_reward` (a finite float64 such as 1e39 is inf in float32 and would turn the weights NaN).
+    """
+    scalar = value
+    if (
+        not isinstance(value, numbers.Number)
+        and getattr(value, "ndim", None) == 0
+        and callable(getattr(value, "item", None))
+    ):
+        scalar = value.item()  # 0-d torch tensor or numpy array
+    if isinstance(scalar, (bool, np.bool_)) or not isinstance(scalar, numbers.Real):
+        raise EnvOutputError(
+            f"step() reward must be a real number (int, float, numpy number or 0-d tensor), got {value!r:.80} "
+            f"({type(value).__name__}). Return e.g. float(reward).",
+            kind="bad_reward",
+        )
+    reward = float(scalar)
+    if not math.isfinite(reward) or abs(reward) > max_abs_reward:
+        raise EnvOutputError(
+            f"step() reward must be finite with |reward| <= max_abs_reward={max_abs_reward:g}, got {reward!r}. Fix "
+            "the environment's reward, or raise max_abs_reward if such rewards are intended.",
+            kind="bad_reward",
+        )
+    return reward
+
+
+def parse_flag(value: object, *, name: str) -> bool:
+    """`bool` or `numpy.bool_` as `bool`; anything else (`"False"`, 0, None) is an `EnvOutputError`."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise EnvOutputError(
+        f"step() {name} must be a bool, got {value!r:.80} ({type(value).__name__}). Return a real bool: a string "
+        "such as 'False' is truthy."
+    )
+
+
+def check_reset_result(result: object) -> tuple[str, dict[str, Any]]:
+    """Validate what `reset` returned: `(observation: str, info: dict)`, else `EnvOutputError`."""
+    if not isinstance(result, tuple) or len(result) != 2:
+        raise EnvOutputError(f"reset() must return (observation: str, info: dict), got {result!r:.200}.")
+    obs, info = result
+    if not isinstance(obs, str):
+        raise EnvOutputError(f"reset() observation must be a str, got {type(obs).__name__}.")
+    if not isinstance(info, dict):
+        raise EnvOutputError(f"reset() info must be a dict, got {type(info).__name__}.")
+    return obs, info
+
+
+def check_step_result(
+    result: object, *, max_abs_reward: float = DEFAULT_MAX_ABS_REWARD
+) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    """Validate and normalise what `step` returned (see the module docstring for the types); `EnvOutputError` if not.
+
+    `info["won"]`, when present, is normalised to a `bool` the same way as `terminated`/`truncated`.
+    """
+    if not isinstance(result, tuple) or len(result) != 5:
+        raise EnvOutputError(
+            f"step() must return (observation, reward, terminated, truncated, info), got {result!r:.200}."
+        )
+    obs, reward, terminated, truncated, info = result
+    if not isinstance(obs, str):
+        raise EnvOutputError(f"step() observation must be a str, got {type(obs).__name__}.")
+    if not isinstance(info, dict):
+        raise EnvOutputError(f"step() info must be a dict, got {type(info).__name__}.")
+    reward = parse_reward(reward, max_abs_reward=max_abs_reward)
+    terminated = parse_flag(terminated, name="terminated")
+    truncated = parse_flag(truncated, name="truncated")
+    if INFO_WON in info:
+        info = {**info, INFO_WON: parse_flag(info[INFO_WON], name=f"info[{INFO_WON!r}]")}
+    return obs, reward, terminated, truncated, info
 
 
 @runtime_checkable
@@ -114,32 +220,23 @@ def _check_reset(env: object, result: object, seed: int) -> tuple[str, dict[str,
     return obs, info
 
 
-def _check_step(env: object, result: object, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
-    if not isinstance(result, tuple) or len(result) != 5:
-        _fail(
-            env,
-            f"step({action!r:.60}) must return (observation, reward, terminated, truncated, info), got "
-            f"{result!r:.200}.",
-        )
-    obs, reward, terminated, truncated, info = result  # type: ignore[misc]
-    if not isinstance(obs, str):
-        _fail(env, f"step() observation must be a str, got {type(obs).__name__}.")
-    if isinstance(reward, bool) or not isinstance(reward, (int, float)) or not math.isfinite(reward):
-        _fail(env, f"step() reward must be a finite float, got {reward!r} ({type(reward).__name__}).")
-    for name, flag in (("terminated", terminated), ("truncated", truncated)):
-        if not isinstance(flag, bool):
-            _fail(env, f"step() {name} must be a bool, got {flag!r} ({type(flag).__name__}).")
-    if not isinstance(info, dict):
-        _fail(env, f"step() info must be a dict, got {type(info).__name__}.")
-    if not isinstance(info.get(INFO_WON), bool):
-        _fail(env, f"step() info[{INFO_WON!r}] must be a bool, got {info.get(INFO_WON)!r}.")
-    if INFO_SCORE in info and (isinstance(info[INFO_SCORE], bool) or not isinstance(info[INFO_SCORE], (int, float))):
-        _fail(env, f"step() info[{INFO_SCORE!r}] must be a float when present, got {info[INFO_SCORE]!r}.")
+def _check_step(
+    env: object, result: object, action: str, max_abs_reward: float = DEFAULT_MAX_ABS_REWARD
+) -> tuple[str, float, bool, bool, dict[str, Any]]:
+    try:
+        obs, reward, terminated, truncated, info = check_step_result(result, max_abs_reward=max_abs_reward)
+    except EnvOutputError as error:
+        _fail(env, f"step({action!r:.60}): {error}")
+    if INFO_WON not in info:
+        _fail(env, f"step() info[{INFO_WON!r}] must be a bool, got None (no {INFO_WON!r} key).")
+    score = info.get(INFO_SCORE)
+    if INFO_SCORE in info and (isinstance(score, (bool, np.bool_)) or not isinstance(score, numbers.Real)):
+        _fail(env, f"step() info[{INFO_SCORE!r}] must be a float when present, got {score!r}.")
     _check_admissible(env, info, "step()")
-    return obs, float(reward), terminated, truncated, info
+    return obs, reward, terminated, truncated, info
 
 
-def _play(env: AgentEnvironment, seed: int, num_steps: int) -> list[object]:
+def _play(env: AgentEnvironment, seed: int, num_steps: int, max_abs_reward: float) -> list[object]:
     """One seeded episode of up to `num_steps` steps; returns the full transcript for comparison."""
     obs, info = _check_reset(env, env.reset(seed=seed), seed)
     transcript: list[object] = [obs, sorted(info.items(), key=lambda kv: kv[0]).__repr__()]
@@ -154,7 +251,7 @@ def _play(env: AgentEnvironment, seed: int, num_steps: int) -> list[object]:
             action = admissible[step % len(admissible)]
         else:
             action = "look"
-        obs, reward, terminated, truncated, info = _check_step(env, env.step(action), action)
+        obs, reward, terminated, truncated, info = _check_step(env, env.step(action), action, max_abs_reward)
         transcript.append((action, obs, reward, terminated, truncated, repr(sorted(info.items()))))
         if terminated or truncated:
             break
@@ -164,11 +261,14 @@ def _play(env: AgentEnvironment, seed: int, num_steps: int) -> list[object]:
 _GARBAGE_ACTIONS = ("", " ", "\x00", "☃ ünïcödé 行动", "click[", "search[]", "a" * 5000, "<action>look</action>")
 
 
-def check_agent_environment(env: AgentEnvironment, *, seed: int = 0, num_steps: int = 8) -> None:
+def check_agent_environment(
+    env: AgentEnvironment, *, seed: int = 0, num_steps: int = 8, max_abs_reward: float = DEFAULT_MAX_ABS_REWARD
+) -> None:
     """Check that `env` follows the `AgentEnvironment` protocol; raise `AgentEnvironmentCheckError` if not.
 
     Checks, in order: `step()` before the first `reset()` raises (`ResetNeededError` or another
-    `RuntimeError`); `reset`/`step` return types and the documented info keys; seeding determinism
+    `RuntimeError`); `reset`/`step` return types and the documented info keys (rewards: finite real numbers
+    within `max_abs_reward`; `terminated`, `truncated`, `info["won"]`: real bools); seeding determinism
     (two episodes with the same seed give identical transcripts, played with `expert_action()` when
     the environment has one, else with its admissible actions); malformed action strings (empty,
     control characters, unicode, 5,000 characters) are answered, never raised on; `close()` twice is
@@ -178,6 +278,7 @@ def check_agent_environment(env: AgentEnvironment, *, seed: int = 0, num_steps: 
         env: a freshly constructed environment (not yet reset).
         seed: the seed used for the determinism check.
         num_steps: how many steps each check episode plays at most.
+        max_abs_reward: the largest |reward| of a step accepted (use the value of `SDARConfig.max_abs_reward`).
     """
     for member in ("reset", "step", "close"):
         if not callable(getattr(env, member, None)):
@@ -196,8 +297,8 @@ def check_agent_environment(env: AgentEnvironment, *, seed: int = 0, num_steps: 
     else:
         _fail(env, "step() before reset() returned normally; expected it to raise ResetNeededError.")
 
-    first = _play(env, seed, num_steps)
-    second = _play(env, seed, num_steps)
+    first = _play(env, seed, num_steps, max_abs_reward)
+    second = _play(env, seed, num_steps, max_abs_reward)
     if first != second:
         diff = next(
             (i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b), min(len(first), len(second))
@@ -219,7 +320,7 @@ def check_agent_environment(env: AgentEnvironment, *, seed: int = 0, num_steps: 
                 f"step({action!r:.40}) raised {type(error).__name__}: {error}; malformed actions must be "
                 "answered with an observation (e.g. 'Nothing happens.'), not raised.",
             )
-        _, _, terminated, truncated, _ = _check_step(env, result, action)
+        _, _, terminated, truncated, _ = _check_step(env, result, action, max_abs_reward)
         if terminated or truncated:
             _check_reset(env, env.reset(seed=seed), seed)
 
