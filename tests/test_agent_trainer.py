@@ -298,11 +298,19 @@ def test_end_to_end_training_and_evaluation(tmp_path, tiny_tokenizer):
 
 
 @pytest.mark.integration
-def test_resume_from_checkpoint_continues_identically(tmp_path, tiny_tokenizer):
+@pytest.mark.parametrize("teacher_mode", ["live", "ema"])
+def test_resume_from_checkpoint_continues_identically(tmp_path, tiny_tokenizer, teacher_mode):
     def run(output_dir, resume=None):
         trainer = SDARTrainer(
             build_tiny_model(tiny_tokenizer),
-            args=agent_args(output_dir, max_steps=3, save_strategy="steps", save_steps=2),
+            args=agent_args(
+                output_dir,
+                max_steps=3,
+                save_strategy="steps",
+                save_steps=2,
+                teacher_mode=teacher_mode,
+                teacher_ema_rate=0.5,
+            ),
             train_dataset=Dataset.from_list([{"seed": i} for i in range(16)]),
             processing_class=tiny_tokenizer,
             env_factory=KeyDoorEnv,

@@ -18,6 +18,7 @@ import contextlib
 import copy
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
@@ -33,6 +34,7 @@ from transformers import (
     Trainer,
     TrainerCallback,
 )
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from trl import GRPOTrainer
 
 from ._compat import (
@@ -43,6 +45,7 @@ from ._compat import (
     prepare_fsdp,
     use_adapter,
 )
+from .checkpoint import load_sdar_state, resolve_resume_checkpoint, save_sdar_state
 from .config import SDARConfig
 from .environments.base import AgentEnvironment
 from .loss import (
@@ -263,6 +266,36 @@ class SDARTrainer(GRPOTrainer):
         else:  # PEFT: the initial weights are the model with its adapter disabled
             with use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
                 yield self.model
+
+    # ------------------------------------------------------------------ checkpoints (sdar_trl.checkpoint)
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+    ) -> TrainOutput:
+        """transformers' `train`, resuming only from a complete checkpoint and restoring SDAR's state from it.
+
+        `resume_from_checkpoint=True` skips (with a warning) newer checkpoints left partial by a process killed while
+        saving; an explicit path to a partial one raises `ValueError` naming what it lacks (docs/trainer.md).
+        """
+        checkpoint = resolve_resume_checkpoint(
+            resume_from_checkpoint, self.args.output_dir, needs_sdar_state=self._sdar_ema is not None
+        )
+        if checkpoint is not None:
+            load_sdar_state(checkpoint, teacher_mode=self.args.teacher_mode, ema=self._sdar_ema)
+        return super().train(checkpoint, trial, ignore_keys_for_eval)
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # Ours first: transformers writes trainer_state.json last, so a checkpoint that has it holds ours too.
+        if self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            save_sdar_state(
+                os.path.join(self._get_output_dir(trial=trial), folder),
+                teacher_mode=self.args.teacher_mode,
+                ema=self._sdar_ema,
+            )
+        super()._save_checkpoint(model, trial)
 
     # ------------------------------------------------------------------ generation batch
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
