@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -69,7 +71,7 @@ from .rollout import (
     summarize_episodes,
 )
 from .sft import render_context
-from .skills import SkillBank
+from .skills import SkillBank, check_skill_coverage
 from .teacher import EMATeacherWeights, render_teacher_prefix, teacher_logps
 
 __all__ = ["SDARTrainer"]
@@ -144,6 +146,7 @@ class SDARTrainer(GRPOTrainer):
                     f"single-turn data, render the skills into the {args.privileged_context_column!r} column: "
                     "skill_bank.render(task_type)."
                 )
+            _check_single_turn_arguments(train_dataset, environment_factory)
             self._check_dataset_columns(train_dataset, args, "train_dataset")
             self._check_dataset_columns(eval_dataset, args, "eval_dataset")
 
@@ -190,6 +193,7 @@ class SDARTrainer(GRPOTrainer):
         #: for error analysis or paired comparisons between runs; `eval_env/*` are their aggregates).
         self.eval_episodes: list[EpisodeRecord] = []
         self._agent_buffer: list[dict[str, Any]] | None = None
+        self._skill_coverage_checked = False
         if env_factory is not None:
             self._agent_environments(1)  # build one now so a broken factory fails at construction, not mid-run
             self.add_callback(_CloseEnvironmentsCallback(self))
@@ -446,6 +450,8 @@ class SDARTrainer(GRPOTrainer):
                     f"{'eval_env_factory' if separate else 'env_factory'}() returned {type(env).__name__}, which "
                     f"lacks {missing}; it must return an AgentEnvironment (reset(*, seed, options) -> (obs, info), "
                     "step(action) -> (obs, reward, terminated, truncated, info), close()). See docs/agents.md."
+                    + _TRL_ENVIRONMENT_HINT
+                    * (callable(getattr(env, "reset", None)) and "step" in missing)
                 )
             pool.append(env)
         return pool[:count]
@@ -515,8 +521,19 @@ class SDARTrainer(GRPOTrainer):
                     f"RepeatSampler); rows {start}..{start + group_size - 1} differ. Do not pass a custom sampler."
                 )
         result = self._agent_play(rows, [i // group_size for i in range(len(rows))])
+        self._check_skill_coverage(result.episodes)
         self._log_env_metrics("train", result.episodes)
         return self._agent_build_batch(result)
+
+    def _check_skill_coverage(self, episodes: list[EpisodeRecord]) -> None:
+        """Warn once (first batch) when the skill bank has skills for none of the episodes' task types."""
+        uses_skills = self.args.needs_privileged_context and "skills" in self.args.privileged_context_source
+        if self._skill_coverage_checked or not uses_skills or self.skill_bank is None:
+            return
+        self._skill_coverage_checked = True
+        problem = check_skill_coverage(self.skill_bank, [episode.task_type for episode in episodes])
+        if problem is not None:
+            warnings.warn(problem, UserWarning, stacklevel=2)
 
     def _agent_play(
         self, rows: list[dict[str, Any]], group_ids: list[int], *, evaluation: bool = False
@@ -939,6 +956,18 @@ def _check_agent_arguments(
         )
     if skill_bank is not None and not isinstance(skill_bank, SkillBank):
         raise TypeError(f"skill_bank must be a sdar_trl.SkillBank, got {type(skill_bank).__name__}.")
+    if (
+        skill_bank is not None
+        and len(skill_bank) == 0
+        and args.needs_teacher
+        and args.privileged_context_source == "skills"
+    ):
+        raise ValueError(
+            f"skill_bank is empty, so with privileged_context_source='skills' every teacher prompt equals the "
+            f"student's: method={args.method!r} would train as plain GRPO (distill_loss = 0). Pass a bank with skills "
+            "(SkillBank.load(path), or SkillBank.from_package('webshop') for a built-in environment), set "
+            "privileged_context_source='facts' or 'skills+facts', or use method='grpo'."
+        )
     if args.needs_privileged_context and args.privileged_context_source == "skills" and skill_bank is None:
         raise ValueError(
             f"method={args.method!r} needs a privileged context for the teacher, but no skill_bank was given and "
@@ -965,6 +994,46 @@ def _check_agent_arguments(
             f"gradient_accumulation_steps or generation_batch_size)."
         )
     return [_environment_reward]
+
+
+#: Appended to the error for an env_factory whose environment has reset() but no step(): TRL's style.
+_TRL_ENVIRONMENT_HINT = (
+    " It has reset() but no step(): that is an environment for TRL's environment_factory (one episode per dataset "
+    "row, its methods called as tools, rewards from reward_funcs). Pass it as environment_factory=... with "
+    "reward_funcs, or write an AgentEnvironment for SDAR's step-level agent mode."
+)
+
+
+def _makes_agent_environment(factory: Any) -> bool:
+    """Whether `factory` (a class, a functools.partial of one, or a dict of them) builds an SDAR AgentEnvironment.
+
+    Other callables (lambdas, functions) cannot be told apart without calling them."""
+    if isinstance(factory, Mapping):
+        return any(_makes_agent_environment(value) for value in factory.values())
+    while isinstance(factory, functools.partial):
+        factory = factory.func
+    return isinstance(factory, type) and all(
+        callable(getattr(factory, name, None)) for name in ("reset", "step", "close")
+    )
+
+
+def _check_single_turn_arguments(train_dataset: Any, environment_factory: Any) -> None:
+    """Name the agent-mode mistakes of a run without env_factory (which would otherwise fail on a missing column)."""
+    if _makes_agent_environment(environment_factory):
+        name = getattr(getattr(environment_factory, "func", environment_factory), "__name__", "MyEnv")
+        raise ValueError(
+            f"environment_factory builds {name}, an SDAR AgentEnvironment (reset/step/close), but environment_factory "
+            "is TRL's mechanism: one episode per dataset row in which the model calls the environment's methods as "
+            "tools, rewarded by reward_funcs. SDAR's step-level agent mode (a prompt per step, rewards from step(), "
+            f"the teacher prompted with skills) takes env_factory: pass env_factory={name} instead (docs/agents.md)."
+        )
+    names = getattr(train_dataset, "column_names", None)
+    if names is not None and "prompt" not in names:
+        raise ValueError(
+            f"train_dataset has no 'prompt' column (columns: {names}). Rows without a prompt are tasks for agent "
+            "mode, which needs env_factory=... (a callable returning an AgentEnvironment, e.g. the environment "
+            "class; see docs/agents.md). For single-turn training, add a 'prompt' column."
+        )
 
 
 def _strip_trailing(ids: list[int], stop_ids: set[int]) -> list[int]:
