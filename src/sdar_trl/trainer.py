@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -47,6 +46,7 @@ from ._compat import (
     prepare_fsdp,
     use_adapter,
 )
+from ._mistakes import TRL_ENVIRONMENT_HINT, check_single_turn_arguments
 from .checkpoint import load_sdar_state, resolve_resume_checkpoint, save_sdar_state
 from .config import SDARConfig
 from .environments.base import AgentEnvironment
@@ -146,7 +146,7 @@ class SDARTrainer(GRPOTrainer):
                     f"single-turn data, render the skills into the {args.privileged_context_column!r} column: "
                     "skill_bank.render(task_type)."
                 )
-            _check_single_turn_arguments(train_dataset, environment_factory)
+            check_single_turn_arguments(train_dataset, environment_factory)
             self._check_dataset_columns(train_dataset, args, "train_dataset")
             self._check_dataset_columns(eval_dataset, args, "eval_dataset")
 
@@ -450,7 +450,7 @@ class SDARTrainer(GRPOTrainer):
                     f"{'eval_env_factory' if separate else 'env_factory'}() returned {type(env).__name__}, which "
                     f"lacks {missing}; it must return an AgentEnvironment (reset(*, seed, options) -> (obs, info), "
                     "step(action) -> (obs, reward, terminated, truncated, info), close()). See docs/agents.md."
-                    + _TRL_ENVIRONMENT_HINT
+                    + TRL_ENVIRONMENT_HINT
                     * (callable(getattr(env, "reset", None)) and "step" in missing)
                 )
             pool.append(env)
@@ -994,46 +994,6 @@ def _check_agent_arguments(
             f"gradient_accumulation_steps or generation_batch_size)."
         )
     return [_environment_reward]
-
-
-#: Appended to the error for an env_factory whose environment has reset() but no step(): TRL's style.
-_TRL_ENVIRONMENT_HINT = (
-    " It has reset() but no step(): that is an environment for TRL's environment_factory (one episode per dataset "
-    "row, its methods called as tools, rewards from reward_funcs). Pass it as environment_factory=... with "
-    "reward_funcs, or write an AgentEnvironment for SDAR's step-level agent mode."
-)
-
-
-def _makes_agent_environment(factory: Any) -> bool:
-    """Whether `factory` (a class, a functools.partial of one, or a dict of them) builds an SDAR AgentEnvironment.
-
-    Other callables (lambdas, functions) cannot be told apart without calling them."""
-    if isinstance(factory, Mapping):
-        return any(_makes_agent_environment(value) for value in factory.values())
-    while isinstance(factory, functools.partial):
-        factory = factory.func
-    return isinstance(factory, type) and all(
-        callable(getattr(factory, name, None)) for name in ("reset", "step", "close")
-    )
-
-
-def _check_single_turn_arguments(train_dataset: Any, environment_factory: Any) -> None:
-    """Name the agent-mode mistakes of a run without env_factory (which would otherwise fail on a missing column)."""
-    if _makes_agent_environment(environment_factory):
-        name = getattr(getattr(environment_factory, "func", environment_factory), "__name__", "MyEnv")
-        raise ValueError(
-            f"environment_factory builds {name}, an SDAR AgentEnvironment (reset/step/close), but environment_factory "
-            "is TRL's mechanism: one episode per dataset row in which the model calls the environment's methods as "
-            "tools, rewarded by reward_funcs. SDAR's step-level agent mode (a prompt per step, rewards from step(), "
-            f"the teacher prompted with skills) takes env_factory: pass env_factory={name} instead (docs/agents.md)."
-        )
-    names = getattr(train_dataset, "column_names", None)
-    if names is not None and "prompt" not in names:
-        raise ValueError(
-            f"train_dataset has no 'prompt' column (columns: {names}). Rows without a prompt are tasks for agent "
-            "mode, which needs env_factory=... (a callable returning an AgentEnvironment, e.g. the environment "
-            "class; see docs/agents.md). For single-turn training, add a 'prompt' column."
-        )
 
 
 def _strip_trailing(ids: list[int], stop_ids: set[int]) -> list[int]:
