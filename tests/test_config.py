@@ -13,7 +13,7 @@ import pytest
 from transformers import HfArgumentParser
 from trl import GRPOConfig
 
-from sdar_trl.config import CHECKPOINTING_FIELD, METHOD_PRESETS, SDARConfig
+from sdar_trl.config import CHECKPOINTING_FIELD, METHOD_PRESETS, SDAR_FIELD_KINDS, SDARConfig
 
 # GRPOConfig defaults to bf16=True, which fails on a CPU-only machine.
 CPU_ARGS = {"bf16": False, "report_to": "none"}
@@ -209,6 +209,7 @@ WRONG_TYPES = {
 
 def test_wrong_types_cover_every_sdar_field():
     assert set(WRONG_TYPES) == SDAR_FIELDS
+    assert set(SDAR_FIELD_KINDS) == SDAR_FIELDS  # a new field needs its kind declared, so it is type-checked too
 
 
 @pytest.mark.parametrize(("name", "value"), list(WRONG_TYPES.items()), ids=list(WRONG_TYPES))
