@@ -9,7 +9,6 @@ default can be overridden on the command line or in a YAML file (`--config recip
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.callbacks import AgentProgressCallback
 from sdar_trl.config import CHECKPOINTING_FIELD
 from sdar_trl.environments import make_env
+from sdar_trl.evaluate import parse_json_object
 from sdar_trl.model_card import base_model_name
 from sdar_trl.report import write_run_report
 from sdar_trl.skills import SkillBank
@@ -196,6 +196,14 @@ def _output_dir_given(argv: list[str]) -> bool:
     return _flag_value(argv, "--output_dir") is not None or "--config" in argv
 
 
+def parse_env_kwargs(text: str) -> dict:
+    """`--env_kwargs` as a dict, or exit with a message naming the flag, what it got and an example."""
+    try:
+        return parse_json_object(text)
+    except ValueError as error:
+        raise SystemExit(f"--env_kwargs {error}") from None
+
+
 def cpu_threads_per_process(requested: int = 0) -> int:
     """Torch CPU threads for this process: `requested` if positive, else the usable cores split evenly over the
     processes of this node (`LOCAL_WORLD_SIZE`, set by torchrun/accelerate; 1 when launched alone)."""
@@ -255,7 +263,7 @@ def main(*, default_env: str, skills_name: str, history_length: int, invalid_act
         # CPU that alone made the demo ~2x slower.
         torch.set_num_threads(cpu_threads_per_process(script_args.cpu_threads))
 
-    env_kwargs = json.loads(script_args.env_kwargs)
+    env_kwargs = parse_env_kwargs(script_args.env_kwargs)
     demo = {k: v for k, v in demo_envs.get(script_args.env, {}).items()}
     eval_split = script_args.eval_split or demo.pop("eval_split", None)
     demo.pop("eval_split", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -269,6 +270,78 @@ def test_skill_bank_without_env_factory_is_rejected(tmp_path, tiny_tokenizer):
         )
 
 
+class ToolEnv:
+    """An environment in TRL's environment_factory style: reset() plus methods the model calls as tools."""
+
+    def reset(self, **kwargs):
+        return None
+
+    def move(self, direction: str) -> str:
+        """Move.
+
+        Args:
+            direction: where to go.
+        """
+        return "moved"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needles"),
+    [
+        # A task dataset without env_factory used to fail on a missing 'privileged_context' column.
+        ({}, ["no 'prompt' column", "agent mode", "env_factory="]),
+        ({"method": "grpo"}, ["no 'prompt' column", "agent mode", "env_factory="]),
+        # TRL's environment_factory given our AgentEnvironment: named as such, with the difference explained.
+        ({"environment_factory": KeyDoorEnv}, ["environment_factory", "TRL", "env_factory=KeyDoorEnv", "tools"]),
+        (
+            {"environment_factory": functools.partial(ScriptedEnv, length=2)},
+            ["environment_factory", "TRL", "env_factory="],
+        ),
+    ],
+)
+def test_agent_mode_mistakes_without_env_factory_are_named(tmp_path, tiny_tokenizer, kwargs, needles):
+    kwargs = dict(kwargs)
+    method = kwargs.pop("method", "sdar")
+    with pytest.raises(ValueError) as info:
+        SDARTrainer(
+            build_tiny_model(tiny_tokenizer),
+            args=agent_args(tmp_path, method=method),
+            train_dataset=Dataset.from_list([{"seed": i} for i in range(4)]),
+            processing_class=tiny_tokenizer,
+            **kwargs,
+        )
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_trl_environment_given_as_env_factory_is_named(tmp_path, tiny_tokenizer):
+    with pytest.raises(TypeError, match=r"lacks \['step', 'close'\].*TRL's environment_factory.*environment_factory="):
+        make_agent_trainer(tmp_path, tiny_tokenizer, env_factory=ToolEnv)
+
+
+def test_empty_skill_bank_is_rejected(tmp_path, tiny_tokenizer):
+    with pytest.raises(ValueError, match=r"skill_bank is empty.*plain GRPO.*distill_loss"):
+        make_agent_trainer(tmp_path, tiny_tokenizer, skill_bank=SkillBank())
+
+
+def test_empty_skill_bank_is_fine_for_grpo_and_facts(tmp_path, tiny_tokenizer):
+    make_agent_trainer(tmp_path, tiny_tokenizer, skill_bank=SkillBank(), method="grpo")
+    make_agent_trainer(tmp_path, tiny_tokenizer, skill_bank=SkillBank(), privileged_context_source="skills+facts")
+
+
+def test_skill_bank_matching_no_task_type_warns_on_the_first_batch(tmp_path, tiny_tokenizer):
+    # ScriptedEnv's task types are type0/type1; this bank only knows "unlock" and has no general skills, so every
+    # teacher prompt would equal the student's: SDAR silently trained as GRPO with distill_loss = 0.
+    bank = SkillBank.from_dict(
+        {"task_specific_skills": {"unlock": [{"title": "Key", "principle": "Key first.", "when_to_apply": "Doors."}]}}
+    )
+    trainer = make_agent_trainer(tmp_path, tiny_tokenizer, skill_bank=bank, max_steps=2)
+    patch_generation(trainer, lambda text, call, position: GO)
+    with pytest.warns(UserWarning, match=r"task types \['type0'\].*\['unlock'\].*distill_loss = 0") as record:
+        trainer.train()
+    assert len([w for w in record if "task type" in str(w.message)]) == 1  # once, not every batch
+
+
 # ---------------------------------------------------------------------------------------------- real model
 @pytest.mark.integration
 def test_end_to_end_training_and_evaluation(tmp_path, tiny_tokenizer):
@@ -305,11 +378,19 @@ def test_end_to_end_training_and_evaluation(tmp_path, tiny_tokenizer):
 
 
 @pytest.mark.integration
-def test_resume_from_checkpoint_continues_identically(tmp_path, tiny_tokenizer):
+@pytest.mark.parametrize("teacher_mode", ["live", "ema"])
+def test_resume_from_checkpoint_continues_identically(tmp_path, tiny_tokenizer, teacher_mode):
     def run(output_dir, resume=None):
         trainer = SDARTrainer(
             build_tiny_model(tiny_tokenizer),
-            args=agent_args(output_dir, max_steps=3, save_strategy="steps", save_steps=2),
+            args=agent_args(
+                output_dir,
+                max_steps=3,
+                save_strategy="steps",
+                save_steps=2,
+                teacher_mode=teacher_mode,
+                teacher_ema_rate=0.5,
+            ),
             train_dataset=Dataset.from_list([{"seed": i} for i in range(16)]),
             processing_class=tiny_tokenizer,
             env_factory=KeyDoorEnv,

@@ -13,7 +13,7 @@ import pytest
 from transformers import HfArgumentParser
 from trl import GRPOConfig
 
-from sdar_trl.config import CHECKPOINTING_FIELD, METHOD_PRESETS, SDARConfig
+from sdar_trl.config import CHECKPOINTING_FIELD, METHOD_PRESETS, SDAR_FIELD_KINDS, SDARConfig
 
 # GRPOConfig defaults to bf16=True, which fails on a CPU-only machine.
 CPU_ARGS = {"bf16": False, "report_to": "none"}
@@ -180,6 +180,101 @@ def test_rejects_invalid_values(tmp_path, kwargs, needles):
     message = str(info.value)
     for needle in needles:
         assert needle in message, (needle, message)
+
+
+#: One wrong-typed value per SDAR field (each would slip through or fail mid-training without a type check).
+WRONG_TYPES = {
+    "method": 3,
+    "distill_coef": "0.01",
+    "gate_beta": "5",
+    "distill_loss": 1,
+    "use_policy_loss": "no",
+    "skills_in_student_prompt": 1,
+    "rlsd_weight": "0.5",
+    "rlsd_decay_steps": 1.5,
+    "rlsd_clip_eps": "0.2",
+    "teacher_mode": None,
+    "teacher_ema_rate": True,
+    "teacher_ema_sync_steps": 2.0,
+    "teacher_context_header": None,
+    "teacher_context_separator": 1,
+    "max_teacher_prompt_length": 10.5,
+    "teacher_prefix_cache": "true",
+    "privileged_context_column": 0,
+    "distill_empty_context": 0,
+    "max_steps_per_episode": "5",
+    "history_length": 1.5,
+    "invalid_action_penalty": "0.1",
+    "eval_temperature": "0.4",
+    "max_observation_length": 100.0,
+    "privileged_context_source": ["skills"],
+    "env_step_timeout": "30",
+    "max_abs_reward": "1e6",
+    "max_failed_episode_share": True,
+    "max_admissible_actions": 10.5,
+}
+
+
+def test_wrong_types_cover_every_sdar_field():
+    assert set(WRONG_TYPES) == SDAR_FIELDS
+    assert set(SDAR_FIELD_KINDS) == SDAR_FIELDS  # a new field needs its kind declared, so it is type-checked too
+
+
+@pytest.mark.parametrize(("name", "value"), list(WRONG_TYPES.items()), ids=list(WRONG_TYPES))
+def test_rejects_wrong_types(tmp_path, name, value):
+    with pytest.raises(TypeError) as info:
+        make_config(tmp_path, **{name: value})
+    message = str(info.value)
+    # The value received, what was expected, and how to fix it.
+    assert f"{name}={value!r}" in message, message
+    assert "must be" in message and ("Pass " in message or "Set " in message), message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needles"),
+    [
+        ({"use_policy_loss": "no"}, ["use_policy_loss='no'", "True or False", "truthy"]),
+        ({"history_length": 1.5}, ["history_length=1.5", "whole number"]),
+        ({"distill_coef": "0.01"}, ["distill_coef='0.01'", "number", "distill_coef=0.01"]),
+    ],
+)
+def test_wrong_type_messages_name_the_fix(tmp_path, kwargs, needles):
+    with pytest.raises(TypeError) as info:
+        make_config(tmp_path, **kwargs)
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "needles"),
+    [
+        # TRL fields whose bad values otherwise crash later (or, for beta, train with a reversed KL term).
+        ({"num_generations": 0}, ValueError, ["num_generations=0", ">= 2"]),
+        ({"num_generations": 1}, ValueError, ["num_generations=1", ">= 2"]),
+        ({"num_generations": 2.5}, TypeError, ["num_generations=2.5", "whole number"]),
+        ({"num_generations_eval": 0}, ValueError, ["num_generations_eval=0"]),
+        ({"beta": -0.1}, ValueError, ["beta=-0.1", ">= 0", "KL"]),
+        ({"beta": math.nan}, ValueError, ["beta=nan", ">= 0"]),
+        ({"beta": "0.04"}, TypeError, ["beta='0.04'"]),
+        ({"temperature": 0.0}, ValueError, ["temperature=0.0", "> 0", "eval_temperature"]),
+        ({"temperature": -1.0}, ValueError, ["temperature=-1.0"]),
+        ({"temperature": math.inf}, ValueError, ["temperature=inf"]),
+        ({"top_p": 0.0}, ValueError, ["top_p=0.0", "(0, 1]"]),
+        ({"num_iterations": 0}, ValueError, ["num_iterations=0", ">= 1"]),
+        ({"epsilon": -0.2}, ValueError, ["epsilon=-0.2"]),
+        ({"max_completion_length": 0}, ValueError, ["max_completion_length=0"]),
+    ],
+)
+def test_rejects_bad_trl_fields_early(tmp_path, kwargs, error, needles):
+    with pytest.raises(error) as info:
+        make_config(tmp_path, **kwargs)
+    for needle in needles:
+        assert needle in str(info.value), (needle, str(info.value))
+
+
+def test_accepts_ints_for_float_fields(tmp_path):
+    config = make_config(tmp_path, distill_coef=1, gate_beta=0, beta=0, temperature=1)
+    assert config.distill_coef == 1 and config.gate_beta == 0
 
 
 @pytest.mark.parametrize(

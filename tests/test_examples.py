@@ -122,6 +122,20 @@ def test_a_run_never_silently_overwrites_another(common, tmp_path):
     assert choose(str(run), explicit=True, overwrite=False, resuming=True) == str(run)
 
 
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("[1]", r"--env_kwargs '\[1\]' is a JSON list, not an object; expected e\.g\."),
+        ("{bad", r"--env_kwargs '\{bad' is not valid JSON .*expected a JSON object"),
+        ("max_episode_steps=8", r"not valid JSON"),
+    ],
+)
+def test_env_kwargs_that_is_not_a_json_object_is_a_clear_error(common, text, match):
+    with pytest.raises(SystemExit, match=match):
+        common.parse_env_kwargs(text)
+    assert common.parse_env_kwargs('{"max_episode_steps": 8}') == {"max_episode_steps": 8}
+
+
 def test_cpu_threads_split_the_cores_over_the_local_processes(common, monkeypatch):
     """accelerate launch exports OMP_NUM_THREADS=1; the examples use the cores instead (docs/starter.md)."""
     monkeypatch.setattr(common.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)

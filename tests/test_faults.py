@@ -392,10 +392,12 @@ def test_faults_through_real_training_steps(tmp_path, tiny_tokenizer, caplog, fa
 
 def test_too_many_failed_episodes_stop_training_naming_the_env(tmp_path, tiny_tokenizer):
     factory = faulty_factory("raise", faulty={0, 1, 2, 3}, length=2)
+    built = factory.built
     trainer = make_trainer(tmp_path, tiny_tokenizer, env_factory=factory, max_failed_episode_share=0.5)
     patch_generation(trainer, lambda text, call, position: GO)
     with pytest.raises(RuntimeError, match=r"FaultyEnv.*4 of 4 episodes.*max_failed_episode_share=0.5"):
         trainer.train()
+    assert built and all(env.close_calls == 1 for env in built)  # a run that stops still closes its envs
 
 
 def test_a_failing_close_neither_aborts_train_nor_leaves_envs_open(tmp_path, tiny_tokenizer, caplog):

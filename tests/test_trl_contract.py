@@ -63,8 +63,9 @@ def test_pyproject_pin_matches_tested_range():
     )
 
 
-# Members we only call (never override): TRL's loss, and the tokenization/generation of agent-mode steps.
-CALLED_ONLY = {"_compute_loss", "_tokenize_prompts", "_generate_single_turn"}
+# Members we only call (never override): TRL's loss, the tokenization/generation of agent-mode steps, and the run
+# directory checkpoints go to.
+CALLED_ONLY = {"_compute_loss", "_tokenize_prompts", "_generate_single_turn", "_get_output_dir"}
 WRAPPED = [m for m in _compat.GRPO_METHODS if m.name not in CALLED_ONLY]
 
 

@@ -121,6 +121,24 @@ GRPO_METHODS: tuple[TRLMember, ...] = (
         ("self", "model", "inputs", "num_items_in_batch"),
         "agent mode: one call per accumulation step; we run transformers.Trainer.training_step once per chunk",
     ),
+    TRLMember(
+        GRPOTrainer,
+        "train",
+        ("self", "resume_from_checkpoint", "trial", "ignore_keys_for_eval"),
+        "wrapped (transformers.Trainer): resolves partial checkpoints and restores sdar_state.pt before resuming",
+    ),
+    TRLMember(
+        GRPOTrainer,
+        "_save_checkpoint",
+        ("self", "model", "trial"),
+        "wrapped (transformers.Trainer): writes sdar_state.pt into checkpoint-<step> before transformers' files",
+    ),
+    TRLMember(
+        GRPOTrainer,
+        "_get_output_dir",
+        ("self", "trial"),
+        "transformers.Trainer: the run directory holding checkpoint-<global_step> (where sdar_state.pt goes)",
+    ),
 )
 
 #: Module-level helpers we import (name -> parameters we pass).

@@ -10,6 +10,8 @@ from typing import Any
 from transformers import TrainingArguments
 from trl import GRPOConfig
 
+from ._validation import FieldKind, check_field_types
+
 __all__ = ["CHECKPOINTING_FIELD", "DISTILL_LOSSES", "METHOD_PRESETS", "TEACHER_MODES", "SDARConfig"]
 
 #: What each `method` preset sets (SDAR_SPEC.md §4). A field the user sets explicitly wins over the preset.
@@ -86,6 +88,49 @@ DISTILL_LOSSES: tuple[str, ...] = ("gated", "sampled_token", "k3")
 TEACHER_MODES: tuple[str, ...] = ("live", "base", "ema")
 #: `privileged_context_source` values (agent mode): skills (SDAR), oracle facts (ablation), or both.
 PRIVILEGED_CONTEXT_SOURCES: tuple[str, ...] = ("skills", "facts", "skills+facts")
+
+#: Every SDAR field's kind, whether None is allowed, and an example for error messages (sdar_trl._validation).
+SDAR_FIELD_KINDS: dict[str, FieldKind] = {
+    "method": ("str", False, "sdar"),
+    "distill_coef": ("number", False, 0.01),
+    "gate_beta": ("number", False, 5.0),
+    "distill_loss": ("str", False, "gated"),
+    "use_policy_loss": ("bool", False, True),
+    "skills_in_student_prompt": ("bool", False, False),
+    "rlsd_weight": ("number", False, 0.5),
+    "rlsd_decay_steps": ("int", False, 100),
+    "rlsd_clip_eps": ("number", False, 0.2),
+    "teacher_mode": ("str", False, "live"),
+    "teacher_ema_rate": ("number", False, 0.05),
+    "teacher_ema_sync_steps": ("int", False, 1),
+    "teacher_context_header": ("str", False, "[Privileged Skill Information]\n"),
+    "teacher_context_separator": ("str", False, "\n\n"),
+    "max_teacher_prompt_length": ("int", True, 2048),
+    "teacher_prefix_cache": ("bool", False, True),
+    "distill_empty_context": ("bool", False, False),
+    "privileged_context_column": ("str", False, "privileged_context"),
+    "max_steps_per_episode": ("int", True, 50),
+    "history_length": ("int", False, 2),
+    "invalid_action_penalty": ("number", False, 0.1),
+    "eval_temperature": ("number", False, 0.4),
+    "max_observation_length": ("int", True, 4096),
+    "privileged_context_source": ("str", False, "skills"),
+    "env_step_timeout": ("number", True, 30.0),
+    "max_abs_reward": ("number", False, 1e6),
+    "max_failed_episode_share": ("number", False, 0.5),
+    "max_admissible_actions": ("int", True, 100),
+}
+#: TRL fields whose wrong type or value would otherwise fail late (mid-training) or train silently wrong.
+TRL_FIELD_KINDS: dict[str, FieldKind] = {
+    "num_generations": ("int", False, 8),
+    "num_generations_eval": ("int", True, 8),
+    "max_completion_length": ("int", True, 256),
+    "num_iterations": ("int", False, 1),
+    "beta": ("number", False, 0.0),
+    "epsilon": ("number", False, 0.2),
+    "temperature": ("number", False, 1.0),
+    "top_p": ("number", False, 1.0),
+}
 
 #: transformers >= 5.23 names activation checkpointing `activation_checkpointing` and keeps
 #: `gradient_checkpointing` as a deprecated alias that warns whenever it is set; older releases have only the alias.
@@ -414,6 +459,8 @@ class SDARConfig(GRPOConfig):
     def __post_init__(self) -> None:
         if self.gradient_checkpointing is None and getattr(self, CHECKPOINTING_FIELD) is None:
             setattr(self, CHECKPOINTING_FIELD, True)
+        if not isinstance(self.method, str):
+            check_field_types(self, {"method": SDAR_FIELD_KINDS["method"]})
         if self.method not in METHOD_PRESETS:
             raise ValueError(
                 f"method={self.method!r} is not a known SDAR method preset. Expected one of "
@@ -422,9 +469,55 @@ class SDARConfig(GRPOConfig):
         for name, value in METHOD_PRESETS[self.method].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        check_field_types(self, SDAR_FIELD_KINDS)
+        check_field_types(self, TRL_FIELD_KINDS)
+        # Before TRL's __post_init__, which divides by num_generations (0: ZeroDivisionError).
+        self._check_trl_fields()
         super().__post_init__()
         self._check_sdar_fields()
         self._check_env_boundary_fields()
+
+    def _check_trl_fields(self) -> None:
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations={self.num_generations} must be >= 2: GRPO scores each completion against the "
+                "other completions of its prompt, so a group needs at least 2. Set num_generations=2 or more (TRL's "
+                "default is 8)."
+            )
+        if self.num_generations_eval is not None and self.num_generations_eval < 1:
+            raise ValueError(
+                f"num_generations_eval={self.num_generations_eval} must be >= 1 or None (None: num_generations). "
+                "Set it to the completions per eval prompt, or leave it unset."
+            )
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise ValueError(
+                f"max_completion_length={self.max_completion_length} must be >= 1 token. Set it to the longest "
+                "completion to sample (TRL's default is 256)."
+            )
+        if self.num_iterations < 1:
+            raise ValueError(
+                f"num_iterations={self.num_iterations} must be >= 1 (optimisation passes per generation batch). Set "
+                "num_iterations=1 (TRL's default)."
+            )
+        if not math.isfinite(self.beta) or self.beta < 0:
+            raise ValueError(
+                f"beta={self.beta} must be a finite number >= 0: it is the coefficient of the KL term towards the "
+                "reference model, and a negative value would push the policy away from it. Set beta=0.0 (TRL's "
+                "default; no reference model is loaded) or a small positive value such as 0.04."
+            )
+        if not math.isfinite(self.epsilon) or self.epsilon < 0:
+            raise ValueError(
+                f"epsilon={self.epsilon} must be a finite number >= 0 (the clip range of the policy ratio). Set "
+                "epsilon=0.2 (TRL's default)."
+            )
+        if not math.isfinite(self.temperature) or self.temperature <= 0:
+            raise ValueError(
+                f"temperature={self.temperature} must be a finite number > 0: training completions are sampled at "
+                "it and TRL divides the logits by it. Set temperature=1.0 (TRL's default); for greedy evaluation "
+                "in agent mode set eval_temperature=0 instead."
+            )
+        if not math.isfinite(self.top_p) or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p={self.top_p} must lie in (0, 1]. Set top_p=1.0 (TRL's default: no nucleus cut).")
 
     def _check_sdar_fields(self) -> None:
         if not math.isfinite(self.distill_coef) or self.distill_coef < 0:

@@ -51,6 +51,7 @@ __all__ = [
     "load_skill_bank",
     "main",
     "parse_args",
+    "parse_json_object",
     "resolve_env_kwargs",
     "summarize_evaluation",
     "wilson_interval",
@@ -445,18 +446,27 @@ def _env_name(text: str) -> str:
     return text
 
 
-def _json_object(text: str) -> dict[str, Any]:
+def parse_json_object(text: str) -> dict[str, Any]:
+    """`text` as a JSON object (e.g. `--env_kwargs`), or `ValueError` naming what it is instead and an example."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise argparse.ArgumentTypeError(
+        raise ValueError(
             f"{text!r} is not valid JSON ({error.msg}); expected a JSON object such as '{{\"max_episode_steps\": 8}}'"
         ) from None
     if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(
+        raise ValueError(
             f"{text!r} is a JSON {type(value).__name__}, not an object; expected e.g. '{{\"max_episode_steps\": 8}}'"
         )
     return value
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """argparse `type=` for JSON-object flags: argparse reports the message with the flag's name."""
+    try:
+        return parse_json_object(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _looks_like_path(name: str) -> bool:

@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Skill", "SkillBank", "render_skills"]
+__all__ = ["Skill", "SkillBank", "check_skill_coverage", "render_skills"]
 
 _SKILL_KEYS = ("title", "principle", "when_to_apply")
 
@@ -163,3 +163,26 @@ class SkillBank:
             for task_type, skills in bank.task_specific.items():
                 merged.task_specific.setdefault(task_type, []).extend(skills)
         return merged
+
+
+def check_skill_coverage(bank: SkillBank, task_types: Iterable[str]) -> str | None:
+    """A warning when none of the environment's `task_types` has task-specific skills in `bank`, else None.
+
+    Skills are routed by exact task type, so a bank written for another environment (or with differently spelled
+    types) gives the teacher only the general skills; without general skills the teacher prompt equals the student's
+    and the distillation term is 0.
+    """
+    seen = sorted({task_type or "(none)" for task_type in task_types})
+    if not bank.task_specific or any(task_type in bank.task_specific for task_type in seen):
+        return None
+    consequence = (
+        "the teacher sees only the general skills"
+        if bank.general
+        else "the teacher prompt equals the student's: distill_loss = 0 and SDAR trains as plain GRPO"
+    )
+    return (
+        f"skill_bank matches none of the environment's task types: the episodes have task types {seen}, the bank "
+        f"has skills for {bank.task_types}. Skills are routed by exact task type, so {consequence}. Use the skill "
+        "bank written for this environment (SkillBank.from_package(<env>)), or rename its task types to the "
+        "environment's info['task_type'] values."
+    )

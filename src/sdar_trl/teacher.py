@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -532,6 +532,28 @@ class EMATeacherWeights:
             raise ValueError("The model has no trainable parameters, so an EMA teacher would equal the live model.")
         self.shadow = [p.detach().to(torch.float32, copy=True) for p in self.params]
         self._live: list[torch.Tensor] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The average and its rate, on CPU (what a checkpoint needs to continue the same average)."""
+        return {"update_rate": self.update_rate, "shadow": [shadow.detach().cpu() for shadow in self.shadow]}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue the average saved by `state_dict()`; the shapes must match this model's trainable parameters."""
+        shadow = list(state["shadow"])
+        if len(shadow) != len(self.shadow):
+            raise ValueError(
+                f"The saved EMA teacher averages {len(shadow)} trainable tensors, this model has {len(self.shadow)}. "
+                "Resume with the model (and PEFT configuration) the checkpoint was trained with."
+            )
+        for index, (saved, current) in enumerate(zip(shadow, self.shadow, strict=True)):
+            if saved.shape != current.shape:
+                raise ValueError(
+                    f"The saved EMA teacher's tensor {index} has shape {tuple(saved.shape)}, this model's "
+                    f"{tuple(current.shape)}. Resume with the model the checkpoint was trained with."
+                )
+        for saved, current in zip(shadow, self.shadow, strict=True):
+            current.copy_(saved.to(device=current.device, dtype=current.dtype))
 
     @torch.no_grad()
     def update(self) -> None:

@@ -18,7 +18,9 @@ import contextlib
 import copy
 import dataclasses
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -33,6 +35,7 @@ from transformers import (
     Trainer,
     TrainerCallback,
 )
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 from trl import GRPOTrainer
 
 from ._compat import (
@@ -43,6 +46,8 @@ from ._compat import (
     prepare_fsdp,
     use_adapter,
 )
+from ._mistakes import TRL_ENVIRONMENT_HINT, check_single_turn_arguments
+from .checkpoint import load_sdar_state, resolve_resume_checkpoint, save_sdar_state
 from .config import SDARConfig
 from .env_guard import EnvFaultLog, check_failed_share, check_task_seeds, close_environments
 from .environments.base import AgentEnvironment
@@ -69,7 +74,7 @@ from .rollout import (
     trim_left_padding,
 )
 from .sft import render_context
-from .skills import SkillBank
+from .skills import SkillBank, check_skill_coverage
 from .teacher import EMATeacherWeights, render_teacher_prefix, teacher_logps
 
 __all__ = ["SDARTrainer"]
@@ -148,6 +153,7 @@ class SDARTrainer(GRPOTrainer):
                     f"single-turn data, render the skills into the {args.privileged_context_column!r} column: "
                     "skill_bank.render(task_type)."
                 )
+            check_single_turn_arguments(train_dataset, environment_factory)
             self._check_dataset_columns(train_dataset, args, "train_dataset")
             self._check_dataset_columns(eval_dataset, args, "eval_dataset")
 
@@ -195,6 +201,7 @@ class SDARTrainer(GRPOTrainer):
         self.eval_episodes: list[EpisodeRecord] = []
         self._agent_buffer: list[dict[str, Any]] | None = None
         self._env_fault_log = EnvFaultLog()  # logs the first failed episodes of each kind
+        self._skill_coverage_checked = False
         if env_factory is not None:
             self._agent_environments(1)  # build one now so a broken factory fails at construction, not mid-run
             self.add_callback(_CloseEnvironmentsCallback(self))
@@ -271,6 +278,41 @@ class SDARTrainer(GRPOTrainer):
         else:  # PEFT: the initial weights are the model with its adapter disabled
             with use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None):
                 yield self.model
+
+    # ------------------------------------------------------------------ checkpoints (sdar_trl.checkpoint)
+    def train(
+        self,
+        resume_from_checkpoint: str | bool | None = None,
+        trial: Any = None,
+        ignore_keys_for_eval: list[str] | None = None,
+    ) -> TrainOutput:
+        """transformers' `train`, resuming only from a complete checkpoint and restoring SDAR's state from it.
+
+        `resume_from_checkpoint=True` skips (with a warning) newer checkpoints left partial by a process killed while
+        saving; an explicit path to a partial one raises `ValueError` naming what it lacks (docs/trainer.md).
+        The agent-mode environments are closed when training ends, also when it raises.
+        """
+        checkpoint = resolve_resume_checkpoint(
+            resume_from_checkpoint, self.args.output_dir, needs_sdar_state=self._sdar_ema is not None
+        )
+        if checkpoint is not None:
+            load_sdar_state(checkpoint, teacher_mode=self.args.teacher_mode, ema=self._sdar_ema)
+        try:
+            return super().train(checkpoint, trial, ignore_keys_for_eval)
+        finally:
+            # on_train_end closes them after a normal run; a run stopped by an exception never reaches it.
+            self.close_environments()
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        # Ours first: transformers writes trainer_state.json last, so a checkpoint that has it holds ours too.
+        if self.args.should_save:
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            save_sdar_state(
+                os.path.join(self._get_output_dir(trial=trial), folder),
+                teacher_mode=self.args.teacher_mode,
+                ema=self._sdar_ema,
+            )
+        super()._save_checkpoint(model, trial)
 
     # ------------------------------------------------------------------ generation batch
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -421,6 +463,8 @@ class SDARTrainer(GRPOTrainer):
                     f"{'eval_env_factory' if separate else 'env_factory'}() returned {type(env).__name__}, which "
                     f"lacks {missing}; it must return an AgentEnvironment (reset(*, seed, options) -> (obs, info), "
                     "step(action) -> (obs, reward, terminated, truncated, info), close()). See docs/agents.md."
+                    + TRL_ENVIRONMENT_HINT
+                    * (callable(getattr(env, "reset", None)) and "step" in missing)
                 )
             pool.append(env)
         return pool[:count]
@@ -500,9 +544,20 @@ class SDARTrainer(GRPOTrainer):
                     f"RepeatSampler); rows {start}..{start + group_size - 1} differ. Do not pass a custom sampler."
                 )
         result = self._agent_play(rows, [i // group_size for i in range(len(rows))])
+        self._check_skill_coverage(result.episodes)
         metrics = self._log_env_metrics("train", result.episodes)
         check_failed_share(metrics, max_share=self.args.max_failed_episode_share, env_name=self._env_name())
         return self._agent_build_batch(result)
+
+    def _check_skill_coverage(self, episodes: list[EpisodeRecord]) -> None:
+        """Warn once (first batch) when the skill bank has skills for none of the episodes' task types."""
+        uses_skills = self.args.needs_privileged_context and "skills" in self.args.privileged_context_source
+        if self._skill_coverage_checked or not uses_skills or self.skill_bank is None:
+            return
+        self._skill_coverage_checked = True
+        problem = check_skill_coverage(self.skill_bank, [episode.task_type for episode in episodes])
+        if problem is not None:
+            warnings.warn(problem, UserWarning, stacklevel=2)
 
     def _agent_play(
         self, rows: list[dict[str, Any]], group_ids: list[int], *, evaluation: bool = False
@@ -936,6 +991,18 @@ def _check_agent_arguments(
         )
     if skill_bank is not None and not isinstance(skill_bank, SkillBank):
         raise TypeError(f"skill_bank must be a sdar_trl.SkillBank, got {type(skill_bank).__name__}.")
+    if (
+        skill_bank is not None
+        and len(skill_bank) == 0
+        and args.needs_teacher
+        and args.privileged_context_source == "skills"
+    ):
+        raise ValueError(
+            f"skill_bank is empty, so with privileged_context_source='skills' every teacher prompt equals the "
+            f"student's: method={args.method!r} would train as plain GRPO (distill_loss = 0). Pass a bank with skills "
+            "(SkillBank.load(path), or SkillBank.from_package('webshop') for a built-in environment), set "
+            "privileged_context_source='facts' or 'skills+facts', or use method='grpo'."
+        )
     if args.needs_privileged_context and args.privileged_context_source == "skills" and skill_bank is None:
         raise ValueError(
             f"method={args.method!r} needs a privileged context for the teacher, but no skill_bank was given and "
