@@ -9,10 +9,10 @@ import pytest
 import torch
 from datasets import Dataset
 
-from sdar_trl import SDARConfig, SDARTrainer
+from sdar_trl import SDARTrainer
 from sdar_trl.environments.toy import KeyDoorEnv
 from sdar_trl.skills import SkillBank
-from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation
+from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, tiny_agent_config
 
 SDAR_METRICS = ("sdar/gate_mean", "sdar/gate_active_ratio", "sdar/teacher_gap_mean", "sdar/distill_loss")
 ENV_METRICS = ("env/success", "env/invalid_action_rate", "env/episode_length", "env/errors")
@@ -30,23 +30,7 @@ WIN = "<think>finish</think><action>win</action>"
 
 
 def agent_args(tmp_path, **overrides):
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=12,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
-        max_steps_per_episode=3,
-    )
-    kwargs.update(overrides)
-    return SDARConfig(**kwargs)
+    return tiny_agent_config(tmp_path, **overrides)
 
 
 def make_agent_trainer(tmp_path, tokenizer, *, env_factory=ScriptedEnv, skill_bank=BANK, dataset=None, **config):

@@ -25,7 +25,7 @@ from sdar_trl.environments.base import AgentEnvironmentCheckError, check_agent_e
 from sdar_trl.loss import compute_step_advantages
 from sdar_trl.rollout import compute_step_rewards, play_episodes, summarize_episodes
 from sdar_trl.skills import SkillBank
-from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation
+from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, tiny_agent_config
 
 GO = "<think>go on</think><action>go</action>"
 WIN = "<think>finish</think><action>win</action>"
@@ -294,25 +294,10 @@ def test_boundary_fields_are_range_checked(tmp_path, field, value):
 
 # ---------------------------------------------------------------------------------------------- real training
 def make_trainer(tmp_path, tokenizer, *, env_factory, dataset=None, **overrides):
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        num_generations=2,
-        max_completion_length=12,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
-        max_steps_per_episode=2,
-    )
-    kwargs.update(overrides)
+    kwargs = {"max_steps_per_episode": 2, **overrides}
     return SDARTrainer(
         build_tiny_model(tokenizer),
-        args=SDARConfig(**kwargs),
+        args=tiny_agent_config(tmp_path, **kwargs),
         train_dataset=dataset if dataset is not None else Dataset.from_list([{"seed": i} for i in range(8)]),
         processing_class=tokenizer,
         env_factory=env_factory,

@@ -18,11 +18,14 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedModel, PreTrainedTokenizerFast, Qwen2Config, Qwen3Config
+
+if TYPE_CHECKING:
+    from .config import SDARConfig
 
 __all__ = [
     "SPECIAL_TOKENS",
@@ -32,6 +35,7 @@ __all__ = [
     "load_qwen3_chat_template",
     "patch_generation",
     "save_tiny",
+    "tiny_agent_config",
 ]
 
 #: Special tokens of the Qwen chat format (plus the reasoning/action tags agents emit), each a single id.
@@ -293,3 +297,31 @@ def patch_generation(trainer: object, respond: Callable[[str, int, int], str]) -
 
     trainer._generate_single_turn = generate  # type: ignore[attr-defined]
     return seen
+
+
+def tiny_agent_config(output_dir: str | Path, **overrides: object) -> SDARConfig:
+    """An `SDARConfig` for a few agent-mode steps of a `build_tiny_model` model on a CPU (tests, smoke runs).
+
+    Two task groups of two trajectories a step, short completions, three steps per episode, two optimizer steps,
+    a large learning rate (so a tiny model visibly moves), no checkpoints, no reporting, fp32. `overrides` replace
+    any of these or set other `SDARConfig` fields.
+    """
+    from .config import SDARConfig
+
+    kwargs: dict[str, object] = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=12,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to="none",
+        bf16=False,
+        seed=0,
+        save_strategy="no",
+        disable_tqdm=True,
+        max_steps_per_episode=3,
+    )
+    kwargs.update(overrides)
+    return SDARConfig(**kwargs)
