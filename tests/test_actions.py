@@ -6,7 +6,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdar_trl.actions import INVALID_TAIL_CHARS, parse_action, parse_search_answer, parse_think_action
+from sdar_trl.actions import (
+    INVALID_TAIL_CHARS,
+    MAX_ACTION_CHARS,
+    clean_action_text,
+    parse_action,
+    parse_search_answer,
+    parse_think_action,
+)
 
 THINK_ACTION_CASES = [
     # (response, action sent to the env, valid, error substring)
@@ -173,3 +180,17 @@ def test_linear_parsers_agree_with_the_regex_oracle(response):
     assert (think.action, think.valid) == _regex_think_action(response)
     search = parse_search_answer(response)
     assert (search.action, search.valid, search.error) == _regex_search_answer(response)
+
+
+def test_clean_action_text_keeps_text_drops_controls_and_bounds_length():
+    assert clean_action_text("go\tto\nx") == "go\tto\nx"  # tab and newline are text
+    assert clean_action_text("a\x00b\x1bc\x7fd\x85e\x9fé") == "abcdeé"  # C0, DEL, C1 gone; other Unicode kept
+    assert clean_action_text("x" * 5000) == "x" * MAX_ACTION_CHARS
+
+
+@pytest.mark.parametrize("action_format", ["think_action", "search_answer"])
+@given(response=st.text())
+@settings(max_examples=200, deadline=None)
+def test_parsed_actions_are_always_clean(action_format, response):
+    action = parse_action(response, action_format).action
+    assert action == clean_action_text(action) and len(action) <= MAX_ACTION_CHARS

@@ -180,6 +180,19 @@ def test_chunked_gradients_equal_unchunked(tmp_path, tiny_tokenizer, loss_type):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
 
 
+def test_invalid_action_text_reaches_the_environment_instead_of_the_response(tmp_path, tiny_tokenizer):
+    built = []
+
+    def factory():
+        built.append(ScriptedEnv(length=2))
+        return built[-1]
+
+    trainer = make_agent_trainer(tmp_path, tiny_tokenizer, env_factory=factory, invalid_action_text="look")
+    patch_generation(trainer, respond_by_script([["bad\x00 response"] * 2, [GO] * 2]))
+    trainer._agent_generate_and_score([{"seed": 0}, {"seed": 0}])
+    assert sorted(env.actions for env in built if env.actions) == [["look", "go"], ["look", "go"]]
+
+
 def test_environment_errors_are_counted_not_raised(tmp_path, tiny_tokenizer):
     # Every episode fails here: max_failed_episode_share=1 lets training go on (tests/test_faults.py covers the stop).
     factory = lambda: ScriptedEnv(length=3, fail_on_step=2)  # noqa: E731

@@ -67,6 +67,7 @@ SDAR_FIELDS = {
     "max_abs_reward",
     "max_failed_episode_share",
     "max_admissible_actions",
+    "invalid_action_text",
 }
 
 
@@ -212,6 +213,7 @@ WRONG_TYPES = {
     "max_abs_reward": "1e6",
     "max_failed_episode_share": True,
     "max_admissible_actions": 10.5,
+    "invalid_action_text": 0,
 }
 
 

@@ -37,6 +37,28 @@ def scripted(responses):
     return generate, calls
 
 
+def test_control_characters_never_reach_the_environment():
+    # A NUL byte in a command crashes native engines (TextWorld) and the process with them: every action is cleaned.
+    env = ScriptedEnv(length=3)
+    responses = [["<think>x</think><action>g\x00o</action>"], ["\x00\x01garbage\x7f\x9b\x00"], ["w\x00in"]]
+    generate, _ = scripted(responses)
+    result = play_episodes([env], [{"seed": 1}], generate, group_ids=[0], max_steps=3, history_length=2)
+    assert env.actions == ["go", "garbage", "win"]  # "go" now parses; the invalid ones send their cleaned tail
+    assert [s.valid for s in result.steps] == [True, False, False]
+    assert all("\x00" not in s.action for s in result.steps)
+
+
+@pytest.mark.parametrize("invalid_action", ["", "look"])
+def test_invalid_action_sends_the_configured_text(invalid_action):
+    env = ScriptedEnv(length=2)
+    generate, _ = scripted([["no tags at all"], [VALID_GO]])
+    result = play_episodes(
+        [env], [{"seed": 1}], generate, group_ids=[0], max_steps=2, history_length=2, invalid_action=invalid_action
+    )
+    assert env.actions == [invalid_action, "go"]
+    assert result.steps[0].action == invalid_action and not result.steps[0].valid
+
+
 def test_render_history_numbering():
     assert render_history([("o1", "a1"), ("o2", "a2")], first_step=3) == (
         "[Observation 3: 'o1', Action 3: 'a1']\n[Observation 4: 'o2', Action 4: 'a2']"

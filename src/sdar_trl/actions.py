@@ -13,6 +13,10 @@ Two response formats (ENVIRONMENTS.md, "Common layer"):
   is valid when exactly one `<search>…</search>` or `<answer>…</answer>` block (and no other opening
   tag) remains. The action
   sent to the environment is the tagged block, e.g. `<search>capital of Norway</search>`.
+
+Whatever the format, the action is *clean text* (`clean_action_text`): control characters other than newline and
+tab are removed (small models emit NUL bytes, and native game engines such as TextWorld's crash on them, taking
+the training process along) and it is at most `MAX_ACTION_CHARS` long.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from dataclasses import dataclass
 
 __all__ = [
     "INVALID_TAIL_CHARS",
+    "MAX_ACTION_CHARS",
     "ParsedAction",
+    "clean_action_text",
     "parse_action",
     "parse_search_answer",
     "parse_think_action",
@@ -30,7 +36,18 @@ __all__ = [
 #: How much of an unparseable response is forwarded to the environment (the reference sends the tail).
 INVALID_TAIL_CHARS = 30
 
+#: The longest action sent to an environment (a search query or a command is far shorter; a runaway response
+#: must not reach the environment whole).
+MAX_ACTION_CHARS = 1000
+
 _SEARCH_KINDS = ("search", "answer")
+#: C0 controls but tab and newline, DEL and the C1 controls: deleted from actions.
+_CONTROL_CHARS = dict.fromkeys([*(c for c in range(0x20) if chr(c) not in "\t\n"), *range(0x7F, 0xA0)])
+
+
+def clean_action_text(text: str, *, max_chars: int = MAX_ACTION_CHARS) -> str:
+    """`text` without control characters (newline and tab kept) and cut to `max_chars` characters."""
+    return text.translate(_CONTROL_CHARS)[:max_chars]
 
 
 @dataclass(frozen=True)
@@ -101,9 +118,12 @@ def parse_search_answer(response: object) -> ParsedAction:
 
 
 def parse_action(response: object, action_format: str) -> ParsedAction:
-    """Dispatch on `action_format` (`"think_action"` or `"search_answer"`)."""
+    """Dispatch on `action_format` (`"think_action"` or `"search_answer"`); the action is `clean_action_text`."""
     if action_format == "think_action":
-        return parse_think_action(response)
-    if action_format == "search_answer":
-        return parse_search_answer(response)
-    raise ValueError(f"unknown action_format {action_format!r}; expected 'think_action' or 'search_answer'.")
+        parsed = parse_think_action(_as_text(response).translate(_CONTROL_CHARS))
+    elif action_format == "search_answer":
+        parsed = parse_search_answer(_as_text(response).translate(_CONTROL_CHARS))
+    else:
+        raise ValueError(f"unknown action_format {action_format!r}; expected 'think_action' or 'search_answer'.")
+    action = clean_action_text(parsed.action)
+    return parsed if action == parsed.action else ParsedAction(action, parsed.valid, parsed.kind, parsed.error)

@@ -119,6 +119,7 @@ SDAR_FIELD_KINDS: dict[str, FieldKind] = {
     "max_abs_reward": ("number", False, 1e6),
     "max_failed_episode_share": ("number", False, 0.5),
     "max_admissible_actions": ("int", True, 100),
+    "invalid_action_text": ("str", True, "look"),
 }
 #: TRL fields whose wrong type or value would otherwise fail late (mid-training) or train silently wrong.
 TRL_FIELD_KINDS: dict[str, FieldKind] = {
@@ -243,6 +244,9 @@ class SDARConfig(GRPOConfig):
             failed (1 never stops).
         max_admissible_actions (`int`, *optional*, defaults to `100`):
             Show at most this many admissible actions in a step prompt, then `… (N more)`. `None`: all.
+        invalid_action_text (`str`, *optional*):
+            What a response that does not parse sends to the environment. `None` (the reference's behaviour): its
+            last 30 characters, cleaned; a string (e.g. `""` or `"look"`) is sent instead.
 
         > TRL default applied through the field this transformers reads
 
@@ -440,6 +444,14 @@ class SDARConfig(GRPOConfig):
         metadata={
             "help": "Agent mode: show at most this many admissible actions in a step prompt, followed by '… (N more)' "
             "(a state with thousands of actions would otherwise fill the prompt). None: show all."
+        },
+    )
+    invalid_action_text: str | None = field(
+        default=None,
+        metadata={
+            "help": "Agent mode: what a response that does not parse sends to the environment. None (the reference "
+            "code's behaviour): the response's last 30 characters, control characters removed; a string such as "
+            "'' or 'look' is sent instead (for environments that should not see malformed text at all)."
         },
     )
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from .actions import parse_action
+from .actions import clean_action_text, parse_action
 from .env_guard import FAULT_KINDS, call_with_timeout, classify_fault, parse_seed
 from .environments.base import (
     ACTION_FORMATS,
@@ -282,6 +282,7 @@ def play_episodes(
     step_timeout: float | None = None,
     max_abs_reward: float = DEFAULT_MAX_ABS_REWARD,
     max_admissible_actions: int | None = None,
+    invalid_action: str | None = None,
 ) -> RolloutResult:
     """Play one episode per environment copy, all copies in lock-step.
 
@@ -303,6 +304,8 @@ def play_episodes(
             environment is listed in `RolloutResult.abandoned` (None: no limit, calls run in this thread).
         max_abs_reward: the largest |reward| of one step; beyond it (or non-finite) the episode fails (`bad_reward`).
         max_admissible_actions: show at most this many admissible actions per prompt (None: all).
+        invalid_action: sent to the environment for a response that does not parse (None: the parser's action,
+            the response's tail as the reference does). Every action sent is `clean_action_text`.
     """
     if not len(envs) == len(rows) == len(group_ids):
         raise ValueError(
@@ -338,6 +341,7 @@ def play_episodes(
             state, episode, env = live[i], episodes[i], envs[i]
             assert state is not None  # internal invariant: `active` only lists live states
             parsed = parse_action(response, getattr(env, "action_format", "think_action"))
+            action = parsed.action if parsed.valid or invalid_action is None else clean_action_text(invalid_action)
             steps.append(
                 StepRecord(
                     trajectory=i,
@@ -347,7 +351,7 @@ def play_episodes(
                     prompt_ids=list(prompt_ids),
                     completion_ids=list(completion_ids),
                     response=response,
-                    action=parsed.action,
+                    action=action,
                     valid=parsed.valid,
                     parse_error=parsed.error,
                 )
@@ -356,7 +360,7 @@ def play_episodes(
             episode.invalid_steps += int(not parsed.valid)
             try:
                 result = call_with_timeout(
-                    lambda env=env, action=parsed.action: env.step(action), timeout=step_timeout, what="step()"
+                    lambda env=env, action=action: env.step(action), timeout=step_timeout, what="step()"
                 )
                 obs, reward, terminated, truncated, info = check_step_result(result, max_abs_reward=max_abs_reward)
             except Exception as error:  # noqa: BLE001 - a broken environment ends its trajectory, never the run
@@ -369,7 +373,7 @@ def play_episodes(
             score = info.get(INFO_SCORE)
             if isinstance(score, numbers.Real) and not isinstance(score, bool):
                 episode.score = float(score)
-            state.history.append((state.observation, parsed.action))
+            state.history.append((state.observation, action))
             state.observation = truncate_observation(obs, max_observation_length)
             state.info = {**state.info, **info}
             episode.terminated, episode.truncated = terminated, truncated

@@ -580,6 +580,7 @@ class SDARTrainer(GRPOTrainer):
             step_timeout=self.args.env_step_timeout,
             max_abs_reward=self.args.max_abs_reward,
             max_admissible_actions=self.args.max_admissible_actions,
+            invalid_action=self.args.invalid_action_text,
         )
         self._env_fault_log.report(result.episodes, env_name=self._env_name(evaluation=evaluation))
         # A timed-out call may still be running in its thread: never reuse (or close) that instance, build a new one.
