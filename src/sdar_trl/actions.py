@@ -119,11 +119,14 @@ def parse_search_answer(response: object) -> ParsedAction:
 
 def parse_action(response: object, action_format: str) -> ParsedAction:
     """Dispatch on `action_format` (`"think_action"` or `"search_answer"`); the action is `clean_action_text`."""
+    # Cleaning the response first keeps an invalid response's forwarded tail made of real characters.
+    text = _as_text(response).translate(_CONTROL_CHARS)
     if action_format == "think_action":
-        parsed = parse_think_action(_as_text(response).translate(_CONTROL_CHARS))
+        parsed = parse_think_action(text)
     elif action_format == "search_answer":
-        parsed = parse_search_answer(_as_text(response).translate(_CONTROL_CHARS))
+        parsed = parse_search_answer(text)
     else:
         raise ValueError(f"unknown action_format {action_format!r}; expected 'think_action' or 'search_answer'.")
-    action = clean_action_text(parsed.action)
-    return parsed if action == parsed.action else ParsedAction(action, parsed.valid, parsed.kind, parsed.error)
+    if len(parsed.action) <= MAX_ACTION_CHARS:  # the text is clean already: only the length can be over
+        return parsed
+    return ParsedAction(parsed.action[:MAX_ACTION_CHARS], parsed.valid, parsed.kind, parsed.error)

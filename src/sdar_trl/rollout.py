@@ -313,12 +313,10 @@ def play_episodes(
         )
     seeds = [parse_seed(row.get("seed"), row_index=i) for i, row in enumerate(rows)]  # before any env is touched
     episodes = [EpisodeRecord(trajectory=i, group=int(g), row=rows[i]) for i, g in enumerate(group_ids)]
-    abandoned: list[int] = []
+    fallback = None if invalid_action is None else clean_action_text(invalid_action)
     live: list[_Live | None] = []
     for i, (env, row, episode) in enumerate(zip(envs, rows, episodes, strict=True)):
         live.append(_reset(env, row, seeds[i], episode, max_observation_length, step_timeout))
-        if episode.env_error_kind == "timeout":
-            abandoned.append(i)
 
     limits = [_step_limit(env, max_steps) for env in envs]
     steps: list[StepRecord] = []
@@ -341,7 +339,7 @@ def play_episodes(
             state, episode, env = live[i], episodes[i], envs[i]
             assert state is not None  # internal invariant: `active` only lists live states
             parsed = parse_action(response, getattr(env, "action_format", "think_action"))
-            action = parsed.action if parsed.valid or invalid_action is None else clean_action_text(invalid_action)
+            action = parsed.action if parsed.valid or fallback is None else fallback
             steps.append(
                 StepRecord(
                     trajectory=i,
@@ -365,7 +363,6 @@ def play_episodes(
                 obs, reward, terminated, truncated, info = check_step_result(result, max_abs_reward=max_abs_reward)
             except Exception as error:  # noqa: BLE001 - a broken environment ends its trajectory, never the run
                 episode.fail(error)
-                abandoned += [i] if episode.env_error_kind == "timeout" else []
                 state.done = True
                 continue
             episode.reward += reward
@@ -383,6 +380,8 @@ def play_episodes(
         step_index += 1
         if on_step is not None:
             on_step(step_index, sum(state is not None and not state.done for state in live))
+    # A timed-out reset or step fails its episode with kind "timeout"; its environment must not be used again.
+    abandoned = [episode.trajectory for episode in episodes if episode.env_error_kind == "timeout"]
     return RolloutResult(steps=steps, episodes=episodes, abandoned=abandoned)
 
 

@@ -451,9 +451,8 @@ class SDARTrainer(GRPOTrainer):
 
         Evaluation uses its own pool built by `eval_env_factory` when one was given (e.g. a held-out split).
         """
-        separate = evaluation and self.eval_env_factory is not None
-        pool = self._agent_eval_envs if separate else self._agent_envs
-        factory = self.eval_env_factory if separate else self.env_factory
+        pool, factory = self._env_pool(evaluation)
+        separate = pool is self._agent_eval_envs
         assert factory is not None  # internal invariant: agent mode only
         while len(pool) < count:
             env = factory()  # also replaces abandoned (timed-out) environments, dropped from the pool by _agent_play
@@ -478,12 +477,17 @@ class SDARTrainer(GRPOTrainer):
         self._agent_envs, self._agent_eval_envs = [], []
         close_environments(envs)
 
+    def _env_pool(self, evaluation: bool) -> tuple[list[AgentEnvironment], Callable[[], AgentEnvironment] | None]:
+        """The pool and factory episodes of this mode use: evaluation's own when `eval_env_factory` was given."""
+        if evaluation and self.eval_env_factory is not None:
+            return self._agent_eval_envs, self.eval_env_factory
+        return self._agent_envs, self.env_factory
+
     def _env_name(self, *, evaluation: bool = False) -> str:
         """The environment class, for error messages (the factory's name when no instance is pooled)."""
-        pool = self._agent_eval_envs if evaluation and self.eval_env_factory is not None else self._agent_envs
+        pool, factory = self._env_pool(evaluation)
         if pool:
             return type(pool[0]).__name__
-        factory = self.eval_env_factory if evaluation and self.eval_env_factory is not None else self.env_factory
         return getattr(factory, "__name__", repr(factory))
 
     def _prepare_inputs(self, generation_batch: Any) -> Any:
@@ -584,7 +588,7 @@ class SDARTrainer(GRPOTrainer):
         )
         self._env_fault_log.report(result.episodes, env_name=self._env_name(evaluation=evaluation))
         # A timed-out call may still be running in its thread: never reuse (or close) that instance, build a new one.
-        pool = self._agent_eval_envs if evaluation and self.eval_env_factory is not None else self._agent_envs
+        pool, _ = self._env_pool(evaluation)
         for index in sorted(result.abandoned, reverse=True):
             del pool[index]
         return result
