@@ -206,13 +206,10 @@ def _check_admissible(env: object, info: dict[str, Any], where: str) -> None:
 
 
 def _check_reset(env: object, result: object, seed: int) -> tuple[str, dict[str, Any]]:
-    if not isinstance(result, tuple) or len(result) != 2:
-        _fail(env, f"reset(seed={seed}) must return (observation: str, info: dict), got {result!r:.200}.")
-    obs, info = result  # type: ignore[misc]
-    if not isinstance(obs, str):
-        _fail(env, f"reset() observation must be a str, got {type(obs).__name__}.")
-    if not isinstance(info, dict):
-        _fail(env, f"reset() info must be a dict, got {type(info).__name__}.")
+    try:
+        obs, info = check_reset_result(result)
+    except EnvOutputError as error:
+        _fail(env, f"reset(seed={seed}): {error}")
     for key in (INFO_TASK, INFO_TASK_TYPE):
         if not isinstance(info.get(key), str) or not info[key]:
             _fail(env, f"reset() info[{key!r}] must be a non-empty str, got {info.get(key)!r}.")
