@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from transformers.trainer import TRAINER_STATE_NAME  # written last by `_save_checkpoint`: marks a finished save
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import (
     ADAPTER_SAFE_WEIGHTS_NAME,
@@ -44,8 +45,6 @@ __all__ = [
 
 #: SDAR's trainer state inside each `checkpoint-N` directory.
 SDAR_STATE_NAME = "sdar_state.pt"
-#: Written last by transformers' `_save_checkpoint`: its presence marks a checkpoint whose save finished.
-TRAINER_STATE_NAME = "trainer_state.json"
 #: Bumped when the layout of `sdar_state.pt` changes incompatibly.
 SDAR_STATE_FORMAT = 1
 
@@ -149,19 +148,12 @@ def _weight_file_problem(file: Path) -> str | None:
         return f"{file.name} absent"
     if file.suffix != ".safetensors":
         return None if file.stat().st_size > 0 else f"{file.name} empty"
-    # safetensors: 8-byte little-endian header length, a JSON header with each tensor's byte range, then the data.
-    # A save killed midway leaves fewer bytes than the header promises.
-    size = file.stat().st_size
+    # safetensors checks that its header's tensor byte ranges cover the file exactly: a save killed midway fails.
     try:
-        with file.open("rb") as handle:
-            (header_length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(header_length))
-    except (OSError, struct.error, UnicodeDecodeError, json.JSONDecodeError) as error:
-        return f"{file.name} unreadable: {error}"
-    ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-    expected = 8 + header_length + max(ends, default=0)
-    if size < expected:
-        return f"{file.name} truncated: {size} of {expected} bytes"
+        with safe_open(file, framework="pt"):
+            pass
+    except (OSError, SafetensorError) as error:
+        return f"{file.name} unreadable or truncated: {error}"
     return None
 
 
