@@ -91,3 +91,24 @@ def test_lowercase_tokenizer_makes_both_spellings_of_an_id_one_token():
     assert tokenizer.decode(lower) == "click[b07k87pzea]"  # lower-case actions round-trip exactly
     chat = tokenizer.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False)
     assert tokenizer.decode(tokenizer(chat, add_special_tokens=False)["input_ids"]) == chat.replace("Hi", "hi")
+
+
+@pytest.fixture(scope="module")
+def spaced():
+    return fit_micro_tokenizer(CORPUS, required_words=["b07k87pzea", "grey"], vocab_size=2000, separate_spaces=True)
+
+
+def test_separate_spaces_makes_a_word_the_same_token_after_a_space_and_after_a_bracket(spaced, tokenizer):
+    page = pieces(spaced, "i need a grey wallet [SEP] b07k87pzea [SEP]")
+    action = pieces(spaced, "search[grey wallet] click[b07k87pzea]")
+    for word in ("grey", "wallet", "b07k87pzea"):
+        assert word in page and word in action  # the copied word is one token, identical in both places
+    # The default tokenizer keeps the leading space: the page's " grey" is not what the action spells.
+    assert " grey" in pieces(tokenizer, "a grey wallet") and " grey" not in pieces(tokenizer, "search[grey]")
+    assert not any(piece.startswith(" ") and piece.strip().isalnum() for piece in page)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_separate_spaces_text_round_trips_exactly(spaced, text):
+    assert spaced.decode(spaced(text, add_special_tokens=False)["input_ids"]) == text
