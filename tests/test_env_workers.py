@@ -128,6 +128,20 @@ def error_counts(trainer):
     return len(logs), {kind: sum(entry[f"env/errors/{kind}"] for entry in logs) for kind in kinds}
 
 
+def test_the_nul_byte_never_reaches_a_worker_environment_through_the_trainer(tmp_path, tiny_tokenizer):
+    # The crash: a NUL in the action. Cleaned before it is sent, whether the response parses or not.
+    trainer = make_trainer(tmp_path, tiny_tokenizer)
+    script = [[act("g\x00o"), "\x00garbage\x00"], [GO, GO]]
+    prompts = patch_generation(trainer, lambda text, call, position: script[call][position])
+    try:
+        trainer._agent_generate_and_score([{"seed": 0}, {"seed": 0}])
+    finally:
+        trainer.close_environments()
+    echoed = [p for p in prompts if "you did" in p]  # the environment echoes what it received into the next prompt
+    assert len(echoed) == 2 and "you did 'go'" in echoed[0] and "you did 'garbage'" in echoed[1]
+    assert not any("\x00" in p for p in prompts) and worker_children() == []
+
+
 @pytest.mark.parametrize(("action", "kind"), [("crash", "worker_died"), ("hang", "timeout")])
 def test_sdar_trains_through_a_segfault_or_a_hang_in_a_worker(tmp_path, tiny_tokenizer, action, kind):
     # 4 trajectories a step over 2 workers (0, 2 in worker 0; 1, 3 in worker 1). Trajectory 1 segfaults (or hangs)
