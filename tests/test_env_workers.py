@@ -17,7 +17,7 @@ from sdar_trl.env_workers import EnvWorkerPool, check_picklable_factory
 from sdar_trl.rollout import play_episodes
 from sdar_trl.skills import SkillBank
 from sdar_trl.testing import build_tiny_model, patch_generation, tiny_agent_config
-from worker_envs import CrashEnv
+from worker_envs import CrashEnv, dying_factory
 
 GO = "<think>go on</think><action>go</action>"
 BANK = SkillBank.from_dict(
@@ -93,6 +93,11 @@ def test_a_factory_that_cannot_be_pickled_is_named_with_the_fix():
     with pytest.raises(TypeError, match=r"env_factory=<function .*<lambda>.* is not .*module-level class"):
         check_picklable_factory(lambda: CrashEnv(), name="env_factory")
     check_picklable_factory(functools.partial(CrashEnv, length=3), name="env_factory")
+
+
+def test_a_worker_dying_while_building_names_the_main_guard():
+    with EnvWorkerPool(1) as pool, pytest.raises(EnvWorkerDiedError, match=r"exit code 1.*__name__ == \"__main__\""):
+        pool.make_env(dying_factory)
 
 
 def test_a_closed_pool_refuses_calls_and_closing_twice_is_harmless():

@@ -48,3 +48,8 @@ class CrashEnv:
 
     def close(self):
         pass
+
+
+def dying_factory():
+    """A factory whose process dies while building, as a worker of an unguarded training script does."""
+    os._exit(1)

@@ -212,9 +212,15 @@ class EnvWorkerPool:
             except (EOFError, OSError) as error:
                 code = worker.stop(kill=True)
                 self.restarts += 1
+                hint = (
+                    " It died while building the environment: if your training script has no "
+                    '`if __name__ == "__main__":` guard, add one (a spawned worker imports the script).'
+                    if generation is None
+                    else ""
+                )
                 raise EnvWorkerDiedError(
                     f"{what}: environment worker {index} died ({_describe_exit(code)}), e.g. a crash in native "
-                    "environment code; the episodes it held fail and it is restarted."
+                    f"environment code; the episodes it held fail and it is restarted.{hint}"
                 ) from error
             if not answered:
                 worker.stop(kill=True)  # Python cannot interrupt a hung call any other way
