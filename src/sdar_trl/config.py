@@ -237,7 +237,8 @@ class SDARConfig(GRPOConfig):
 
         env_step_timeout (`float`, *optional*):
             Seconds an environment `reset`/`step` call may take; a slower call fails its episode (kind `timeout`)
-            and the environment instance is abandoned and rebuilt. `None`: no limit (calls run in the main thread).
+            and the environment instance is abandoned and rebuilt (with `env_workers >= 1`: its worker is killed
+            and restarted). `None`: no limit (calls run in the main thread).
         max_abs_reward (`float`, *optional*, defaults to `1e6`):
             Largest |reward| of one step; a larger or non-finite reward fails its episode (kind `bad_reward`).
         max_failed_episode_share (`float`, *optional*, defaults to `0.5`):
@@ -427,7 +428,8 @@ class SDARConfig(GRPOConfig):
         metadata={
             "help": "Agent mode: seconds an environment reset()/step() call may take. A slower call fails its episode "
             "(counted as env/errors/timeout) and the environment instance is abandoned (never reused: its call may "
-            "still run in a background thread) and rebuilt by env_factory. None: no limit."
+            "still run in a background thread) and rebuilt by env_factory; with env_workers >= 1 its worker process "
+            "is killed and restarted instead. None: no limit."
         },
     )
     max_abs_reward: float = field(
