@@ -34,6 +34,14 @@ def test_env_speed_prints_one_json_line():
     assert "steps/s" in stderr
 
 
+@pytest.mark.integration
+def test_env_workers_cost_prints_both_modes():
+    result, stderr = _run_benchmark("env_workers_cost.py", ["--envs", "4", "--steps", "3", "--repeats", "1"])
+    assert result["benchmark"] == "env_workers_cost" and result["steps_per_rollout"] == 12
+    assert result["ms_per_step_env_workers_0"] > 0 and result["ms_per_step_env_workers_n"] > 0
+    assert "worker start-up" in stderr
+
+
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     from sdar_trl.testing import save_tiny

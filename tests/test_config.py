@@ -68,6 +68,7 @@ SDAR_FIELDS = {
     "max_failed_episode_share",
     "max_admissible_actions",
     "invalid_action_text",
+    "env_workers",
 }
 
 
@@ -214,6 +215,7 @@ WRONG_TYPES = {
     "max_failed_episode_share": True,
     "max_admissible_actions": 10.5,
     "invalid_action_text": 0,
+    "env_workers": 1.5,
 }
 
 

@@ -120,6 +120,7 @@ SDAR_FIELD_KINDS: dict[str, FieldKind] = {
     "max_failed_episode_share": ("number", False, 0.5),
     "max_admissible_actions": ("int", True, 100),
     "invalid_action_text": ("str", True, "look"),
+    "env_workers": ("int", False, 2),
 }
 #: TRL fields whose wrong type or value would otherwise fail late (mid-training) or train silently wrong.
 TRL_FIELD_KINDS: dict[str, FieldKind] = {
@@ -236,7 +237,8 @@ class SDARConfig(GRPOConfig):
 
         env_step_timeout (`float`, *optional*):
             Seconds an environment `reset`/`step` call may take; a slower call fails its episode (kind `timeout`)
-            and the environment instance is abandoned and rebuilt. `None`: no limit (calls run in the main thread).
+            and the environment instance is abandoned and rebuilt (with `env_workers >= 1`: its worker is killed
+            and restarted). `None`: no limit (calls run in the main thread).
         max_abs_reward (`float`, *optional*, defaults to `1e6`):
             Largest |reward| of one step; a larger or non-finite reward fails its episode (kind `bad_reward`).
         max_failed_episode_share (`float`, *optional*, defaults to `0.5`):
@@ -244,6 +246,11 @@ class SDARConfig(GRPOConfig):
             failed (1 never stops).
         max_admissible_actions (`int`, *optional*, defaults to `100`):
             Show at most this many admissible actions in a step prompt, then `… (N more)`. `None`: all.
+        env_workers (`int`, *optional*, defaults to `0`):
+            `0`: environments run in the training process. `N >= 1`: they run in N worker processes, so a crash of
+            native environment code (segfault, `os._exit`, OOM kill) fails the episodes the worker held (kind
+            `worker_died`) instead of killing training; the worker is restarted. The env factories must be
+            picklable (a module-level class or function). Time-outs kill the worker. See docs/faults.md.
         invalid_action_text (`str`, *optional*):
             What a response that does not parse sends to the environment. `None` (the reference's behaviour): its
             last 30 characters, cleaned; a string (e.g. `""` or `"look"`) is sent instead.
@@ -421,7 +428,8 @@ class SDARConfig(GRPOConfig):
         metadata={
             "help": "Agent mode: seconds an environment reset()/step() call may take. A slower call fails its episode "
             "(counted as env/errors/timeout) and the environment instance is abandoned (never reused: its call may "
-            "still run in a background thread) and rebuilt by env_factory. None: no limit."
+            "still run in a background thread) and rebuilt by env_factory; with env_workers >= 1 its worker process "
+            "is killed and restarted instead. None: no limit."
         },
     )
     max_abs_reward: float = field(
@@ -444,6 +452,15 @@ class SDARConfig(GRPOConfig):
         metadata={
             "help": "Agent mode: show at most this many admissible actions in a step prompt, followed by '… (N more)' "
             "(a state with thousands of actions would otherwise fill the prompt). None: show all."
+        },
+    )
+    env_workers: int = field(
+        default=0,
+        metadata={
+            "help": "Agent mode: 0 runs the environments in the training process; N >= 1 runs them in N worker "
+            "processes, so an environment that crashes its process (segfault in native code, os._exit, OOM kill) "
+            "fails its episodes (env/errors/worker_died) and its worker is restarted, instead of killing training. "
+            "env_factory must then be picklable (a module-level class or function, or functools.partial of one)."
         },
     )
     invalid_action_text: str | None = field(
@@ -626,6 +643,12 @@ class SDARConfig(GRPOConfig):
         if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
             raise ValueError(
                 f"max_failed_episode_share={share!r} must lie in [0, 1] (0.5 by default; 1 never stops training)."
+            )
+        workers = self.env_workers
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ValueError(
+                f"env_workers={workers!r} must be an int >= 0 (0: environments in this process; N: N worker "
+                "processes)."
             )
         limit = self.max_admissible_actions
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):

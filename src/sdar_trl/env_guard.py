@@ -25,6 +25,7 @@ __all__ = [
     "FAULT_KINDS",
     "EnvFaultLog",
     "EnvStepTimeoutError",
+    "EnvWorkerDiedError",
     "EnvironmentFailureError",
     "call_with_timeout",
     "check_failed_share",
@@ -37,13 +38,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The kinds of failed environment calls, each counted as `env/errors/<kind>`.
-FAULT_KINDS: tuple[str, ...] = ("exception", "bad_output", "timeout", "bad_reward")
+FAULT_KINDS: tuple[str, ...] = ("exception", "bad_output", "timeout", "bad_reward", "worker_died")
 
 _T = TypeVar("_T")
 
 
 class EnvStepTimeoutError(TimeoutError):
     """An environment call did not return within `SDARConfig.env_step_timeout` seconds."""
+
+
+class EnvWorkerDiedError(RuntimeError):
+    """The worker process holding an environment died (segfault, `os._exit`, OOM kill): `SDARConfig.env_workers`."""
 
 
 class EnvironmentFailureError(RuntimeError):
@@ -54,6 +59,8 @@ def classify_fault(error: BaseException) -> str:
     """The fault kind (one of `FAULT_KINDS`) of an error raised while calling an environment."""
     if isinstance(error, EnvStepTimeoutError):
         return "timeout"
+    if isinstance(error, EnvWorkerDiedError):
+        return "worker_died"
     if isinstance(error, EnvOutputError):
         return error.kind
     return "exception"

@@ -301,7 +301,8 @@ def play_episodes(
             the loop. Multi-process callers all-reduce it so every process calls `generate` equally often.
         on_step: called after every step with (steps played, episodes still live), e.g. for a progress bar.
         step_timeout: seconds a `reset`/`step` call may take before its episode fails with kind `timeout` and the
-            environment is listed in `RolloutResult.abandoned` (None: no limit, calls run in this thread).
+            environment is listed in `RolloutResult.abandoned` (None: no limit, calls run in this thread). An
+            environment with `enforces_timeout = True` (a `WorkerEnvironment`) applies its own time-out instead.
         max_abs_reward: the largest |reward| of one step; beyond it (or non-finite) the episode fails (`bad_reward`).
         max_admissible_actions: show at most this many admissible actions per prompt (None: all).
         invalid_action: sent to the environment for a response that does not parse (None: the parser's action,
@@ -358,7 +359,7 @@ def play_episodes(
             episode.invalid_steps += int(not parsed.valid)
             try:
                 result = call_with_timeout(
-                    lambda env=env, action=action: env.step(action), timeout=step_timeout, what="step()"
+                    lambda env=env, action=action: env.step(action), timeout=_timeout(env, step_timeout), what="step()"
                 )
                 obs, reward, terminated, truncated, info = check_step_result(result, max_abs_reward=max_abs_reward)
             except Exception as error:  # noqa: BLE001 - a broken environment ends its trajectory, never the run
@@ -385,6 +386,12 @@ def play_episodes(
     return RolloutResult(steps=steps, episodes=episodes, abandoned=abandoned)
 
 
+def _timeout(env: AgentEnvironment, step_timeout: float | None) -> float | None:
+    # A worker environment (env_workers >= 1) applies the time-out itself by killing its worker: a watchdog thread
+    # here would only add a thread per call and race with it.
+    return None if getattr(env, "enforces_timeout", False) is True else step_timeout
+
+
 def _step_limit(env: AgentEnvironment, max_steps: int | None) -> int:
     if max_steps is not None:
         return max_steps
@@ -400,6 +407,7 @@ def _reset(
     max_observation_length: int | None,
     timeout: float | None,
 ) -> _Live | None:
+    timeout = _timeout(env, timeout)
     try:
         result = call_with_timeout(lambda: env.reset(seed=seed, options=dict(row)), timeout=timeout, what="reset()")
         obs, info = check_reset_result(result)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import math
 import os
 import time
@@ -50,6 +51,7 @@ from ._mistakes import TRL_ENVIRONMENT_HINT, check_single_turn_arguments
 from .checkpoint import load_sdar_state, resolve_resume_checkpoint, save_sdar_state
 from .config import SDARConfig
 from .env_guard import EnvFaultLog, check_failed_share, check_task_seeds, close_environments
+from .env_workers import EnvWorkerPool, check_picklable_factory
 from .environments.base import AgentEnvironment
 from .loss import (
     compute_opsd_loss,
@@ -194,6 +196,11 @@ class SDARTrainer(GRPOTrainer):
         self.env_factory = env_factory
         self.eval_env_factory = eval_env_factory
         self.skill_bank = skill_bank
+        self._env_worker_pool: EnvWorkerPool | None = None  # started on first use when args.env_workers >= 1
+        if env_factory is not None and args.env_workers:
+            check_picklable_factory(env_factory, name="env_factory")
+            if eval_env_factory is not None:
+                check_picklable_factory(eval_env_factory, name="eval_env_factory")
         self._agent_envs: list[AgentEnvironment] = []
         self._agent_eval_envs: list[AgentEnvironment] = []
         #: The episodes the last agent-mode `evaluate()` played on this process, in task order (per-task outcomes
@@ -475,19 +482,30 @@ class SDARTrainer(GRPOTrainer):
         """
         envs = [*self._agent_envs, *self._agent_eval_envs]
         self._agent_envs, self._agent_eval_envs = [], []
-        close_environments(envs)
+        try:
+            close_environments(envs)
+        finally:
+            if self._env_worker_pool is not None:
+                self._env_worker_pool.close()  # also stops workers whose environments failed to close
+                self._env_worker_pool = None
 
     def _env_pool(self, evaluation: bool) -> tuple[list[AgentEnvironment], Callable[[], AgentEnvironment] | None]:
         """The pool and factory episodes of this mode use: evaluation's own when `eval_env_factory` was given."""
+        pool, factory = self._agent_envs, self.env_factory
         if evaluation and self.eval_env_factory is not None:
-            return self._agent_eval_envs, self.eval_env_factory
-        return self._agent_envs, self.env_factory
+            pool, factory = self._agent_eval_envs, self.eval_env_factory
+        if factory is None or not self.args.env_workers:
+            return pool, factory
+        if self._env_worker_pool is None:
+            self._env_worker_pool = EnvWorkerPool(self.args.env_workers, timeout=self.args.env_step_timeout)
+        return pool, functools.partial(self._env_worker_pool.make_env, factory)
 
     def _env_name(self, *, evaluation: bool = False) -> str:
         """The environment class, for error messages (the factory's name when no instance is pooled)."""
         pool, factory = self._env_pool(evaluation)
         if pool:
-            return type(pool[0]).__name__
+            return getattr(pool[0], "env_class_name", type(pool[0]).__name__)  # a WorkerEnvironment names its env
+        factory = getattr(factory, "args", (factory,))[0] if isinstance(factory, functools.partial) else factory
         return getattr(factory, "__name__", repr(factory))
 
     def _prepare_inputs(self, generation_batch: Any) -> Any:
