@@ -130,14 +130,26 @@ MICRO_DEMO_DEFAULTS: dict[str, Any] = {
     "max_steps": 24,
     "per_device_train_batch_size": 32,  # 8 tasks x 4 trajectories per step; also the rows per training chunk
     "num_generations": 4,
-    "max_steps_per_episode": 20,  # the environment's own limit at the demo settings
     "max_completion_length": 32,  # `<think></think><action>...</action>`: ~12 tokens
     "learning_rate": 3e-4,  # chosen on valid_seen, as table1's cpu-micro preset (docs/results.md)
-    "eval_tasks": 134,  # all of alfworld-mini's valid_unseen: ~12 s for the micro starter
     "first_train_seed": 1_000_000,
     "per_device_eval_batch_size": 50,
     CHECKPOINTING_FIELD: False,  # a tiny model: its activations are small, recomputing them costs a third
 }
+
+
+#: What differs per environment on top of `MICRO_DEMO_DEFAULTS`: each env's own turn limit at the demo settings
+#: (`DEMO_ENVS`), and as many held-out tasks as the 5-minute demo affords (docs/results.md has the timings).
+MICRO_ENV_DEFAULTS: dict[str, dict[str, Any]] = {
+    "alfworld-mini": {"max_steps_per_episode": 20, "eval_tasks": 134},  # all of valid_unseen: ~12 s
+    "webshop-mini": {"max_steps_per_episode": 10, "eval_tasks": 200, "max_completion_length": 48},
+    "searchqa-mini": {"max_steps_per_episode": 4, "eval_tasks": 200, "max_completion_length": 48},
+}
+
+
+def micro_defaults(env: str) -> dict[str, Any]:
+    """The CPU demo defaults of `micro:<env>` (an env without its own entry gets the common ones)."""
+    return {**MICRO_DEMO_DEFAULTS, **MICRO_ENV_DEFAULTS.get(env, {})}
 
 
 def demo_defaults(argv: list[str], default_env: str) -> tuple[str | None, dict[str, Any]]:
@@ -151,9 +163,9 @@ def demo_defaults(argv: list[str], default_env: str) -> tuple[str | None, dict[s
     model = _flag_value(argv, "--model_name_or_path")
     env = _flag_value(argv, "--env") or default_env
     if model is None and (MICRO_PATH / env / "model.safetensors").is_file():
-        return f"{MICRO_PREFIX}{env}", MICRO_DEMO_DEFAULTS
+        return f"{MICRO_PREFIX}{env}", micro_defaults(env)
     if model is not None and model.startswith(MICRO_PREFIX):
-        return None, MICRO_DEMO_DEFAULTS
+        return None, micro_defaults(model[len(MICRO_PREFIX) :])
     return None, CPU_DEMO_DEFAULTS
 
 

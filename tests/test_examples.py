@@ -148,3 +148,15 @@ def test_cpu_threads_split_the_cores_over_the_local_processes(common, monkeypatc
     assert common.cpu_threads_per_process(3) == 3
     with pytest.raises(ValueError, match="cpu_threads=-1"):
         common.cpu_threads_per_process(-1)
+
+
+def test_micro_demo_defaults_follow_the_environment_of_the_starter(common):
+    from sdar_trl.starter import DEMO_ENVS
+
+    for env in ("alfworld-mini", "webshop-mini", "searchqa-mini"):
+        _, defaults = common.demo_defaults(["--model_name_or_path", f"micro:{env}"], "alfworld-mini")
+        limit = DEMO_ENVS[env].get("max_episode_steps", 4)  # searchqa-mini: the environment's own 4 turns
+        assert defaults["max_steps_per_episode"] == limit, env  # the episode is never cut before the env ends it
+        assert defaults["eval_tasks"] >= 50 and defaults["learning_rate"] == 3e-4
+    _, smollm2 = common.demo_defaults(["--model_name_or_path", "smollm2"], "webshop-mini")
+    assert smollm2["max_steps_per_episode"] == 6 and "eval_tasks" not in smollm2  # the SmolLM2 demo's own
