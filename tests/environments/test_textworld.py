@@ -109,3 +109,27 @@ def test_bad_game_files_name_the_fix(tmp_path: Path) -> None:
         resolve_game_files(3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_episode_steps"):
         make_env("textworld", game_files=str(tmp_path), max_episode_steps=0)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_example_generates_games_and_trains_in_a_worker(tmp_path: Path) -> None:
+    """examples/textworld_sdar.py: tw-make games, tiny model, env_workers=1, two SDAR steps, a report; offline."""
+    import os
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "out"
+    script = root / "examples" / "textworld_sdar.py"
+    command = [sys.executable, str(script), "--games_dir", str(tmp_path / "games"), "--output_dir", str(out)]
+    completed = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        cwd=tmp_path,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert len(list((tmp_path / "games").glob("*.z8"))) == 3
+    assert (out / "report.md").is_file()
+    assert "step 2/2" in completed.stdout + completed.stderr
