@@ -9,6 +9,7 @@ default can be overridden on the command line or in a YAML file (`--config recip
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import dataclass, field
@@ -307,8 +308,9 @@ def main(*, default_env: str, skills_name: str, history_length: int, invalid_act
         peft_config=get_peft_config(model_args),
         quantization_config=quantization_config,
         callbacks=[progress],
-        env_factory=lambda: make_env(script_args.env, **train_kwargs),
-        eval_env_factory=lambda: make_env(script_args.env, **eval_kwargs),
+        # partial, not lambdas: with --env_workers >= 1 the factories are pickled into the worker processes.
+        env_factory=functools.partial(make_env, script_args.env, **train_kwargs),
+        eval_env_factory=functools.partial(make_env, script_args.env, **eval_kwargs),
         skill_bank=skill_bank,
     )
     # With tqdm off, transformers prints every log dict; the progress callback already shows the key metrics (and

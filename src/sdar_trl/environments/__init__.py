@@ -55,6 +55,7 @@ _REGISTRY: dict[str, str | Callable[..., AgentEnvironment]] = {
     "alfworld": "sdar_trl.environments.alfworld:AlfWorldEnv",
     "webshop": "sdar_trl.environments.webshop:WebShopServerEnv",
     "searchqa": "sdar_trl.environments.searchqa:SearchQAEnv",
+    "textworld": "sdar_trl.environments.textworld:TextWorldEnv",
     "toy-keys": "sdar_trl.environments.toy:KeyDoorEnv",
 }
 
