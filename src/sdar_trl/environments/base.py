@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -62,6 +63,8 @@ __all__ = [
     "check_step_result",
     "parse_flag",
     "parse_reward",
+    "pick_game",
+    "row_seed",
 ]
 
 INFO_TASK = "task"
@@ -99,6 +102,29 @@ class EnvOutputError(ValueError):
     def __init__(self, message: str, *, kind: str = "bad_output") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+def row_seed(seed: int | None, options: dict[str, Any] | None) -> int | None:
+    """`seed`, or else the task row's int `"seed"` (the trainer passes the dataset row as `options`), else None.
+
+    Environments then draw a random task for None and validate the result themselves.
+    """
+    if seed is None and isinstance(options, dict):
+        value = options.get("seed")
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return seed
+
+
+def pick_game(game_files: Sequence[str], seed: int | None, options: dict[str, Any] | None, rng: Any) -> str:
+    """The game file of task `seed` (or the row's seed) for adapters over a list of game files: `seed % len`, or a
+    random game (`rng.randrange`) when neither gives one. Raises TypeError naming a seed that is not an int."""
+    seed = row_seed(seed, options)
+    if seed is None:
+        seed = rng.randrange(len(game_files))
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int game index or None, got {type(seed).__name__} ({seed!r}).")
+    return game_files[seed % len(game_files)]
 
 
 def parse_reward(value: object, *, max_abs_reward: float = DEFAULT_MAX_ABS_REWARD) -> float:

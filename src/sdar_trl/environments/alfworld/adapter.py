@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..base import ResetNeededError
+from ..base import ResetNeededError, pick_game
 from .world import (
     LOOK_AT_OBJ_IN_LIGHT,
     PICK_AND_PLACE_SIMPLE,
@@ -206,15 +206,7 @@ class AlfWorldEnv:
     # -- protocol ------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Load game `seed` (modulo the number of games) and return its first observation."""
-        if seed is None and isinstance(options, dict):
-            row_seed = options.get("seed")
-            if isinstance(row_seed, int) and not isinstance(row_seed, bool):
-                seed = row_seed
-        if seed is None:
-            seed = self._rng.randrange(len(self.game_files))
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int game index or None, got {type(seed).__name__} ({seed!r}).")
-        game = self.game_files[seed % len(self.game_files)]
+        game = pick_game(self.game_files, seed, options, self._rng)
         if game != self._env_game:
             self._close_env()
             self._base.game_files = [game]

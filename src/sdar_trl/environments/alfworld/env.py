@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from ..base import ResetNeededError
+from ..base import ResetNeededError, row_seed
 from .engine import AlfredEngine, render_initial_observation
 from .expert import expert_command, expert_response
 from .world import (
@@ -91,10 +91,7 @@ class AlfWorldMiniEnv:
             seed: the task index (an int >= 0 for train), or None to draw one with the env's RNG.
             options: the dataset row; its int `"seed"` is used when `seed` is None.
         """
-        if seed is None and isinstance(options, dict):
-            row_seed = options.get("seed")
-            if isinstance(row_seed, int) and not isinstance(row_seed, bool):
-                seed = row_seed
+        seed = row_seed(seed, options)
         if seed is None:
             seed = self._rng.randrange(self.num_tasks or _TRAIN_SEED_RANGE)
         if not isinstance(seed, int) or isinstance(seed, bool):

@@ -34,6 +34,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from ..base import row_seed
 from .expert import ExpertDecision, decide, fact_statement, find_fact, search_query
 from .loop import SearchLoop
 from .questions import ComparePlan, MiniQuestion, generate_questions
@@ -133,10 +134,7 @@ class SearchQAMiniEnv(SearchLoop):
     # -- protocol -----------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start task `seed` of the split (`options["seed"]` when `seed` is None; else a random task)."""
-        if seed is None and isinstance(options, dict):
-            option_seed = options.get("seed")
-            if isinstance(option_seed, int) and not isinstance(option_seed, bool):
-                seed = option_seed
+        seed = row_seed(seed, options)
         if seed is None:
             seed = self._rng.randrange(self.num_tasks if self.num_tasks is not None else 10**9)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:

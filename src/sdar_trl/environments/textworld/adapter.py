@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..base import ResetNeededError
+from ..base import ResetNeededError, pick_game
 
 __all__ = ["INSTALL_HINT", "TASK_TYPE", "TextWorldEnv", "resolve_game_files"]
 
@@ -161,15 +161,7 @@ class TextWorldEnv:
     # -- protocol ------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start game `seed % len(game_files)` (a row's `"seed"` when `seed` is None) and return its opening text."""
-        if seed is None and isinstance(options, dict):
-            row_seed = options.get("seed")
-            if isinstance(row_seed, int) and not isinstance(row_seed, bool):
-                seed = row_seed
-        if seed is None:
-            seed = self._rng.randrange(len(self.game_files))
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise TypeError(f"seed must be an int game index or None, got {type(seed).__name__} ({seed!r}).")
-        game = self.game_files[seed % len(self.game_files)]
+        game = pick_game(self.game_files, seed, options, self._rng)
         if game != self._env_game:
             self._close_env()
             self._env = self._textworld.start(game, request_infos=self.request_infos)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from typing import Any, ClassVar
 
-from ..base import ResetNeededError
+from ..base import ResetNeededError, row_seed
 from .catalog import DIFFICULTIES, Catalog, Goal, Product, build_catalog
 from .expert import expert_decision, render_expert_response
 from .pages import (
@@ -116,10 +116,7 @@ class WebShopMiniEnv:
     # -- protocol ------------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start the episode of task `seed` (see the class docstring); `options` is the dataset row."""
-        if seed is None and isinstance(options, dict):
-            row_seed = options.get("seed")
-            if isinstance(row_seed, int) and not isinstance(row_seed, bool):
-                seed = row_seed
+        seed = row_seed(seed, options)
         if seed is None:
             seed = self._rng.randrange(2**31)
         elif not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
