@@ -75,8 +75,7 @@ def demo_argv(argv: list[str]) -> list[str]:
         "--max_steps_per_episode": "4",
         "--max_completion_length": "24",
         "--privileged_context_source": "skills",  # TextWorld games have no oracle facts
-        "--output_dir": "outputs/textworld-sdar",
-    }
+    }  # no --output_dir: main's default (outputs/textworld-sdar) moves to -2, -3, ... instead of refusing a rerun
     for flag, value in defaults.items():
         if _flag_value(argv, flag) is None:
             extra += [flag, value]
