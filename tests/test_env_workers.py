@@ -173,3 +173,22 @@ def test_workers_are_shut_down_when_training_raises(tmp_path, tiny_tokenizer):
     with pytest.raises(RuntimeError, match="CrashEnv: 4 of 4 episodes"):
         trainer.train()
     assert worker_children() == []
+
+
+@pytest.mark.parametrize("env_workers", [0, 2])
+def test_error_messages_name_the_users_factory_also_a_partial_without_positional_arguments(
+    tmp_path, tiny_tokenizer, env_workers
+):
+    trainer = SDARTrainer(
+        build_tiny_model(tiny_tokenizer),
+        args=tiny_agent_config(tmp_path, max_steps_per_episode=2, env_workers=env_workers),
+        train_dataset=Dataset.from_list([{"seed": i} for i in range(8)]),
+        processing_class=tiny_tokenizer,
+        env_factory=functools.partial(CrashEnv),  # no positional argument: nothing to unwrap but the class
+        skill_bank=BANK,
+    )
+    trainer.close_environments()
+    # No environment pooled any more: the name comes from the factory the user gave, not from the pool's wrapper,
+    # and naming it starts no worker pool again.
+    assert trainer._env_name() == repr(functools.partial(CrashEnv))
+    assert trainer._env_worker_pool is None and worker_children() == []

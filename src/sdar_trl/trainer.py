@@ -489,11 +489,15 @@ class SDARTrainer(GRPOTrainer):
                 self._env_worker_pool.close()  # also stops workers whose environments failed to close
                 self._env_worker_pool = None
 
-    def _env_pool(self, evaluation: bool) -> tuple[list[AgentEnvironment], Callable[[], AgentEnvironment] | None]:
-        """The pool and factory episodes of this mode use: evaluation's own when `eval_env_factory` was given."""
-        pool, factory = self._agent_envs, self.env_factory
+    def _env_source(self, evaluation: bool) -> tuple[list[AgentEnvironment], Callable[[], AgentEnvironment] | None]:
+        """The pool and the user's factory of this mode: evaluation's own when `eval_env_factory` was given."""
         if evaluation and self.eval_env_factory is not None:
-            pool, factory = self._agent_eval_envs, self.eval_env_factory
+            return self._agent_eval_envs, self.eval_env_factory
+        return self._agent_envs, self.env_factory
+
+    def _env_pool(self, evaluation: bool) -> tuple[list[AgentEnvironment], Callable[[], AgentEnvironment] | None]:
+        """The pool and the factory episodes use: the user's, built in a worker process when `env_workers` >= 1."""
+        pool, factory = self._env_source(evaluation)
         if factory is None or not self.args.env_workers:
             return pool, factory
         if self._env_worker_pool is None:
@@ -502,10 +506,9 @@ class SDARTrainer(GRPOTrainer):
 
     def _env_name(self, *, evaluation: bool = False) -> str:
         """The environment class, for error messages (the factory's name when no instance is pooled)."""
-        pool, factory = self._env_pool(evaluation)
+        pool, factory = self._env_source(evaluation)
         if pool:
             return getattr(pool[0], "env_class_name", type(pool[0]).__name__)  # a WorkerEnvironment names its env
-        factory = getattr(factory, "args", (factory,))[0] if isinstance(factory, functools.partial) else factory
         return getattr(factory, "__name__", repr(factory))
 
     def _prepare_inputs(self, generation_batch: Any) -> Any:
@@ -606,7 +609,7 @@ class SDARTrainer(GRPOTrainer):
         )
         self._env_fault_log.report(result.episodes, env_name=self._env_name(evaluation=evaluation))
         # A timed-out call may still be running in its thread: never reuse (or close) that instance, build a new one.
-        pool, _ = self._env_pool(evaluation)
+        pool, _ = self._env_source(evaluation)
         for index in sorted(result.abandoned, reverse=True):
             del pool[index]
         return result
