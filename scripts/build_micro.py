@@ -56,6 +56,11 @@ MAX_STEPS = {"alfworld-mini": 3000, "webshop-mini": 1000, "searchqa-mini": 3000}
 #: one: it loops, and GRPO only sharpens its lucky guesses (docs/results.md). At 0.25 the student has seen many
 #: recoveries: 29.9 % alone / 62.7 % with the facts on valid_unseen, and GRPO lifts it (docs/results.md).
 NOISE = {"alfworld-mini": 0.25, "webshop-mini": 0.1, "searchqa-mini": 0.1}
+#: Share of the no-context episodes played by a hasty expert (`sdar_trl.sft.HASTY_RULES`). webshop-mini's expert
+#: reads all it needs off the goal and the page and wins every task, so without haste the facts change no action and
+#: the model learns to ignore them (49.5 % alone and 49.5 % with the facts, docs/starter.md); with half the
+#: no-context episodes skipping the options, the facts' "Options to select" is what the teacher knows better.
+HASTY = {"webshop-mini": 0.5}
 #: Environments whose actions are lower case while their pages show names in upper case (product ids): their
 #: tokenizer lower-cases text, so that the id on the page and the id in the action are the same token.
 LOWERCASE_ENVS = ("webshop-mini",)
@@ -77,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--noise", type=float, default=None, help="share of random (unrecorded) expert actions (default: NOISE)"
+    )
+    parser.add_argument(
+        "--hasty",
+        type=float,
+        default=None,
+        help="share of no-context episodes played by a hasty expert (default: HASTY, 0 where not listed)",
     )
     parser.add_argument(
         "--reasoning",
@@ -127,6 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.vocab_size = VOCAB_SIZES[args.env]
     if args.noise is None:
         args.noise = NOISE[args.env]
+    if args.hasty is None:
+        args.hasty = HASTY.get(args.env, 0.0)
     return args
 
 
@@ -165,7 +178,9 @@ def collect_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     sources = [s for s in args.sources.split(",") if s]
     for index, source in enumerate(sources):
         seeds = range(index * args.episodes, (index + 1) * args.episodes)  # distinct tasks per source
-        steps += collect_expert_steps(env, args.env, seeds, context_source=source, noise=args.noise, rng_seed=index)
+        steps += collect_expert_steps(
+            env, args.env, seeds, context_source=source, noise=args.noise, hasty=args.hasty, rng_seed=index
+        )
     env.close()
     return [
         {

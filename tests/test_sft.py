@@ -175,6 +175,32 @@ def test_noise_steps_are_played_but_not_recorded():
     assert [s.prompt for s in noisy] != [s.prompt for s in clean]
 
 
+def test_hasty_webshop_episodes_skip_the_options_and_lose_only_without_facts():
+    name = "webshop-mini"
+    careful = collect_expert_steps(_env(name), name, range(40))
+    hasty = collect_expert_steps(_env(name), name, range(40), hasty=0.5, rng_seed=3)
+    won = {s.seed: s.won for s in hasty}
+    lost = sorted(seed for seed, ok in won.items() if not ok)
+    assert 10 <= len(lost) <= 30, lost  # about half of the 40 episodes, every one of them a loss
+    for seed in lost:
+        ours = [s for s in hasty if s.seed == seed]
+        theirs = [s for s in careful if s.seed == seed]
+        # The same search and the same product, then "Buy Now" where the expert selects the first option.
+        assert [s.response for s in ours[:2]] == [s.response for s in theirs[:2]]
+        assert ours[2].response.endswith("<action>click[buy now]</action>"), ours[2].response
+        assert not theirs[2].response.endswith("<action>click[buy now]</action>")
+        assert len(ours) == 3
+    for seed in set(won) - set(lost):  # the careful episodes are the expert's own
+        assert [s.response for s in hasty if s.seed == seed] == [s.response for s in careful if s.seed == seed]
+    # With the facts in the prompt the expert is never hasty: the facts name the options to select.
+    informed = collect_expert_steps(_env(name), name, range(40), context_source="facts", hasty=0.5, rng_seed=3)
+    assert all(s.won for s in informed)
+    # hasty=0 draws nothing: the noise stream (and so every earlier build's data) is unchanged.
+    assert collect_expert_steps(_env(name), name, range(10), noise=0.2, rng_seed=1) == collect_expert_steps(
+        _env(name), name, range(10), noise=0.2, hasty=0.0, rng_seed=1
+    )
+
+
 def test_context_aware_response_falls_back_to_the_expert():
     env = _env("webshop-mini")
     observation, _ = env.reset(seed=0)
@@ -190,5 +216,9 @@ def test_render_context_and_bad_arguments(tiny_tokenizer):
         collect_expert_steps(_env("webshop-mini"), "webshop-mini", [0], context_source="oracle")
     with pytest.raises(ValueError, match=r"noise=1\.5"):
         collect_expert_steps(_env("webshop-mini"), "webshop-mini", [0], noise=1.5)
+    with pytest.raises(ValueError, match=r"hasty=1\.5"):
+        collect_expert_steps(_env("webshop-mini"), "webshop-mini", [0], hasty=1.5)
+    with pytest.raises(ValueError, match="'alfworld-mini' has none"):
+        collect_expert_steps(_env("alfworld-mini"), "alfworld-mini", [0], hasty=0.5)
     with pytest.raises(TypeError, match="no expert_response"):
         collect_expert_steps(ScriptedEnv(), "scripted", [0])

@@ -44,6 +44,7 @@ from .teacher import render_teacher_prefix
 
 __all__ = [
     "CONTEXT_SOURCES",
+    "HASTY_RULES",
     "SKILL_BANKS",
     "ExpertStep",
     "build_sft_dataset",
@@ -261,6 +262,21 @@ def _searchqa_response(env: Any, facts: str, history_length: int) -> str | None:
     return ExpertDecision("search", query, f"{intro}: I need {phrase}, so I will search for it.").response
 
 
+def _webshop_hasty_response(env: Any, prompt: str) -> str | None:
+    """On an item page where the expert would select an option, buy at once instead (the options are skipped)."""
+    segments = _current_observation(prompt).split(" [SEP] ")
+    action = env.expert_action()
+    if not segments or segments[-1] != "Buy Now" or action in ("click[buy now]", "click[< prev]"):
+        return None
+    reason = "This item matches the request and is under budget, so I buy it now."
+    return _think_action(reason, "click[buy now]")
+
+
+#: The hasty expert of each environment that has one (`collect_expert_steps(hasty=...)`): a response for the
+#: state `prompt` shows, or None where haste changes nothing.
+HASTY_RULES: dict[str, Any] = {"webshop-mini": _webshop_hasty_response}
+
+
 def context_aware_response(
     env: AgentEnvironment, env_name: str, *, facts: str, prompt: str, history_length: int = _HISTORY_LENGTH
 ) -> str:
@@ -298,6 +314,7 @@ def collect_expert_steps(
     max_observation_length: int | None = _MAX_OBSERVATION_LENGTH,
     max_steps: int | None = None,
     noise: float = 0.0,
+    hasty: float = 0.0,
     rng_seed: int = 0,
 ) -> list[ExpertStep]:
     """Play one expert episode per seed on `env` through the agent-mode loop and record every step.
@@ -314,7 +331,13 @@ def collect_expert_steps(
         max_steps: step limit per episode (None: the environment's own).
         noise: probability of replacing the expert's action by a random admissible action, to show the model
             states off the expert's path; such steps are played but not recorded.
-        rng_seed: seeds the noise.
+        hasty: share of the episodes of a source *without* facts played by a hasty expert (`HASTY_RULES`; only
+            webshop-mini has one: it buys on the item page without selecting the options the goal names). The
+            plain webshop-mini expert reads everything it needs off the goal and the page and wins every task, so
+            without haste the facts would change no action and a model trained on these rows would ignore them.
+            With it, the student learns to skip the options in about that share of its episodes, an error the goal
+            alone lets RL correct and the facts ("Options to select: ...") let the teacher correct. Recorded.
+        rng_seed: seeds the noise and the choice of hasty episodes.
 
     Returns:
         One `ExpertStep` per recorded step, in play order.
@@ -328,6 +351,13 @@ def collect_expert_steps(
         )
     if not 0.0 <= noise < 1.0:
         raise ValueError(f"noise={noise} must lie in [0, 1): it is the probability of a random action per step.")
+    if not 0.0 <= hasty <= 1.0:
+        raise ValueError(f"hasty={hasty} must lie in [0, 1]: it is the share of episodes played by a hasty expert.")
+    if hasty and env_name not in HASTY_RULES:
+        raise ValueError(
+            f"hasty={hasty} needs a hasty expert, and {env_name!r} has none (known: {sorted(HASTY_RULES)}); "
+            "pass hasty=0."
+        )
     if "skills" in context_source and skill_bank is None:
         if env_name not in SKILL_BANKS:
             raise ValueError(
@@ -335,9 +365,12 @@ def collect_expert_steps(
             )
         skill_bank = SkillBank.from_package(SKILL_BANKS[env_name])
     rng = random.Random(rng_seed)
+    # A stream of its own, so that hasty=0 leaves the noise (and every build made before it existed) unchanged.
+    hasty_rng = random.Random(f"hasty/{rng_seed}")
     steps: list[ExpertStep] = []
     for seed in seeds:
-        record: dict[str, Any] = {"facts": "", "noisy": [], "observation": ""}
+        in_a_hurry = bool(hasty) and "facts" not in context_source and hasty_rng.random() < hasty
+        record: dict[str, Any] = {"facts": "", "noisy": [], "observation": "", "hasty": in_a_hurry}
 
         def capture(episode: EpisodeRecord, record: dict[str, Any] = record) -> str:
             record["facts"] = episode.privileged_facts
@@ -349,6 +382,9 @@ def collect_expert_steps(
                 record["noisy"].append(True)
                 return [([], [], _think_action("random exploration", rng.choice(admissible)))]
             record["noisy"].append(False)
+            hurried = HASTY_RULES[env_name](env, prompts[0]) if record["hasty"] else None
+            if hurried is not None:
+                return [([], [], hurried)]
             if "facts" in context_source:
                 response = context_aware_response(
                     env, env_name, facts=record["facts"], prompt=prompts[0], history_length=history_length
