@@ -63,7 +63,7 @@ def test_expert_wins_through_the_trainer_pipeline(tmp_path, tiny_tokenizer, name
     )
 
     def respond(text, call, position):
-        live = [env for env in trainer._agent_envs[:4] if not env.done]  # the 4 trajectories, in order
+        live = [env for env in trainer._envs.train[:4] if not env.done]  # the 4 trajectories, in order
         return live[position].expert_response()
 
     patch_generation(trainer, respond)

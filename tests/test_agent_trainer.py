@@ -244,12 +244,12 @@ def test_bad_agent_arguments(tmp_path, tiny_tokenizer, kwargs, config, match):
 
 
 def test_each_process_must_hold_whole_task_groups(tmp_path):
-    from sdar_trl.trainer import _check_agent_arguments
+    from sdar_trl.agent.arguments import check_agent_arguments
 
     args = agent_args(tmp_path)
     args.num_generations = 3  # as if 2 processes shared a generation batch of 12 (TRL checks only the global size)
     with pytest.raises(ValueError, match="4 × 1 = 4 trajectories per process must be divisible by num_generations=3"):
-        _check_agent_arguments(
+        check_agent_arguments(
             args, env_factory=ScriptedEnv, skill_bank=BANK, reward_funcs=None, tools=None, rollout_func=None,
             environment_factory=None,
         )  # fmt: skip
@@ -371,7 +371,7 @@ def test_end_to_end_training_and_evaluation(tmp_path, tiny_tokenizer):
         assert key in metrics and key in trainer.state.log_history[-1]
     assert any(key.startswith("eval_env/success/") for key in metrics)
     assert trainer.model.training  # evaluate() restores train mode
-    assert trainer._agent_eval_envs and all(env.num_rooms == 4 for env in trainer._agent_eval_envs)
+    assert trainer._envs.eval and all(env.num_rooms == 4 for env in trainer._envs.eval)
 
 
 @pytest.mark.integration

@@ -153,7 +153,7 @@ def test_sdar_trains_through_a_segfault_or_a_hang_in_a_worker(tmp_path, tiny_tok
     # on its first step: it fails with `kind`, trajectory 3 (same worker, state lost) with worker_died.
     timeout = 2.0 if action == "hang" else 20.0
     trainer = make_trainer(tmp_path, tiny_tokenizer, env_step_timeout=timeout, max_failed_episode_share=0.5)
-    pool = trainer._env_worker_pool
+    pool = trainer._envs.worker_pool
     patch_generation(trainer, lambda text, call, position: act(action) if (call, position) == (0, 1) else GO)
     trainer.train()
     assert trainer.state.global_step == 2
@@ -190,5 +190,5 @@ def test_error_messages_name_the_users_factory_also_a_partial_without_positional
     trainer.close_environments()
     # No environment pooled any more: the name comes from the factory the user gave, not from the pool's wrapper,
     # and naming it starts no worker pool again.
-    assert trainer._env_name() == repr(functools.partial(CrashEnv))
-    assert trainer._env_worker_pool is None and worker_children() == []
+    assert trainer._envs.name() == repr(functools.partial(CrashEnv))
+    assert trainer._envs.worker_pool is None and worker_children() == []

@@ -59,7 +59,7 @@ def test_prompts_are_byte_identical_to_agent_mode(tmp_path, tiny_tokenizer, name
         skill_bank=SkillBank.from_package(BANKS[name]),
     )
     # The scripted "model" plays the expert of the (single, pooled) evaluation environment.
-    seen = patch_generation(trainer, lambda text, call, position: trainer._agent_envs[0].expert_response())
+    seen = patch_generation(trainer, lambda text, call, position: trainer._envs.train[0].expert_response())
     trainer.evaluate()
 
     steps = collect_expert_steps(_env(name), name, seeds)

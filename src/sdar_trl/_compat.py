@@ -8,13 +8,17 @@ naming what moved. When you bump the TRL pin, run that test first and update thi
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import trl
 import trl.trainer.utils as _trl_utils
 from packaging.version import Version
+from transformers import GenerationConfig
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp
 from trl.models.utils import disable_gradient_checkpointing
@@ -31,6 +35,7 @@ __all__ = [
     "disable_gradient_checkpointing",
     "prepare_deepspeed",
     "prepare_fsdp",
+    "sampling_temperature",
     "use_adapter",
 ]
 
@@ -194,6 +199,31 @@ def compact_fused_log_probs_on_cpu() -> None:
 
     use_compaction.sdar_cpu_compaction = True  # type: ignore[attr-defined]
     _trl_utils._use_triton = use_compaction
+
+
+@contextlib.contextmanager
+def sampling_temperature(trainer: Any, temperature: float) -> Iterator[None]:
+    """Temporarily sample at `temperature` (0 = greedy) in a GRPOTrainer's generation backend.
+
+    Sets TRL's `vllm_generation.temperature` with vLLM, else its `generation_config` / `generation_kwargs`.
+    """
+    if trainer.use_vllm:
+        previous = trainer.vllm_generation.temperature
+        trainer.vllm_generation.temperature = temperature
+        try:
+            yield
+        finally:
+            trainer.vllm_generation.temperature = previous
+        return
+    previous = trainer.generation_config, trainer.generation_kwargs
+    kwargs = {**trainer.generation_kwargs, "do_sample": temperature > 0, "temperature": temperature or None}
+    if temperature == 0:
+        kwargs.update(top_p=None, top_k=None, min_p=None)
+    trainer.generation_config, trainer.generation_kwargs = GenerationConfig(**kwargs, disable_compile=True), kwargs
+    try:
+        yield
+    finally:
+        trainer.generation_config, trainer.generation_kwargs = previous
 
 
 def _kv_cache_name() -> str:

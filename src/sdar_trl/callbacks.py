@@ -3,11 +3,15 @@
 `SDARTrainer` in agent mode calls two extra events on any callback that defines them:
 `on_rollout_step(args, state, control, step, live, total)` after every lock-step environment step,
 and `on_evaluate_progress(args, state, control, done, total)` after every batch of eval episodes.
+
+The two callbacks `SDARTrainer` adds itself live here too: `EMAUpdateCallback` (`teacher_mode="ema"`) and
+`CloseEnvironmentsCallback` (agent mode).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -16,7 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from transformers import TrainerCallback
 
-__all__ = ["AgentProgressCallback"]
+if TYPE_CHECKING:
+    from .teacher import EMATeacherWeights
+
+__all__ = ["AgentProgressCallback", "CloseEnvironmentsCallback", "EMAUpdateCallback"]
 
 _SHOWN = ("env/success", "env/invalid_action_rate", "env/episode_length", "sdar/gate_mean", "sdar/teacher_gap_mean")
 
@@ -144,3 +151,25 @@ class AgentProgressCallback(TrainerCallback):
             self._live.update(self._render())
             self._live.stop()
         self._live, self._progress, self._tasks = None, None, {}
+
+
+class EMAUpdateCallback(TrainerCallback):
+    """Updates the EMA teacher after every `every`-th optimizer step (`teacher_mode="ema"`; added by `SDARTrainer`)."""
+
+    def __init__(self, ema: EMATeacherWeights, *, every: int) -> None:
+        self.ema = ema
+        self.every = every
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.global_step % self.every == 0:
+            self.ema.update()
+
+
+class CloseEnvironmentsCallback(TrainerCallback):
+    """Calls `close` (the trainer's `close_environments`) when training ends (agent mode; added by `SDARTrainer`)."""
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self.close = close
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "compute_distill_loss",
     "compute_gate",
     "compute_opsd_loss",
     "compute_rlsd_advantages",
@@ -27,7 +28,9 @@ __all__ = [
     "compute_sdar_loss",
     "compute_skill_sd_loss",
     "compute_step_advantages",
+    "distill_token_mask",
     "masked_mean",
+    "sampled_token_mask",
 ]
 
 
@@ -293,3 +296,53 @@ def compute_step_advantages(
     normalized = (rewards - means[inverse]) / (stds[inverse] + eps)  # (N,)
     advantages = torch.where(counts[inverse] > 1, normalized, rewards)  # (N,) singletons keep their reward
     return torch.where(keep, advantages, torch.zeros_like(advantages))  # (N,) failed samples carry no signal
+
+
+def compute_distill_loss(
+    kind: str,
+    student_logps: torch.Tensor,
+    teacher_logps: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    old_logps: torch.Tensor | None = None,
+    gate_beta: float = 5.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The distillation term `kind` (`SDARConfig.distill_loss`): SDAR's gated term, OPSD's or Skill-SD's.
+
+    Args:
+        kind: "gated" (`compute_sdar_loss`), "sampled_token" (`compute_opsd_loss`) or "k3" (Skill-SD's
+            `compute_skill_sd_loss`); `SDARConfig` accepts only these (`sdar_trl.config.DISTILL_LOSSES`).
+        student_logps: (B, T) student log-probs, with grad.
+        teacher_logps: (B, T) teacher log-probs.
+        mask: (B, T) tokens of the term (`distill_token_mask`).
+        old_logps: (B, T) rollout-time student log-probs for Skill-SD's ratio (None: on-policy, ρ = 1 in value).
+        gate_beta: the gate's β (gated term only).
+    """
+    if kind == "gated":
+        return compute_sdar_loss(student_logps, teacher_logps, mask, gate_beta=gate_beta)
+    if kind == "sampled_token":
+        return compute_opsd_loss(student_logps, teacher_logps, mask)
+    if kind != "k3":
+        raise ValueError(f"distill loss {kind!r} is not supported; expected 'gated', 'sampled_token' or 'k3'.")
+    old_logps = student_logps.detach() if old_logps is None else old_logps  # on-policy: ρ = 1 in value
+    return compute_skill_sd_loss(student_logps, teacher_logps, old_logps, mask)
+
+
+def sampled_token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, C) completion tokens the policy sampled: tool/environment tokens (TRL's `tool_mask`) are excluded."""
+    mask = batch["completion_mask"]  # (B, C)
+    if "tool_mask" in batch:
+        mask = mask * batch["tool_mask"]  # environment/tool tokens were not sampled by the policy
+    return mask
+
+
+def distill_token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, C) tokens of the distillation term: sampled tokens of rows that have a privileged context.
+
+    A batch's (B,) `teacher_row_mask` (set when `distill_empty_context=False`) drops rows whose teacher saw no
+    privileged context.
+    """
+    mask = sampled_token_mask(batch)  # (B, C)
+    if "teacher_row_mask" in batch:
+        mask = mask * batch["teacher_row_mask"].unsqueeze(-1)  # rows without privileged context
+    return mask

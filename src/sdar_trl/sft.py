@@ -1,11 +1,12 @@
 """Supervised warm-start data: expert episodes rendered as the exact agent-mode step prompts.
 
-`collect_expert_steps` plays a shipped environment's expert through `sdar_trl.rollout.play_episodes` (the
+`collect_expert_steps` plays a shipped environment's expert through `sdar_trl.agent.play_episodes` (the
 loop agent mode uses), so every recorded prompt is byte-for-byte the user message the trainer renders at
 that step. `build_sft_dataset` turns the steps into TRL prompt-completion rows: the prompt is the
 chat-templated user message and, for rows played *with privileged context*, that text is preceded by
 exactly the teacher prefix the trainer builds (`teacher_context_header + context + teacher_context_separator`),
-so a "with context" row looks like the teacher's input.
+so a "with context" row looks like the teacher's input. The context and the prefix come from `sdar_trl.context`
+(`render_context` and `CONTEXT_SOURCES` are re-exported here).
 
 With context, the expert acts better where the context helps (`context_aware_response`): with the oracle
 facts it goes straight to the object (ALFWorld), opens the named target product (WebShop), or answers from
@@ -36,11 +37,11 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .agent import EpisodeRecord, play_episodes, rendered_history_actions
 from .config import SDARConfig
+from .context import CONTEXT_SOURCES, render_context, render_teacher_prefix
 from .environments.base import AgentEnvironment
-from .rollout import EpisodeRecord, play_episodes, rendered_history_actions
 from .skills import SkillBank
-from .teacher import render_teacher_prefix
 
 __all__ = [
     "CONTEXT_SOURCES",
@@ -55,8 +56,6 @@ __all__ = [
     "render_sft_prompt",
 ]
 
-#: Which privileged context a collected episode shows: none (a student row), or the trainer's sources.
-CONTEXT_SOURCES: tuple[str, ...] = ("none", "skills", "facts", "skills+facts")
 #: The skill library of each shipped mini environment (`SkillBank.from_package` key).
 SKILL_BANKS: dict[str, str] = {"alfworld-mini": "alfworld", "webshop-mini": "webshop", "searchqa-mini": "searchqa"}
 
@@ -80,18 +79,6 @@ class ExpertStep:
     context: str
     context_source: str
     won: bool
-
-
-def render_context(source: str, *, skills: str, facts: str) -> str:
-    """The privileged context for `source`, joined exactly as `SDARTrainer._agent_context` joins it."""
-    if source not in CONTEXT_SOURCES:
-        raise ValueError(f"context source {source!r} is not supported; expected one of {CONTEXT_SOURCES}.")
-    parts = []
-    if "skills" in source:
-        parts.append(skills)
-    if "facts" in source:
-        parts.append(facts)
-    return "\n\n".join(part for part in parts if part)
 
 
 def render_sft_prompt(

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ._compat import KV_CACHE_NAME
+from .context import render_teacher_prefix  # re-exported: the prefix now lives with the rest of the context
 
 __all__ = [
     "EMATeacherWeights",
@@ -34,22 +35,6 @@ __all__ = [
 #: `(model, input_ids (b, S), attention_mask (b, S), logits_to_keep) -> (b, logits_to_keep)` log-probs of the last
 #: `logits_to_keep` tokens from one forward over the given rows (left-padded prompt + right-padded completion).
 ForwardScorer = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, int], torch.Tensor]
-
-
-def render_teacher_prefix(context: str | None, *, header: str, separator: str = "\n\n") -> str:
-    """Text prepended to the student prompt for the teacher: `header + context + separator`.
-
-    An empty (or `None`) context gives the empty string: without privileged information the teacher
-    is the student, so its log-probs equal the student's and the gap is 0.
-    """
-    if context is None or context == "":
-        return ""
-    if not isinstance(context, str):
-        raise TypeError(
-            f"privileged context must be a string, got {type(context).__name__}: {context!r}. Store the rendered "
-            "skill text (or any privileged hint) as a string column."
-        )
-    return f"{header}{context}{separator}"
 
 
 def build_teacher_prompt_ids(

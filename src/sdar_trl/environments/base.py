@@ -30,7 +30,7 @@ Optional members an environment may define (the rollout looks them up with `geta
   `"search_answer"` (`<search>…</search>` / `<answer>…</answer>`). See `sdar_trl.actions`.
 - `prompt_template`: a `str.format` template replacing the default step prompt of its action format;
   fields `{task}`, `{step_count}`, `{current_step}`, `{history_length}`, `{history}`,
-  `{observation}`, `{admissible_actions}` (see `sdar_trl.rollout.render_step_prompt`).
+  `{observation}`, `{admissible_actions}` (see `sdar_trl.agent.prompts.render_step_prompt`).
 - `privileged_facts() -> str`: oracle facts about the current task (e.g. where the target object is),
   offered to the teacher as an ablation; `""` when there are none.
 - `expert_action() -> str` / `expert_response() -> str`: the next action of an expert policy, as
