@@ -34,14 +34,14 @@ from sdar_trl.environments import make_env
 from sdar_trl.rollout import summarize_episodes
 from sdar_trl.sft import SKILL_BANKS, build_sft_dataset, collect_expert_steps
 from sdar_trl.skills import SkillBank
-from sdar_trl.starter import (
+from sdar_trl.starter.build import play_with_model
+from sdar_trl.starter.load import (
     DEMO_ENVS,
     STARTER_PATH,
     find_base_gguf,
     load_base_model,
     load_base_tokenizer,
     load_starter,
-    play_with_model,
 )
 from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
 

@@ -20,6 +20,7 @@ from here.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import math
@@ -442,6 +443,6 @@ def __dir__() -> list[str]:
 
 
 if __name__ == "__main__":
-    from sdar_trl._evaluate_cli import main as _main
-
-    raise SystemExit(_main())
+    # `python -m sdar_trl.evaluate`: this file runs as `__main__`, the command line imports the library as
+    # `sdar_trl.evaluate` (a module of its own), so nothing here imports the command line at load time.
+    raise SystemExit(importlib.import_module("sdar_trl._evaluate_cli").main())
