@@ -85,7 +85,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     options = parser.parse_args(argv)
     options.learning_rate, options.beta, options.gradient_checkpointing = 1e-5, 0.0, None
     if options.preset is not None:
-        from table1 import PRESETS, model_for
+        from table1_presets import PRESETS, model_for
 
         if options.preset not in PRESETS:
             parser.error(f"--preset {options.preset!r}: expected one of {sorted(PRESETS)}")
@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         options.max_completion_length, options.context = preset.max_completion_length, preset.context
         options.learning_rate, options.gradient_checkpointing = preset.learning_rate, preset.gradient_checkpointing
         if preset.kl:
-            from table1 import ENV_SETTINGS
+            from table1_presets import ENV_SETTINGS
 
             options.beta = ENV_SETTINGS[options.env]["beta"]
         if options.model is None and preset.model is not None:

@@ -150,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def env_settings(env: str) -> tuple[dict[str, Any], str]:
-    from sdar_trl.starter import DEMO_ENVS
+    from sdar_trl.starter.load import DEMO_ENVS
 
     settings = dict(DEMO_ENVS[env])
     eval_split = settings.pop("eval_split")
@@ -381,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sdar_trl.starter import MICRO_PATH
+    from sdar_trl.starter.load import MICRO_PATH
 
     out = args.output_dir or (MICRO_PATH / args.env)
     if args.eval_only:

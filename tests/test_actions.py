@@ -1,4 +1,4 @@
-"""Action parsers: the validity rules of ENVIRONMENTS.md, table-driven, plus fuzzing (never raise)."""
+"""Action parsers: sdar_trl.actions' validity rules (docs/agents.md), table-driven, plus fuzzing (never raise)."""
 
 from __future__ import annotations
 

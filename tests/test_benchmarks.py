@@ -167,7 +167,7 @@ def test_table1_sensitivity_overrides_touch_sdar_only(table1, tmp_path):
     defaults = table1.build_config(
         "webshop-mini", "sdar", 0, table1.PRESETS["cpu-small"], table1.parse_args([]), str(tmp_path)
     )
-    assert (defaults.gate_beta, defaults.distill_coef) == (5.0, 0.01)  # β = 5, λ = 0.01 (SDAR_SPEC.md)
+    assert (defaults.gate_beta, defaults.distill_coef) == (5.0, 0.01)  # β = 5, λ = 0.01 (docs/methods.md)
 
 
 @pytest.mark.integration

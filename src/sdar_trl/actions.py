@@ -1,6 +1,6 @@
 """Parse model responses into environment actions (pure functions; never raise on model output).
 
-Two response formats (ENVIRONMENTS.md, "Common layer"):
+Two response formats (docs/agents.md, "Implementing an environment"):
 
 - `think_action` (ALFWorld, WebShop): `<think>reasoning</think><action>command</action>`. The
   response is lower-cased and the text between the first `<action>` and the following `</action>`

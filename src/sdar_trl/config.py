@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 from trl import GRPOConfig
 
-from ._validation import FieldKind, check_field_types
+from ._config_checks import (
+    DISTILL_LOSSES,
+    SDAR_FIELD_KINDS,
+    TEACHER_MODES,
+    TRL_FIELD_KINDS,
+    check_env_boundary_fields,
+    check_sdar_fields,
+    check_trl_fields,
+)
+from ._config_checks import PRIVILEGED_CONTEXT_SOURCES as PRIVILEGED_CONTEXT_SOURCES
+from ._validation import check_field_types
 
 __all__ = ["CHECKPOINTING_FIELD", "DISTILL_LOSSES", "METHOD_PRESETS", "TEACHER_MODES", "SDARConfig"]
 
-#: What each `method` preset sets (SDAR_SPEC.md §4). A field the user sets explicitly wins over the preset.
+# The accepted values, field kinds and range checks live in sdar_trl._config_checks; PRIVILEGED_CONTEXT_SOURCES,
+# SDAR_FIELD_KINDS and TRL_FIELD_KINDS stay importable from here.
+
+#: What each `method` preset sets (docs/methods.md). A field the user sets explicitly wins over the preset.
 METHOD_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's method: GRPO + λ·gated distillation, λ = 0.01, β = 5.
     "sdar": {
@@ -82,58 +94,6 @@ METHOD_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: `distill_loss` values: the SDAR gated term, the sampled-token OPSD surrogate, Skill-SD's ρ·k3.
-DISTILL_LOSSES: tuple[str, ...] = ("gated", "sampled_token", "k3")
-#: `teacher_mode` values accepted by this release.
-TEACHER_MODES: tuple[str, ...] = ("live", "base", "ema")
-#: `privileged_context_source` values (agent mode): skills (SDAR), oracle facts (ablation), or both.
-PRIVILEGED_CONTEXT_SOURCES: tuple[str, ...] = ("skills", "facts", "skills+facts")
-
-#: Every SDAR field's kind, whether None is allowed, and an example for error messages (sdar_trl._validation).
-SDAR_FIELD_KINDS: dict[str, FieldKind] = {
-    "method": ("str", False, "sdar"),
-    "distill_coef": ("number", False, 0.01),
-    "gate_beta": ("number", False, 5.0),
-    "distill_loss": ("str", False, "gated"),
-    "use_policy_loss": ("bool", False, True),
-    "skills_in_student_prompt": ("bool", False, False),
-    "rlsd_weight": ("number", False, 0.5),
-    "rlsd_decay_steps": ("int", False, 100),
-    "rlsd_clip_eps": ("number", False, 0.2),
-    "teacher_mode": ("str", False, "live"),
-    "teacher_ema_rate": ("number", False, 0.05),
-    "teacher_ema_sync_steps": ("int", False, 1),
-    "teacher_context_header": ("str", False, "[Privileged Skill Information]\n"),
-    "teacher_context_separator": ("str", False, "\n\n"),
-    "max_teacher_prompt_length": ("int", True, 2048),
-    "teacher_prefix_cache": ("bool", False, True),
-    "distill_empty_context": ("bool", False, False),
-    "privileged_context_column": ("str", False, "privileged_context"),
-    "max_steps_per_episode": ("int", True, 50),
-    "history_length": ("int", False, 2),
-    "invalid_action_penalty": ("number", False, 0.1),
-    "eval_temperature": ("number", False, 0.4),
-    "max_observation_length": ("int", True, 4096),
-    "privileged_context_source": ("str", False, "skills"),
-    "env_step_timeout": ("number", True, 30.0),
-    "max_abs_reward": ("number", False, 1e6),
-    "max_failed_episode_share": ("number", False, 0.5),
-    "max_admissible_actions": ("int", True, 100),
-    "invalid_action_text": ("str", True, "look"),
-    "env_workers": ("int", False, 2),
-}
-#: TRL fields whose wrong type or value would otherwise fail late (mid-training) or train silently wrong.
-TRL_FIELD_KINDS: dict[str, FieldKind] = {
-    "num_generations": ("int", False, 8),
-    "num_generations_eval": ("int", True, 8),
-    "max_completion_length": ("int", True, 256),
-    "num_iterations": ("int", False, 1),
-    "beta": ("number", False, 0.0),
-    "epsilon": ("number", False, 0.2),
-    "temperature": ("number", False, 1.0),
-    "top_p": ("number", False, 1.0),
-}
-
 #: transformers >= 5.23 names activation checkpointing `activation_checkpointing` and keeps
 #: `gradient_checkpointing` as a deprecated alias that warns whenever it is set; older releases have only the alias.
 CHECKPOINTING_FIELD = (
@@ -150,7 +110,7 @@ class SDARConfig(GRPOConfig):
 
     The loss is `L = L_GRPO + distill_coef · token_mean(sg(sigmoid(gate_beta·Δ)) · (lT − lS))` with
     `Δ = lT − sg(lS)`, where `lT` are the log-probs of the student's sampled tokens under the same
-    policy prompted with privileged context (SDAR_SPEC.md §3). `L_GRPO` is TRL's own loss for the
+    policy prompted with privileged context (docs/trainer.md, "The loss"). `L_GRPO` is TRL's own loss for the
     configured `loss_type`.
 
     Parameters:
@@ -501,158 +461,10 @@ class SDARConfig(GRPOConfig):
         check_field_types(self, SDAR_FIELD_KINDS)
         check_field_types(self, TRL_FIELD_KINDS)
         # Before TRL's __post_init__, which divides by num_generations (0: ZeroDivisionError).
-        self._check_trl_fields()
+        check_trl_fields(self)
         super().__post_init__()
-        self._check_sdar_fields()
-        self._check_env_boundary_fields()
-
-    def _check_trl_fields(self) -> None:
-        if self.num_generations < 2:
-            raise ValueError(
-                f"num_generations={self.num_generations} must be >= 2: GRPO scores each completion against the "
-                "other completions of its prompt, so a group needs at least 2. Set num_generations=2 or more (TRL's "
-                "default is 8)."
-            )
-        if self.num_generations_eval is not None and self.num_generations_eval < 1:
-            raise ValueError(
-                f"num_generations_eval={self.num_generations_eval} must be >= 1 or None (None: num_generations). "
-                "Set it to the completions per eval prompt, or leave it unset."
-            )
-        if self.max_completion_length is not None and self.max_completion_length < 1:
-            raise ValueError(
-                f"max_completion_length={self.max_completion_length} must be >= 1 token. Set it to the longest "
-                "completion to sample (TRL's default is 256)."
-            )
-        if self.num_iterations < 1:
-            raise ValueError(
-                f"num_iterations={self.num_iterations} must be >= 1 (optimisation passes per generation batch). Set "
-                "num_iterations=1 (TRL's default)."
-            )
-        if not math.isfinite(self.beta) or self.beta < 0:
-            raise ValueError(
-                f"beta={self.beta} must be a finite number >= 0: it is the coefficient of the KL term towards the "
-                "reference model, and a negative value would push the policy away from it. Set beta=0.0 (TRL's "
-                "default; no reference model is loaded) or a small positive value such as 0.04."
-            )
-        if not math.isfinite(self.epsilon) or self.epsilon < 0:
-            raise ValueError(
-                f"epsilon={self.epsilon} must be a finite number >= 0 (the clip range of the policy ratio). Set "
-                "epsilon=0.2 (TRL's default)."
-            )
-        if not math.isfinite(self.temperature) or self.temperature <= 0:
-            raise ValueError(
-                f"temperature={self.temperature} must be a finite number > 0: training completions are sampled at "
-                "it and TRL divides the logits by it. Set temperature=1.0 (TRL's default); for greedy evaluation "
-                "in agent mode set eval_temperature=0 instead."
-            )
-        if not math.isfinite(self.top_p) or not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p={self.top_p} must lie in (0, 1]. Set top_p=1.0 (TRL's default: no nucleus cut).")
-
-    def _check_sdar_fields(self) -> None:
-        if not math.isfinite(self.distill_coef) or self.distill_coef < 0:
-            raise ValueError(
-                f"distill_coef={self.distill_coef} must be a finite number >= 0 (it is λ, the weight of the "
-                "distillation term; the paper uses 0.01). Set distill_coef=0 or method='grpo' to disable distillation."
-            )
-        if not math.isfinite(self.gate_beta) or self.gate_beta < 0:
-            raise ValueError(
-                f"gate_beta={self.gate_beta} must be a finite number >= 0 (it is β of the gate sigmoid(β·Δ); the "
-                "paper uses 5.0, and 0 gives the constant gate 0.5)."
-            )
-        if self.distill_loss not in DISTILL_LOSSES:
-            raise ValueError(
-                f"distill_loss={self.distill_loss!r} is not supported; expected one of {list(DISTILL_LOSSES)} "
-                "('gated' is SDAR)."
-            )
-        if not math.isfinite(self.rlsd_weight) or not 0.0 <= self.rlsd_weight <= 1.0:
-            raise ValueError(
-                f"rlsd_weight={self.rlsd_weight} must lie in [0, 1] (reference 0.5; 0 disables RLSD reweighting)."
-            )
-        if self.rlsd_decay_steps < 0:
-            raise ValueError(
-                f"rlsd_decay_steps={self.rlsd_decay_steps} must be >= 0 (reference 100; 0 keeps the weight constant)."
-            )
-        if not math.isfinite(self.rlsd_clip_eps) or not 0.0 <= self.rlsd_clip_eps < 1.0:
-            raise ValueError(f"rlsd_clip_eps={self.rlsd_clip_eps} must lie in [0, 1) (reference 0.2).")
-        if self.teacher_mode not in TEACHER_MODES:
-            raise ValueError(
-                f"teacher_mode={self.teacher_mode!r} is not supported; expected one of {list(TEACHER_MODES)} "
-                "('live' is SDAR)."
-            )
-        if not math.isfinite(self.teacher_ema_rate) or not 0.0 < self.teacher_ema_rate <= 1.0:
-            raise ValueError(
-                f"teacher_ema_rate={self.teacher_ema_rate} must lie in (0, 1] (TRL SDPO uses 0.05; 1 copies the live "
-                "weights at every sync)."
-            )
-        if self.teacher_ema_sync_steps < 1:
-            raise ValueError(f"teacher_ema_sync_steps={self.teacher_ema_sync_steps} must be >= 1 optimizer step.")
-        if self.max_teacher_prompt_length is not None and self.max_teacher_prompt_length < 1:
-            raise ValueError(
-                f"max_teacher_prompt_length={self.max_teacher_prompt_length} must be a positive number of tokens or "
-                "None (no truncation)."
-            )
-        if not self.privileged_context_column:
-            raise ValueError("privileged_context_column must name a dataset column, got an empty string.")
-        if self.max_steps_per_episode is not None and self.max_steps_per_episode < 1:
-            raise ValueError(
-                f"max_steps_per_episode={self.max_steps_per_episode} must be >= 1 or None (use the environment's "
-                "own limit)."
-            )
-        if self.history_length < 0:
-            raise ValueError(f"history_length={self.history_length} must be >= 0 (reference: 2, Search 4).")
-        if not math.isfinite(self.invalid_action_penalty) or self.invalid_action_penalty < 0:
-            raise ValueError(
-                f"invalid_action_penalty={self.invalid_action_penalty} must be a finite number >= 0 (reference 0.1)."
-            )
-        if not math.isfinite(self.eval_temperature) or self.eval_temperature < 0:
-            raise ValueError(f"eval_temperature={self.eval_temperature} must be >= 0 (0 = greedy; reference 0.4).")
-        if self.max_observation_length is not None and self.max_observation_length < 64:
-            raise ValueError(
-                f"max_observation_length={self.max_observation_length} must be >= 64 characters or None (no limit)."
-            )
-        if self.privileged_context_source not in PRIVILEGED_CONTEXT_SOURCES:
-            raise ValueError(
-                f"privileged_context_source={self.privileged_context_source!r} is not supported; expected one of "
-                f"{list(PRIVILEGED_CONTEXT_SOURCES)} ('skills' is SDAR)."
-            )
-        if self.skills_in_student_prompt and self.needs_teacher:
-            raise ValueError(
-                f"skills_in_student_prompt=True (method={self.method!r}) with a teacher branch (distill_coef="
-                f"{self.distill_coef}, rlsd_weight={self.rlsd_weight}) shows the privileged context to the student "
-                "and again to the teacher, so the teacher knows nothing more. Use method='skill_grpo' without "
-                "distillation, or a distillation method with skills_in_student_prompt=False."
-            )
-        if not self.use_policy_loss and self.distill_coef == 0:
-            raise ValueError(
-                "use_policy_loss=False with distill_coef=0 leaves nothing to train the policy. Set distill_coef > 0 "
-                "(the opsd preset uses 0.01) or use_policy_loss=True."
-            )
-
-    def _check_env_boundary_fields(self) -> None:
-        timeout = self.env_step_timeout
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or not math.isfinite(timeout) or timeout <= 0):  # fmt: skip
-            raise ValueError(f"env_step_timeout={timeout!r} must be a positive number of seconds or None (no limit).")
-        bound = self.max_abs_reward
-        if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= 1e30:
-            raise ValueError(
-                f"max_abs_reward={bound!r} must be a number in (0, 1e30] (rewards must stay finite in float32, whose "
-                "largest value is ~3.4e38); the default 1e6 suits every shipped environment."
-            )
-        share = self.max_failed_episode_share
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
-            raise ValueError(
-                f"max_failed_episode_share={share!r} must lie in [0, 1] (0.5 by default; 1 never stops training)."
-            )
-        workers = self.env_workers
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-            raise ValueError(
-                f"env_workers={workers!r} must be an int >= 0 (0: environments in this process; N: N worker "
-                "processes)."
-            )
-        limit = self.max_admissible_actions
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"max_admissible_actions={limit!r} must be an int >= 1 or None (show all).")
+        check_sdar_fields(self)
+        check_env_boundary_fields(self)
 
     @property
     def needs_teacher(self) -> bool:

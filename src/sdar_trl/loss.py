@@ -1,7 +1,7 @@
 """The SDAR objective and the baselines it is compared with, as pure tensor functions.
 
-Notation (SDAR_SPEC.md §3, paper Eq. for the gated distillation term). For B samples of T response
-tokens with response mask m:
+Notation (docs/trainer.md, "The loss"; the gated distillation term of the SDAR paper, arXiv 2605.15155). For B
+samples of T response tokens with response mask m:
 
     lS  = log π_θ(y_t | student prompt, y_<t)       (B, T), carries the gradient
     lT  = log π_θold(y_t | teacher prompt, y_<t)    (B, T), no gradient
@@ -88,7 +88,7 @@ def compute_sdar_loss(
 
     The gradient is `−g · ∇lS / N`: sampled tokens the teacher endorses (Δ > 0, g → 1) are pushed up;
     tokens it rejects (Δ < 0, g → 0) are barely touched. The teacher is detached here whatever the
-    caller passes. Reference default β = 5 (SDAR_SPEC.md §3); β = 0 is GRPO+OPSD (g ≡ 0.5).
+    caller passes. Reference default β = 5 (docs/methods.md); β = 0 is GRPO+OPSD (g ≡ 0.5).
 
     Args:
         student_logps: (B, T) log-probs of the sampled tokens under the student prompt, with grad.
@@ -151,7 +151,7 @@ def compute_skill_sd_loss(
     max_log_ratio: float = 10.0,
     max_log_gap: float = 20.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Skill-SD self-distillation loss: `token_mean_m(ρ · k3)` (SDAR_SPEC.md §4).
+    """Skill-SD self-distillation loss: `token_mean_m(ρ · k3)` (docs/methods.md, skill_sd).
 
     `k3 = exp(lT − lS) − 1 + (lS − lT)` is the non-negative low-variance estimator of
     `KL(π_student ‖ π_teacher)` on sampled tokens, and `ρ = exp(clamp(lS − l_old, max=10))` is the
@@ -186,7 +186,7 @@ def compute_skill_sd_loss(
 def compute_rlsd_weight(step: int, *, initial_weight: float = 0.5, decay_steps: int = 100) -> float:
     """RLSD mixing weight `w`: linear decay from `initial_weight` at step 0 to 0 at `decay_steps`.
 
-    Reference schedule (SDAR_SPEC.md §4): 0.5 → 0 over 100 steps. `decay_steps <= 0` keeps the weight
+    Reference schedule (docs/methods.md, rlsd): 0.5 → 0 over 100 steps. `decay_steps <= 0` keeps the weight
     constant at `initial_weight`.
     """
     if step < 0:
@@ -256,7 +256,7 @@ def compute_rlsd_advantages(
 def compute_step_advantages(
     rewards: torch.Tensor, group_ids: torch.Tensor, *, valid: torch.Tensor | None = None, eps: float = 1e-6
 ) -> torch.Tensor:
-    """GRPO advantages over step samples grouped by task (SDAR_SPEC.md §1).
+    """GRPO advantages over step samples grouped by task (docs/agents.md).
 
     For every group g (all step samples of all trajectories of one task, across steps):
     `A_i = (r_i − mean_g) / (std_g + eps)` with the Bessel-corrected std; a group of one sample gets

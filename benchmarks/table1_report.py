@@ -1,0 +1,143 @@
+"""benchmarks/table1.py's report: table1.md (the paper's layout) and one learning-curve PNG per env.
+
+`render_markdown` takes table1_stats.py's summary and paired counts; `plot_curves` needs matplotlib (optional).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from table1_presets import METHODS
+
+
+def _cell(stats: dict[str, float]) -> str:
+    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+
+
+def render_markdown(
+    summary: dict[str, dict[str, dict[str, Any]]],
+    header: str,
+    paired: dict[str, dict[str, dict[str, Any]]] | None = None,
+    baseline: str = "grpo",
+    machines: dict[str, dict[str, int]] | None = None,
+) -> str:
+    """One table per env in the paper's layout: a row per method, a column per task type, then the overall;
+    under it, where recorded, each method's held-out tasks solved against `baseline` (`paired_against`), and the
+    machines the env's runs were made on (`machines_by_env`)."""
+    paired = paired or {}
+    machines = machines or {}
+    name = METHODS[baseline]
+    lines = [header, ""]
+    for env_name, by_method in summary.items():
+        types = sorted({t for stats in by_method.values() for t in stats["by_task_type"]})
+        lines += [f"### {env_name} (success %, mean ± std over seeds)", ""]
+        lines.append("| method | " + " | ".join(types) + " | **all** | seeds |")
+        lines.append("|---|" + "---|" * (len(types) + 2))
+        for method, stats in by_method.items():
+            cells = [_cell(stats["by_task_type"][t]) if t in stats["by_task_type"] else "–" for t in types]
+            overall = f"**{_cell(stats)}**" if method == "sdar" else _cell(stats)
+            lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {overall} | {stats['n']} |")
+        lines.append("")
+        if paired.get(env_name):
+            lines += [
+                f"Task by task against {name} (held-out task × seed pairs where both runs recorded each task's "
+                f"outcome; only the discordant pairs count):",
+                "",
+                f"| method | pairs | solved by it, not {name} | solved by {name}, not it | exact McNemar p |",
+                "|---|---|---|---|---|",
+            ]
+            for method, counts in paired[env_name].items():
+                lines.append(
+                    f"| {METHODS[method]} | {counts['pairs']} | {counts['only_method']} | {counts['only_baseline']} "
+                    f"| {counts['p']:.2g} |"
+                )
+            lines.append("")
+        if machines.get(env_name):
+            made_on = ", ".join(f"{label} ({count})" for label, count in sorted(machines[env_name].items()))
+            lines += [f"Runs made on: {made_on}.", ""]
+    return "\n".join(lines)
+
+
+#: One look per method, so that curves with equal values (common with 8 trajectories per step) stay apart.
+_MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+_LINESTYLES = ("-", "-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), "-")
+
+
+def curve_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """method → matplotlib line style: its own colour, marker and dash pattern, and a small sideways offset.
+
+    Colour, marker and dashes follow the method's row in `METHODS`, so a method looks the same in every env's
+    plot. Two methods with the same mean at every step would otherwise draw one line over the other: the offset (a
+    fraction of a step, symmetric about the true step over the methods plotted) keeps both visible.
+    """
+    count = len(methods)
+    styles = {}
+    for position, method in enumerate(methods):
+        row = list(METHODS).index(method)
+        styles[method] = {
+            "color": f"C{row}",
+            "marker": _MARKERS[row % len(_MARKERS)],
+            "linestyle": _LINESTYLES[row % len(_LINESTYLES)],
+            "offset": 0.0 if count == 1 else 0.16 * (position / (count - 1) - 0.5),
+            "linewidth": 2.4 if method == "sdar" else 1.4,  # the paper's method stands out, as its bold cell
+        }
+    return styles
+
+
+def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
+    """Training-rollout success per optimizer step, mean over seeds, one PNG per env (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        print(
+            "matplotlib is not installed: no learning-curve plots (pip install 'sdar-trl[examples]')", file=sys.stderr
+        )
+        return []
+    written = []
+    # An env with no trained run yet (only the starter's evaluation) has no curve: no empty figure for it.
+    for env_name in dict.fromkeys(r["env"] for r in runs if r["curve"]):
+        figure, axis = plt.subplots(figsize=(7, 4))
+        curves_by_method = {
+            method: curves
+            for method in METHODS
+            if (curves := [r["curve"] for r in runs if r["env"] == env_name and r["method"] == method and r["curve"]])
+        }
+        styles = curve_styles(list(curves_by_method))
+        for method, curves in curves_by_method.items():
+            steps = sorted({point["step"] for curve in curves for point in curve})
+            means = [
+                statistics.fmean(p["env/success"] for curve in curves for p in curve if p["step"] == step)
+                for step in steps
+            ]
+            style = styles[method]
+            axis.plot(
+                [step + style["offset"] for step in steps],
+                means,
+                color=style["color"],
+                marker=style["marker"],
+                linestyle=style["linestyle"],
+                linewidth=style["linewidth"],
+                markerfacecolor="none",
+                label=METHODS[method],
+            )
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # optimizer steps are whole numbers
+        axis.set(
+            xlabel="optimizer step (points offset sideways per method)",
+            ylabel="training-rollout success",
+            title=f"{env_name}: learning curves (mean over seeds)",
+        )
+        axis.legend(fontsize=7)
+        path = output_dir / f"table1_{env_name}.png"
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path.name)
+    return written
