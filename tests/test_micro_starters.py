@@ -9,10 +9,10 @@ import pytest
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from sdar_trl import starter
 from sdar_trl.environments import make_env
 from sdar_trl.sft import collect_expert_steps, parse_admissible
 from sdar_trl.starter import DEMO_ENVS, MICRO_ENVS, MICRO_PATH, micro_starter_path, resolve_model_name
+from sdar_trl.starter import load as starter_load
 
 MB = 1024 * 1024
 #: The micro starters this checkout ships (the others are built with scripts/build_micro.py, docs/starter.md).
@@ -50,7 +50,7 @@ def test_an_unknown_micro_name_lists_the_ones_that_exist():
 
 
 def test_missing_files_name_the_build_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(starter, "MICRO_PATH", tmp_path)
+    monkeypatch.setattr(starter_load, "MICRO_PATH", tmp_path)  # where micro_starter_path reads it
     with pytest.raises(FileNotFoundError, match=r"python scripts/build_micro.py --env webshop-mini"):
         micro_starter_path("webshop-mini")
 
