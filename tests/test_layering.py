@@ -1,9 +1,9 @@
 """Import layering of the package (issue 31): agent mode and the privileged context never reach back up.
 
 Module-level imports (those that run when a module loads; not the ones under `if TYPE_CHECKING:` or inside a
-function, such as alfworld's `world` → `engine` local import): `sdar_trl.agent` imports neither the trainer nor
-TRL/transformers, `sdar_trl.context` imports neither the SFT module nor anything above it, and the package's modules
-form no cycle.
+function): `sdar_trl.agent` imports neither the trainer nor TRL/transformers, `sdar_trl.context` imports neither the
+SFT module nor anything above it, and the package's modules form no cycle. The environments form no cycle even
+counting the imports inside functions (alfworld's world → engine → expert loop was one).
 """
 
 from __future__ import annotations
@@ -28,10 +28,25 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
+def _import_names(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    base = node.module or ""
+    if node.level:
+        anchor = package.split(".")
+        anchor = anchor[: len(anchor) - (node.level - 1)]
+        base = ".".join([*anchor, *([base] if base else [])])
+    return {base, *(f"{base}.{alias.name}" for alias in node.names)}
+
+
+def _package_of(path: Path) -> str:
+    name = _module_name(path)
+    return name if path.name == "__init__.py" else name.rpartition(".")[0]
+
+
 def _top_level_imports(path: Path) -> set[str]:
     """Absolute names of the modules `path` imports when it is loaded (`from . import x` gives `pkg.x` and `pkg`)."""
-    name = _module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    package = _package_of(path)
     found: set[str] = set()
     body = list(ast.parse(path.read_text(encoding="utf-8")).body)
     while body:
@@ -40,25 +55,27 @@ def _top_level_imports(path: Path) -> set[str]:
             body.extend([*node.body, *node.orelse])
         elif isinstance(node, ast.Try):
             body.extend([*node.body, *node.orelse, *node.finalbody, *(s for h in node.handlers for s in h.body)])
-        elif isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join([*anchor, *([base] if base else [])])
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            found.update(_import_names(node, package))
     return found
 
 
-def _graph() -> dict[str, set[str]]:
+def _all_imports(path: Path) -> set[str]:
+    """Every import in `path`, inside functions too (what it may load at some point)."""
+    package = _package_of(path)
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            found.update(_import_names(node, package))
+    return found
+
+
+def _graph(imports=_top_level_imports) -> dict[str, set[str]]:
     modules = {_module_name(path): path for path in ROOT.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
         targets = set()
-        for target in _top_level_imports(path):
+        for target in imports(path):
             parts = target.split(".")
             # Importing `a.b.c` also loads the packages `a.b` and `a`.
             targets.update(".".join(parts[:end]) for end in range(2, len(parts) + 1))
@@ -101,8 +118,7 @@ def test_sft_takes_the_context_from_the_context_module():
     assert "sdar_trl.context" in _imports_of("sdar_trl.sft")["sdar_trl.sft"]
 
 
-def test_the_package_has_no_import_cycle():
-    graph = _graph()
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
@@ -120,4 +136,21 @@ def test_the_package_has_no_import_cycle():
 
     for node in sorted(graph):
         if node not in state and (cycle := visit(node)) is not None:
-            raise AssertionError("import cycle: " + " -> ".join(cycle))
+            return cycle
+    return None
+
+
+def test_the_package_has_no_import_cycle():
+    cycle = _find_cycle(_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_environments_have_no_import_cycle_even_inside_functions():
+    prefix = "sdar_trl.environments"
+    graph = {
+        name: {t for t in targets if t.startswith(prefix + ".")}
+        for name, targets in _graph(_all_imports).items()
+        if name.startswith(prefix + ".")
+    }
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])

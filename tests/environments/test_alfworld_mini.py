@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from sdar_trl.actions import parse_think_action
 from sdar_trl.environments import ResetNeededError, check_agent_environment, make_env
 from sdar_trl.environments.alfworld import DIFFICULTIES, SPLITS, TASK_TYPES, AlfWorldMiniEnv
+from sdar_trl.environments.alfworld.generation import generate_world
 from sdar_trl.environments.alfworld.world import (
     EVAL_SPLIT_TASK_TYPES,
     OBJECT_PLACES,
-    generate_world,
     is_held_out_layout,
     natural_key,
     type_of,

@@ -20,12 +20,12 @@ from typing import Any
 from ..base import ResetNeededError, row_seed
 from .engine import AlfredEngine, render_initial_observation
 from .expert import expert_command, expert_response
+from .generation import generate_world
 from .world import (
     LOOK_AT_OBJ_IN_LIGHT,
     OPENABLE,
     SPLITS,
     WorldSpec,
-    generate_world,
     natural_key,
     normalize_difficulty,
     split_size,
