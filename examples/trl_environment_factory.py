@@ -86,7 +86,8 @@ def task_rows(env_name: str, split: str, seeds: range, skill_bank: SkillBank, so
         facts_of = getattr(env, "privileged_facts", None)
         facts = facts_of() if callable(facts_of) else ""
         context = render_context(source, skills=skill_bank.render(info["task_type"]), facts=facts)
-        rows.append({"prompt": [{"role": "user", "content": INSTRUCTION}], "seed": seed, "privileged_context": context})
+        prompt = [{"role": "user", "content": INSTRUCTION}]
+        rows.append({"prompt": prompt, "seed": seed, "privileged_context": context})
     env.close()
     return rows
 

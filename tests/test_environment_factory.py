@@ -61,8 +61,9 @@ def test_sdar_trains_two_steps_through_environment_factory(tmp_path, tiny_tokeni
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
 
-    assert re.search(r"Play the game\.\n\nobs \d-0\nAdmissible actions: go, win<", seen[0])  # reset text after the prompt
-    assert re.search(r"<tool_response>\nobs \d-1\nAdmissible actions: go, win\n</tool_response>", seen[5])  # row 1
+    # The reset text follows the prompt; the tool output follows the tool call (row 1 of the first batch moved).
+    assert re.search(r"Play the game\.\n\nobs \d-0\nAdmissible actions: go, win<", seen[0])
+    assert re.search(r"<tool_response>\nobs \d-1\nAdmissible actions: go, win\n</tool_response>", seen[5])
     logged = [entry for entry in trainer.state.log_history if "sdar/gate_mean" in entry]
     assert len(logged) == 2
     for entry in logged:

@@ -234,7 +234,9 @@ def episode_reward(
             " (TRL >= 1.16 passes the rollouts' environments to reward functions)."
         )
     if len(environments) != len(completions):
-        raise ValueError(f"got {len(environments)} environments for {len(completions)} completions; expected one each.")
+        raise ValueError(
+            f"got {len(environments)} environments for {len(completions)} completions; expected one per completion."
+        )
     rewards = [0.0 if env.failure is not None else float(env.episode_return) for env in environments]
     if log_metric is not None and environments:
         count = len(environments)
