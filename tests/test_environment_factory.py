@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -215,3 +219,18 @@ def test_bad_arguments_are_named():
     limited.reset(seed=0)
     limited.act("go")
     assert limited.act("go").endswith("The episode is over. Task not completed.") and limited.done
+
+
+@pytest.mark.integration
+def test_example_trains_in_episode_mode(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    completed = subprocess.run(
+        [sys.executable, str(root / "examples" / "trl_environment_factory.py"), "--output_dir", str(tmp_path / "out"),
+         "--env", "alfworld-mini", "--max_steps", "1", "--train_tasks", "2", "--max_completion_length", "32"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "'rewards/AlfworldMiniEpisode/mean'" in completed.stdout and "'sdar/gate_mean'" in completed.stdout
+    assert "failed episodes: 0" in completed.stdout
+    assert (tmp_path / "out" / "model.safetensors").is_file()
