@@ -34,7 +34,7 @@ from trl import TrlParser
 
 from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.context import render_context
-from sdar_trl.environments import make_env, trl_environment
+from sdar_trl.environments import episode_reward, make_env, trl_environment
 from sdar_trl.skills import SkillBank
 from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
 
@@ -107,14 +107,21 @@ def main() -> None:
     dataset = Dataset.from_list(
         task_rows(script_args.env, script_args.split, seeds, bank, config.privileged_context_source)
     )
-    # One class per run: TRL builds an instance per rollout and reuses them; get_reward() is the episode return.
-    episode_class = trl_environment(script_args.env, split=script_args.split)
+    # TRL builds one instance of the class per rollout and reuses them. The reward is the episode return, from
+    # episode_reward (which also logs env/success, env/episode_length, env/failed_episodes) instead of the class's
+    # get_reward(): with get_reward=True (the default) TRL would add it as a second, identical reward.
+    episode_class = trl_environment(script_args.env, split=script_args.split, get_reward=False)
     trainer = SDARTrainer(
-        model, args=config, train_dataset=dataset, processing_class=tokenizer, environment_factory=episode_class
+        model,
+        reward_funcs=episode_reward,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        environment_factory=episode_class,
     )
     trainer.train()
     for entry in trainer.state.log_history:
-        shown = {k: round(v, 4) for k, v in entry.items() if k.startswith(("sdar/", "tools/", "rewards/"))}
+        shown = {k: round(v, 4) for k, v in entry.items() if k.startswith(("sdar/", "tools/", "env/", "reward"))}
         if shown:
             print(f"step {entry['step']}: {shown}")
     print(f"failed episodes: {episode_class.failed_episodes}")

@@ -231,6 +231,7 @@ def test_example_trains_in_episode_mode(tmp_path):
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "'rewards/AlfworldMiniEpisode/mean'" in completed.stdout and "'sdar/gate_mean'" in completed.stdout
+    for name in ("rewards/episode_reward/mean", "env/success", "env/failed_episodes", "sdar/gate_mean"):
+        assert f"'{name}'" in completed.stdout, name
     assert "failed episodes: 0" in completed.stdout
     assert (tmp_path / "out" / "model.safetensors").is_file()
