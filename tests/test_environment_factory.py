@@ -120,6 +120,8 @@ def test_tool_output_tokens_get_no_distillation_weight(tmp_path, tiny_tokenizer)
     for row, column in positions:
         expected_mask[row, column] = 1
     assert torch.equal(mask, expected_mask)
+    # The teacher saw the privileged context: its log-probs of the sampled tokens differ from the student's.
+    assert not torch.allclose(teacher[mask.bool()], student[mask.bool()])
     # The gate statistics are means over the sampled tokens only (hand-computed at the positions above).
     rows, columns = zip(*positions, strict=True)
     gap = teacher[rows, columns] - student[rows, columns]  # (S,)

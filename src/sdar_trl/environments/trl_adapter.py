@@ -7,15 +7,15 @@ docstring), masks the tool output out of the policy loss with `tool_mask`, and a
 source. `SDARTrainer` forwards `environment_factory` unchanged; its distillation term uses the same `tool_mask`.
 
 ```python
-from sdar_trl.environments import episode_reward, trl_environment
+from sdar_trl.environments import trl_environment
 
 WebShopEpisode = trl_environment("webshop-mini", split="train")
 trainer = SDARTrainer(model, args=config, train_dataset=rows, environment_factory=WebShopEpisode)
 ```
 
-The class exposes one tool, `act(action)`, which sends `action` to `AgentEnvironment.step`. An exception in `step`
-(or a malformed step result) ends the episode: reward 0, `failure` set, and the next `act` calls say the episode is
-over. `episode_reward` is the same reward as a TRL reward function, which also logs `env/*` metrics.
+The class exposes one tool, `act(action)`, which sends `action` to `AgentEnvironment.step`. An exception in `reset`
+or `step` (or a malformed result) ends the episode: reward 0, `failure` set, and the next `act` calls say the
+episode is over. `episode_reward` is the same reward as a TRL reward function, which also logs `env/*` metrics.
 """
 
 from __future__ import annotations
