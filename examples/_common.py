@@ -310,7 +310,10 @@ def run_defaults(
             *argv, "--model_name_or_path", model]  # fmt: skip
         default_model, defaults = demo_defaults(starter_argv, default_env)
         return default_model, dict(defaults), STARTER_DEMO
-    return None, paper_defaults(env, family), PAPER
+    paper = paper_defaults(env, family)
+    if model is not None and "qwen3" in model.lower():
+        paper["chat_template_kwargs"] = {"enable_thinking": False}  # the paper runs Qwen3 with thinking off
+    return None, paper, PAPER
 
 
 def flags_given(argv: list[str]) -> set[str]:
