@@ -96,7 +96,8 @@ class ExampleArguments:
         },
     )
     difficulty: str | None = field(
-        default=None, metadata={"help": "Mini environments: difficulty level (default: the starter's demo level)."}
+        default=None, metadata={"help": "Mini environments: difficulty level (default: the starter demo's level with a packaged "
+            "starter, the environment's own level with any other model)."}
     )
     eval_split: str | None = field(
         default=None, metadata={"help": "Split of the held-out eval tasks (default: the env's test/unseen split)."}
@@ -446,6 +447,31 @@ def _starter_model() -> str:
         sys.exit(f"No model: {error} Or pass --model_name_or_path (e.g. Qwen/Qwen2.5-1.5B-Instruct).")
 
 
+def env_settings(
+    env: str, *, origin: str, difficulty: str | None, eval_split: str | None, env_kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keyword arguments of the training and the held-out environments.
+
+    The starter demo plays a mini environment at the level its starter was built on (`DEMO_ENVS`: an easy level,
+    fewer turns); the paper's settings keep the environment's own level and turn limit and take only the held-out
+    split from `DEMO_ENVS`. `difficulty`, `eval_split` and `env_kwargs` (the flags) win over both.
+    """
+    from sdar_trl.starter import DEMO_ENVS
+
+    demo = dict(DEMO_ENVS.get(env, {}))
+    if origin != STARTER_DEMO:
+        demo = {k: v for k, v in demo.items() if k == "eval_split"}
+    eval_split = eval_split or demo.pop("eval_split", None)
+    demo.pop("eval_split", None)
+    if difficulty is not None:
+        demo["difficulty"] = difficulty
+    train_kwargs = {**demo, **env_kwargs}
+    eval_kwargs = {**train_kwargs, **({"split": eval_split} if eval_split else {})}
+    if env.endswith("-mini"):
+        train_kwargs.setdefault("split", "train")
+    return train_kwargs, eval_kwargs
+
+
 @dataclass
 class ParsedRun:
     """What `parse_run` returns: the three argument objects and where their settings came from."""
@@ -514,8 +540,6 @@ def main(
     demo: bool | None = None,
 ) -> None:  # fmt: skip
     """Parse (`parse_run`), print the settings in force, evaluate, train, evaluate again and write the report."""
-    from sdar_trl.starter import DEMO_ENVS as demo_envs
-
     argv = sys.argv[1:]
     run = parse_run(argv, default_env=default_env, skills_name=skills_name, history_length=history_length,
                     invalid_action_penalty=invalid_action_penalty, demo=demo)  # fmt: skip
@@ -544,18 +568,10 @@ def main(
         # CPU that alone made the demo ~2x slower.
         torch.set_num_threads(cpu_threads_per_process(script_args.cpu_threads))
 
-    env_kwargs = parse_env_kwargs(script_args.env_kwargs)
-    demo = {k: v for k, v in demo_envs.get(script_args.env, {}).items()}
-    if run.origin == PAPER:  # the benchmark's own difficulty and turn limit; only the held-out split is kept
-        demo = {k: v for k, v in demo.items() if k == "eval_split"}
-    eval_split = script_args.eval_split or demo.pop("eval_split", None)
-    demo.pop("eval_split", None)
-    if script_args.difficulty is not None:
-        demo["difficulty"] = script_args.difficulty
-    train_kwargs = {**demo, **env_kwargs}
-    eval_kwargs = {**train_kwargs, **({"split": eval_split} if eval_split else {})}
-    if script_args.env.endswith("-mini"):
-        train_kwargs.setdefault("split", "train")
+    train_kwargs, eval_kwargs = env_settings(
+        script_args.env, origin=run.origin, difficulty=script_args.difficulty, eval_split=script_args.eval_split,
+        env_kwargs=parse_env_kwargs(script_args.env_kwargs),
+    )  # fmt: skip
     make_env(script_args.env, **train_kwargs).close()  # fail fast on a bad name or missing data
     if int(os.environ.get("RANK", "0")) == 0:
         level = "the starter demo's level" if run.origin == STARTER_DEMO else "the environment's own level and turn limit"

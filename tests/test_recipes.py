@@ -146,3 +146,109 @@ def test_the_command_line_wins_over_the_recipe_and_says_so(common):
     lines = run.report(argv).splitlines()
     assert any(line.split()[:2] == ["learning_rate", "3e-06"] and line.endswith("command line") for line in lines)
     assert lines[-1].strip().startswith("= 2 tasks x 8 trajectories per optimizer step")  # 8 rows x 2 / 8
+
+
+# The choice of defaults: a packaged starter gets the CPU demo's, any other model the paper's (parse only).
+
+
+def test_no_model_flag_keeps_the_readme_demo(common):
+    """`accelerate launch examples/webshop.py`: the micro starter with the demo values docs/starter.md measured."""
+    run = _parse(common, "webshop", [])
+    args = run.training_args
+    assert run.origin == common.STARTER_DEMO and run.model_args.model_name_or_path == "micro:webshop-mini"
+    assert (args.max_steps, args.per_device_train_batch_size, args.num_generations) == (24, 32, 4)
+    assert (args.max_steps_per_episode, args.max_completion_length) == (10, 48)
+    assert args.learning_rate == pytest.approx(3e-4) and args.privileged_context_source == "facts"
+    assert args.loss_type == "dapo" and args.beta == 0.0  # TRL's defaults, as before
+    assert (run.script_args.eval_tasks, run.script_args.first_train_seed) == (200, 1_000_000)
+
+
+@pytest.mark.parametrize("argv", [[], ["--model_name_or_path", "smollm2"]])
+def test_the_smollm2_starter_keeps_its_cpu_demo(common, argv):
+    run = _parse(common, "search_qa", argv)  # no micro starter for searchqa-mini: the SmolLM2 starter
+    args = run.training_args
+    assert run.origin == common.STARTER_DEMO
+    assert (args.num_generations, args.max_steps_per_episode, args.max_steps) == (2, 6, 1)
+    assert args.learning_rate == pytest.approx(2e-5) and args.privileged_context_source == "facts"
+
+
+@pytest.mark.parametrize(
+    ("folder", "model", "turns", "history", "penalty", "beta", "accumulation", "eval_temperature"),
+    [
+        ("webshop", "Qwen/Qwen2.5-7B-Instruct", 15, 2, 0.1, 0.01, 16, 0.4),
+        ("alfworld", "Qwen/Qwen2.5-3B-Instruct", 50, 2, 0.1, 0.01, 16, 0.4),
+        ("search_qa", "Qwen/Qwen2.5-7B-Instruct", 4, 4, 0.01, 0.001, 128, 0.0),
+    ],
+)
+def test_any_other_model_gets_the_papers_settings_for_the_env(
+    common, folder, model, turns, history, penalty, beta, accumulation, eval_temperature
+):
+    run = _parse(common, folder, ["--model_name_or_path", model])
+    args = run.training_args
+    assert run.origin == common.PAPER
+    assert args.privileged_context_source == "skills" and args.num_generations == 8
+    assert args.learning_rate == pytest.approx(1e-6) and args.max_steps == 150
+    assert (args.loss_type, args.delta, args.entropy_coef, args.weight_decay) == ("bnpo", 3.0, 0.001, 0.01)
+    assert (args.max_steps_per_episode, args.history_length) == (turns, history)
+    assert args.invalid_action_penalty == pytest.approx(penalty) and args.beta == pytest.approx(beta)
+    assert args.gradient_accumulation_steps == accumulation and args.eval_temperature == eval_temperature
+    assert args.max_completion_length == 512 and (args.distill_coef, args.gate_beta) == (0.01, 5.0)
+    # 16 tasks x 8 trajectories per step (Search-QA: 128 tasks) on one process
+    assert args.per_device_train_batch_size * args.steps_per_generation // args.num_generations == accumulation
+
+
+def test_a_local_model_directory_is_not_a_starter(common, tmp_path):
+    run = _parse(common, "alfworld", ["--model_name_or_path", str(tmp_path)])
+    assert run.origin == common.PAPER and run.training_args.max_steps_per_episode == 50
+
+
+def test_the_env_flag_picks_the_papers_benchmark(common):
+    run = _parse(common, "alfworld", ["--model_name_or_path", "Qwen/Qwen2.5-3B-Instruct", "--env", "webshop-mini"])
+    assert run.training_args.max_steps_per_episode == 15 and run.training_args.max_teacher_prompt_length == 4096
+
+
+def test_qwen3_runs_with_thinking_off_and_flags_still_win(common):
+    run = _parse(common, "webshop", ["--model_name_or_path", "Qwen/Qwen3-1.7B", "--num_generations", "4",
+                                     "--privileged_context_source", "facts"])  # fmt: skip
+    args = run.training_args
+    assert args.chat_template_kwargs == {"enable_thinking": False}
+    assert args.num_generations == 4 and args.privileged_context_source == "facts"
+    lines = run.report(["--model_name_or_path", "Qwen/Qwen3-1.7B", "--num_generations", "4"]).splitlines()
+    assert lines[0].startswith("Settings in force (paper defaults")
+    by_name = {line.split()[0]: line for line in lines[1:]}
+    assert by_name["num_generations"].endswith("command line") and by_name["learning_rate"].endswith("paper")
+    assert by_name["distill_coef"].endswith("method preset")
+
+
+def test_the_demo_flag_forces_the_starter_defaults(common, tmp_path):
+    """examples/textworld_sdar.py supplies its own tiny model for its demo: that keeps the CPU demo's defaults."""
+    run = common.parse_run(["--model_name_or_path", str(tmp_path)], **SCRIPTS["alfworld"], demo=True)
+    assert run.origin == common.STARTER_DEMO and run.training_args.num_generations == 2
+
+
+def test_help_shows_the_defaults_of_the_named_model(common, capsys):
+    with pytest.raises(SystemExit) as stop:
+        _parse(common, "webshop", ["--model_name_or_path", "Qwen/Qwen2.5-7B-Instruct", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "the paper's settings for the environment apply" in text
+    start = text.rindex("--privileged_context_source")  # its help entry, after the usage line
+    assert "(default: skills)" in text[start : start + 600]
+
+
+@pytest.mark.parametrize(
+    ("origin", "train", "evaluation"),
+    [
+        ("starter demo", {"difficulty": "easy", "max_episode_steps": 10, "split": "train"},
+         {"difficulty": "easy", "max_episode_steps": 10, "split": "test"}),
+        ("paper", {"split": "train"}, {"split": "test"}),
+    ],
+)  # fmt: skip
+def test_env_settings_keep_the_envs_own_level_for_the_paper(common, origin, train, evaluation):
+    assert common.env_settings("webshop-mini", origin=origin, difficulty=None, eval_split=None, env_kwargs={}) == (
+        train,
+        evaluation,
+    )
+    # the flags win over both
+    got = common.env_settings("webshop-mini", origin=origin, difficulty="full", eval_split="train", env_kwargs={"seed": 3})
+    assert got[0]["difficulty"] == "full" and got[0]["seed"] == 3 and got[1]["split"] == "train"
