@@ -96,8 +96,11 @@ class ExampleArguments:
         },
     )
     difficulty: str | None = field(
-        default=None, metadata={"help": "Mini environments: difficulty level (default: the starter demo's level with a packaged "
-            "starter, the environment's own level with any other model)."}
+        default=None,
+        metadata={
+            "help": "Mini environments: difficulty level (default: the starter demo's level with a packaged starter, "
+            "the environment's own level with any other model)."
+        },
     )
     eval_split: str | None = field(
         default=None, metadata={"help": "Split of the held-out eval tasks (default: the env's test/unseen split)."}
@@ -574,7 +577,7 @@ def main(
     )  # fmt: skip
     make_env(script_args.env, **train_kwargs).close()  # fail fast on a bad name or missing data
     if int(os.environ.get("RANK", "0")) == 0:
-        level = "the starter demo's level" if run.origin == STARTER_DEMO else "the environment's own level and turn limit"
+        level = "the starter demo's level" if run.origin == STARTER_DEMO else "the env's own level and turn limit"
         print(f"  environment: {script_args.env} train {train_kwargs}, eval {eval_kwargs} ({level})", flush=True)
 
     skill_bank = SkillBank.load(script_args.skills) if script_args.skills else SkillBank.from_package(skills_name)

@@ -250,5 +250,7 @@ def test_env_settings_keep_the_envs_own_level_for_the_paper(common, origin, trai
         evaluation,
     )
     # the flags win over both
-    got = common.env_settings("webshop-mini", origin=origin, difficulty="full", eval_split="train", env_kwargs={"seed": 3})
+    got = common.env_settings(
+        "webshop-mini", origin=origin, difficulty="full", eval_split="train", env_kwargs={"seed": 3}
+    )
     assert got[0]["difficulty"] == "full" and got[0]["seed"] == 3 and got[1]["split"] == "train"
