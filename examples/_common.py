@@ -3,8 +3,9 @@
 
 Parses (ExampleArguments, SDARConfig, ModelConfig) with TRL's parser, builds the environment, the task
 datasets and the trainer, evaluates before and after training, and writes a run report. The defaults
-train the package's offline starter agent on a mini environment in a few minutes on a CPU; every
-default can be overridden on the command line or in a YAML file (`--config recipe.yaml`).
+train the package's offline starter agent on a mini environment in a few minutes on a CPU; any other model gets
+the paper's settings for the benchmark (docs/recipes.md). Every default can be overridden in a YAML recipe
+(`--config recipes/...yaml`) and on the command line, and the run prints the settings in force first.
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ def demo_defaults(argv: list[str], default_env: str) -> tuple[str | None, dict[s
     """The default model (None: the SmolLM2 starter) and the CPU defaults that fit it.
 
     No `--model_name_or_path`: the env's micro starter if one ships, else the SmolLM2 starter. A `micro:<env>` name
-    gets the micro defaults; any other model the SmolLM2-sized ones (every default can be overridden).
+    gets the micro defaults, `smollm2` the SmolLM2-sized ones. `run_defaults` applies these to the packaged starters
+    only; every other model gets `paper_defaults`.
     """
     from sdar_trl.starter import MICRO_PATH, MICRO_PREFIX
 
