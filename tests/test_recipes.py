@@ -254,3 +254,13 @@ def test_env_settings_keep_the_envs_own_level_for_the_paper(common, origin, trai
         "webshop-mini", origin=origin, difficulty="full", eval_split="train", env_kwargs={"seed": 3}
     )
     assert got[0]["difficulty"] == "full" and got[0]["seed"] == 3 and got[1]["split"] == "train"
+
+
+def test_a_missing_or_malformed_recipe_file_names_the_file(common, tmp_path):
+    with pytest.raises(SystemExit, match=r"--config '/nonexistent/r\.yaml': cannot read it .*expected a YAML recipe"):
+        common._recipe_values(["--config", "/nonexistent/r.yaml"])
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- learning_rate\n- 1.0e-6\n")
+    with pytest.raises(SystemExit, match=r"holds a list, not a YAML mapping"):
+        common._recipe_values(["--config", str(listed)])
+    assert common.requested_model(["--config", str(ROOT / "recipes/alfworld/cpu-micro.yaml")]) == "micro:alfworld-mini"
