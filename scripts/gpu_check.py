@@ -25,6 +25,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,7 @@ PATHS: tuple[str, ...] = ("bf16", "lora_4bit", "vllm_colocate", "ddp")
 #: Processes per path (torchrun's --nproc_per_node); vLLM colocate needs a distributed launch even for one process.
 PROCESSES: dict[str, int] = {"bf16": 1, "lora_4bit": 1, "vllm_colocate": 1, "ddp": 2}
 #: Seconds one path may take before it is stopped and reported as failed (the four together stay under 8 minutes).
-PATH_TIMEOUT: dict[str, float] = {"bf16": 90.0, "lora_4bit": 110.0, "vllm_colocate": 150.0, "ddp": 100.0}
+PATH_TIMEOUT: dict[str, float] = {"bf16": 80.0, "lora_4bit": 100.0, "vllm_colocate": 180.0, "ddp": 100.0}
 NO_CUDA_MESSAGE = (
     "gpu_check: no CUDA device here (torch.cuda.is_available() is False), so there is no GPU path to check. "
     "Run it on a machine with an NVIDIA GPU and a CUDA build of torch; on CPU the test suite covers the trainer."
@@ -160,7 +161,7 @@ def run_path(plan: PathPlan, *, model: str | None = None, cpu: bool = False, tim
         try:
             _, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, 9)  # the whole group: torchrun and the processes it started
+            os.killpg(process.pid, signal.SIGKILL)  # the whole group: torchrun and the processes it started
             _, stderr = process.communicate()
             timed_out = timeout
         worker = json.loads(Path(result_file).read_text()) if os.path.isfile(result_file) else None

@@ -90,3 +90,13 @@ def test_the_worker_trains_two_sdar_steps_on_a_cpu(gpu_check, tmp_path):
     assert record["ok"] is True, record["error"]
     assert record["step_seconds"] > 0 and 0.0 <= record["sdar/gate_mean"] <= 1.0
     assert record["peak_gpu_memory_gb"] is None  # no GPU
+
+
+def test_the_time_outs_keep_the_whole_check_under_8_minutes(gpu_check):
+    assert set(gpu_check.PATH_TIMEOUT) == set(gpu_check.PATHS)
+    assert sum(gpu_check.PATH_TIMEOUT.values()) <= 8 * 60 - 20  # 20 s left for merging the starter once
+
+
+def test_a_path_over_its_time_out_is_killed_and_reported(gpu_check, tmp_path):
+    record = gpu_check.run_path(gpu_check.PathPlan("bf16"), model=str(tmp_path), cpu=True, timeout=1.0)
+    assert record["ok"] is False and record["error"].startswith("stopped after 1 s.")
