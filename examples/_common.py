@@ -503,7 +503,7 @@ HELP_EPILOG = (
     "apply (short episodes, the oracle facts as the teacher's context); with any other model the paper's settings "
     "for the environment apply (skills, groups of 8, the benchmark's turn limit, lr 1e-6, 150 steps: "
     "docs/recipes.md). A --config recipe overrides either, and the command line overrides the recipe. Add "
-    "--model_name_or_path NAME before --help to see the defaults that NAME gets."
+    "--model_name_or_path NAME to --help to see the defaults that NAME gets."
 )
 
 
