@@ -83,5 +83,9 @@ def demo_argv(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    # The tiny test model this demo supplies gets the CPU demo's defaults, as a packaged starter would; a model the
+    # user names gets the paper's ALFWorld settings (TextWorld is the engine under ALFWorld).
+    own_model = _flag_value(sys.argv[1:], "--model_name_or_path") is not None
     sys.argv = [sys.argv[0], *demo_argv(sys.argv[1:])]
-    main(default_env="textworld", skills_name="alfworld", history_length=2, invalid_action_penalty=0.1)
+    main(default_env="textworld", skills_name="alfworld", history_length=2, invalid_action_penalty=0.1,
+         demo=not own_model)  # fmt: skip

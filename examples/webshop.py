@@ -4,13 +4,17 @@ CPU demo (offline, a few minutes):
 
     accelerate launch examples/webshop.py
 
-A real model on a GPU (LoRA + 4-bit; add --use_vllm for vLLM generation; see the README):
+Any other model gets the paper's settings for this benchmark (docs/recipes.md); a recipe spells them out:
+
+    accelerate launch examples/webshop.py --config recipes/webshop/qwen2.5-7b-instruct.yaml
+
+LoRA + 4-bit on one consumer GPU (add --use_vllm true for vLLM generation; see the README):
 
     accelerate launch examples/webshop.py --model_name_or_path Qwen/Qwen2.5-1.5B-Instruct \
-        --use_peft --load_in_4bit --bf16 --max_steps 150 --per_device_train_batch_size 8 \
-        --gradient_accumulation_steps 16 --num_generations 8 --max_completion_length 512
+        --use_peft --load_in_4bit --bf16
 
-Every SDARConfig / TrainingArguments / ModelConfig flag is accepted; `--help` lists them.
+The run's first lines list the settings in force and where each came from (starter demo, paper, recipe, command
+line). Every SDARConfig / TrainingArguments / ModelConfig flag is accepted; `--help` lists them.
 """
 
 from _common import main

@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_BUDGET = [
     "--max_steps", "2", "--train_tasks", "8", "--eval_tasks", "4", "--per_device_train_batch_size", "4",
     "--num_generations", "2", "--max_completion_length", "16", "--cpu_threads", "1",
+    # a tiny model is not a starter, so it gets the paper's settings: 16 accumulation steps, 50-turn episodes
+    "--gradient_accumulation_steps", "1", "--max_steps_per_episode", "6",
 ]  # fmt: skip
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
 
