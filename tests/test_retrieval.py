@@ -275,11 +275,11 @@ GO = "<think>go on</think><action>go</action>"
 WIN = "<think>finish</think><action>win</action>"
 #: Titles the teacher sees for a type0 / type1 episode on "task <seed>" under each mode (k = 2), and skills per episode.
 EXPECTED_TITLES = {
-    "rules": ({"Finish", "Even"}, {"Finish", "Odd"}),
+    "rules": ({"Finish", "Task", "Even"}, {"Finish", "Task", "Odd"}),
     "all": ({"Finish", "Task", "Even", "Odd"},),
     "bm25": ({"Task"},),  # only skill 1 shares a term ("task") with the task description
 }
-EXPECTED_COUNT = {"rules": 2.0, "all": 4.0, "bm25": 1.0, "ucb": 2.0}
+EXPECTED_COUNT = {"rules": 3.0, "all": 4.0, "bm25": 1.0, "ucb": 2.0}
 
 
 def _train(tmp_path, tokenizer, mode: str, **overrides):
@@ -321,7 +321,7 @@ def test_every_mode_trains_two_agent_steps(tmp_path, tiny_tokenizer, mode):
     assert prefixes and all(p.startswith("[Privileged Skill Information]\n") for p in prefixes)
     seen = {frozenset(_titles(p)) for p in prefixes}
     if mode in EXPECTED_TITLES:
-        assert seen == {frozenset(titles) for titles in EXPECTED_TITLES[mode]}
+        assert seen and seen <= {frozenset(titles) for titles in EXPECTED_TITLES[mode]}
     if mode == "kmeans":  # the cluster nearest "task <seed>" (the query holds no type): one set for every episode
         cluster = trainer.skill_retriever.chosen("type0", "task 0")
         assert seen == {frozenset(skill.title for skill in cluster)}
@@ -330,9 +330,11 @@ def test_every_mode_trains_two_agent_steps(tmp_path, tiny_tokenizer, mode):
         assert logged[0]["skills/count"] == EXPECTED_COUNT[mode]
     if mode == "bm25":
         assert logged[0]["skills/chosen/general.1"] == 1.0 and "skills/chosen/general.0" not in logged[0]
-    if mode == "rules":  # the general skill in every episode, each type's skill in its half
-        assert logged[0]["skills/chosen/general.0"] == 1.0
-        assert logged[0]["skills/chosen/type0.0"] + logged[0]["skills/chosen/type1.0"] == pytest.approx(1.0)
+    if mode == "rules":  # the general skills in every episode, plus its own type's skill
+        for record in logged:
+            assert record["skills/chosen/general.0"] == record["skills/chosen/general.1"] == 1.0
+            types = [record.get("skills/chosen/type0.0", 0.0), record.get("skills/chosen/type1.0", 0.0)]
+            assert types == [record.get("env/episodes/type0", 0) / 4, record.get("env/episodes/type1", 0) / 4]
     if mode == "ucb":
         bandit = trainer.skill_retriever.bandit
         # 2 steps × 4 episodes, each one round of its task type; every round credits k = 2 skills.
@@ -350,13 +352,14 @@ def test_ucb_bandit_resumes_from_its_checkpoint(tmp_path, tiny_tokenizer):
     assert sum(saved["skill_retrieval"]["bandit"]["rounds"].values()) == 4  # one batch of 4 episodes
     resumed, _ = _train(tmp_path / "resumed", tiny_tokenizer, "ucb", save_strategy="no")
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-1"))
-    # Restored (4 rounds) plus step 2's 4: a run that lost the state would hold 4. Step 2 chose the same skills as
-    # the uninterrupted run, so the counts match it exactly and the reward sums up to float rounding.
+    # Restored (4 rounds) plus step 2's 4: a run that lost the state would hold 4. Step 1 played type0 tasks, step 2
+    # type1 tasks (the sampler's order is seeded), so type0's sums are the checkpoint's, bit for bit, and step 2 chose
+    # the same skills as the uninterrupted run. (Its gaps differ: the scripted responses follow the generation count,
+    # which restarts at 0 in the resumed process.)
     final, again = full.skill_retriever.bandit, resumed.skill_retriever.bandit
-    assert again.rounds == final.rounds and sum(again.rounds.values()) == 8
+    assert again.rounds == final.rounds == {"type0": 4, "type1": 4}
     assert again.counts == final.counts
-    for task_type, sums in final.sums.items():
-        assert again.sums[task_type] == pytest.approx(sums, rel=1e-4, abs=1e-6)
+    assert again.sums["type0"] == saved["skill_retrieval"]["bandit"]["sums"]["type0"] == final.sums["type0"]
 
 
 def test_retrieval_needs_agent_mode_and_a_skill_source(tmp_path, tiny_tokenizer):
