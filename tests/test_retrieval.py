@@ -191,9 +191,9 @@ def test_ucb_state_round_trips_through_sdar_state(tmp_path):
     # A checkpoint of another mode holds no bandit: resuming a ucb run from it names the fix.
     save_sdar_state(tmp_path / "rules", teacher_mode="live", ema=None, retriever=SkillRetriever(KITCHEN, "bm25"))
     assert "skill_retrieval" not in torch.load(tmp_path / "rules" / SDAR_STATE_NAME, weights_only=True)
-    with pytest.raises(ValueError, match="holds no skill bandit state.*skill_retrieval='ucb'"):
+    with pytest.raises(ValueError, match=r"holds no skill bandit state.*skill_retrieval='ucb'"):
         load_sdar_state(tmp_path / "rules", teacher_mode="live", ema=None, retriever=restored)
-    with pytest.raises(ValueError, match="has no sdar_state.pt, so the UCB skill bandit"):
+    with pytest.raises(ValueError, match=r"has no sdar_state\.pt, so the UCB skill bandit"):
         load_sdar_state(tmp_path / "none", teacher_mode="live", ema=None, retriever=restored)
 
 
@@ -218,7 +218,10 @@ def test_chosen_skills_replace_the_rule_routing_in_the_context():
     assert privileged_context("skills", skill_bank=KITCHEN, task_type="clean", facts="", row={}, column="c") == (
         KITCHEN.render("clean")
     )
-    assert privileged_context("facts", skill_bank=KITCHEN, task_type="", facts="F", row={}, column="c", chosen=chosen) == "F"
+    facts_only = privileged_context(
+        "facts", skill_bank=KITCHEN, task_type="", facts="F", row={}, column="c", chosen=chosen
+    )
+    assert facts_only == "F"
 
 
 def test_chosen_skill_metrics_are_shares_of_episodes():
@@ -249,12 +252,12 @@ def test_config_rejects_bad_retrieval_settings(tmp_path, overrides, message):
 
 def test_examples_parse_the_retrieval_flags():
     # The examples parse SDARConfig with TRL's parser (examples/_common.py): the fields are command-line flags.
-    (config,) = TrlParser((SDARConfig,)).parse_args_into_dataclasses(
-        ["--output_dir", "out", "--use_cpu", "--bf16", "false", "--skill_retrieval", "ucb", "--skill_retrieval_k", "3", "--skill_ucb_c", "0.05"]
-    )
+    base = ["--output_dir", "out", "--use_cpu", "--bf16", "false"]
+    flags = ["--skill_retrieval", "ucb", "--skill_retrieval_k", "3", "--skill_ucb_c", "0.05"]
+    (config,) = TrlParser((SDARConfig,)).parse_args_into_dataclasses([*base, *flags])
     assert (config.skill_retrieval, config.skill_retrieval_k, config.skill_ucb_c) == ("ucb", 3, 0.05)
     with pytest.raises(SystemExit):
-        TrlParser((SDARConfig,)).parse_args_into_dataclasses(["--output_dir", "o", "--use_cpu", "--bf16", "false", "--skill_retrieval", "dense"])
+        TrlParser((SDARConfig,)).parse_args_into_dataclasses([*base, "--skill_retrieval", "dense"])
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -273,7 +276,7 @@ AGENT_BANK = SkillBank.from_dict(
 )
 GO = "<think>go on</think><action>go</action>"
 WIN = "<think>finish</think><action>win</action>"
-#: Titles the teacher sees for a type0 / type1 episode on "task <seed>" under each mode (k = 2), and skills per episode.
+#: Titles the teacher sees for a type0 / type1 episode on "task <seed>" per mode (k = 2), and skills per episode.
 EXPECTED_TITLES = {
     "rules": ({"Finish", "Task", "Even"}, {"Finish", "Task", "Odd"}),
     "all": ({"Finish", "Task", "Even", "Odd"},),
@@ -372,7 +375,7 @@ def test_retrieval_needs_agent_mode_and_a_skill_source(tmp_path, tiny_tokenizer)
             train_dataset=Dataset.from_list([{"prompt": "hi", "privileged_context": "x"}] * 4),
             processing_class=tiny_tokenizer,
         )
-    with pytest.raises(ValueError, match="privileged_context_source='facts'.*leave skill_retrieval='rules'"):
+    with pytest.raises(ValueError, match=r"privileged_context_source='facts'.*leave skill_retrieval='rules'"):
         SDARTrainer(
             model,
             args=tiny_agent_config(tmp_path, skill_retrieval="all", privileged_context_source="facts"),

@@ -395,8 +395,8 @@ class SDARConfig(GRPOConfig):
     skill_retrieval: str = field(
         default="rules",
         metadata={
-            "help": "Agent mode: which skills of skill_bank the teacher sees per episode: 'rules' (SDAR reference: the "
-            "general skills plus those of the episode's task type), 'all' (the whole bank, the paper's 'Full'), "
+            "help": "Agent mode: which skills of skill_bank the teacher sees per episode: 'rules' (SDAR reference: "
+            "the general skills plus those of the episode's task type), 'all' (the whole bank, the paper's 'Full'), "
             "'bm25' (the skill_retrieval_k skills scoring highest under BM25 for the task description), 'kmeans' "
             "(the TF-IDF k-means cluster nearest the task description), 'ucb' (a UCB1 bandit per task type over "
             "all skills, rewarded by the episode's gated teacher gap; its state is saved in checkpoints).",

@@ -244,7 +244,9 @@ class SkillRetriever:
 
     def __init__(self, bank: SkillBank, mode: str = "rules", *, k: int = 8, ucb_c: float = 0.1) -> None:
         if mode not in SKILL_RETRIEVAL_MODES:
-            raise ValueError(f"skill_retrieval={mode!r} is not supported; expected one of {list(SKILL_RETRIEVAL_MODES)}.")
+            raise ValueError(
+                f"skill_retrieval={mode!r} is not supported; expected one of {list(SKILL_RETRIEVAL_MODES)}."
+            )
         if k < 1:
             raise ValueError(f"skill_retrieval_k={k} must be >= 1 (the number of skills shown per episode).")
         self.bank, self.mode, self.k = bank, mode, k
@@ -296,7 +298,8 @@ class SkillRetriever:
         if state.get("mode") != self.mode or "bandit" not in state:
             raise ValueError(
                 f"the checkpoint's skill retrieval state is for skill_retrieval={state.get('mode')!r}, this run uses "
-                f"{self.mode!r}. Resume with skill_retrieval={state.get('mode')!r}, or start a new run from its weights."
+                f"{self.mode!r}. Resume with skill_retrieval={state.get('mode')!r}, or start a new run from its "
+                "weights."
             )
         self.bandit.load_state_dict(state["bandit"])
 
