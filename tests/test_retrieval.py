@@ -18,6 +18,7 @@ from sdar_trl.loss import gated_gap_sums
 from sdar_trl.retrieval import (
     SkillRetriever,
     UCBSkillBandit,
+    bm25_index,
     bm25_rank,
     chosen_skill_metrics,
     flat_skills,
@@ -106,9 +107,10 @@ def test_bm25_ranking_is_hand_checked():
     by_hand = _lucene_bm25(documents, query)
     assert by_hand[1] > by_hand[0] > by_hand[2] > 0 == by_hand[3]
     assert by_hand[0] == pytest.approx(math.log(1 + 1.5 / 3.5) * 1 / (1 + 1.5 * (0.25 + 0.75 * 6 / 6.5)))
-    assert bm25_rank(documents, query, k=4) == [1, 0, 2]
-    assert bm25_rank(documents, query, k=2) == [1, 0]
-    assert bm25_rank(documents, tokenize("zebra"), k=4) == []  # no known term: nothing is chosen
+    index = bm25_index(documents)
+    assert bm25_rank(index, query, k=4) == [1, 0, 2]
+    assert bm25_rank(index, query, k=2) == [1, 0]
+    assert bm25_rank(index, tokenize("zebra"), k=4) == []  # no known term: nothing is chosen
     retriever = SkillRetriever(KITCHEN, "bm25", k=2)
     assert retriever.select("look", "Use the fridge to cool") == [0, 1]  # bank order; the task type is ignored
     assert retriever.select("look", "light the desk lamp") == [3]

@@ -34,6 +34,7 @@ __all__ = [
     "SKILL_RETRIEVAL_MODES",
     "SkillRetriever",
     "UCBSkillBandit",
+    "bm25_index",
     "bm25_rank",
     "chosen_skill_metrics",
     "flat_skills",
@@ -81,21 +82,26 @@ def skill_ids(bank: SkillBank) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------------- BM25
-def bm25_rank(documents: Sequence[Sequence[str]], query: Sequence[str], k: int) -> list[int]:
-    """Indices of the (at most) `k` `documents` scoring highest under BM25 for the `query` tokens, best first.
-
-    BM25 is `bm25s`'s Lucene variant with its defaults (k1=1.5, b=0.75). Only documents with a positive score (sharing
-    a term with the query) are returned; ties keep document order, so the ranking is deterministic.
-    """
+def bm25_index(documents: Sequence[Sequence[str]]) -> Any:
+    """A `bm25s.BM25` index (Lucene variant, its defaults k1=1.5, b=0.75) over tokenized `documents`."""
     import bm25s
 
-    retriever = bm25s.BM25()
+    index = bm25s.BM25()
     # bm25s cannot index an empty document: a placeholder token no query holds keeps the indices aligned.
-    retriever.index([list(doc) or [""] for doc in documents], show_progress=False)
-    tokens = [token for token in query if token in retriever.vocab_dict]
+    index.index([list(doc) or [""] for doc in documents], show_progress=False)
+    return index
+
+
+def bm25_rank(index: Any, query: Sequence[str], k: int) -> list[int]:
+    """Indices of the (at most) `k` documents of a `bm25_index` scoring highest for the `query` tokens, best first.
+
+    Only documents with a positive score (sharing a term with the query) are returned; ties keep document order, so
+    the ranking is deterministic.
+    """
+    tokens = [token for token in query if token in index.vocab_dict]
     if not tokens:
         return []
-    scores = np.asarray(retriever.get_scores(tokens), dtype=np.float64)  # (D,)
+    scores = np.asarray(index.get_scores(tokens), dtype=np.float64)  # (D,)
     order = np.argsort(-scores, kind="stable")
     return [int(i) for i in order[:k] if scores[i] > 0.0]
 
@@ -238,8 +244,9 @@ class SkillRetriever:
     """The skills of `bank` shown for an episode under `mode` (one of `SKILL_RETRIEVAL_MODES`; see the module doc).
 
     `select(task_type, task)` returns indices into `flat_skills(bank)` (`self.skills`), in bank order. BM25's index
-    and the k-means clusters are built once, here. Selection is deterministic given the bandit state, so the student
-    prefix (Skill-GRPO) and the teacher see the same skills within a batch.
+    and the k-means clusters are built once, in the constructor. Selection is deterministic given the bandit state
+    (which changes only after a batch's teacher forward), so the student prefix (Skill-GRPO) and the teacher see the
+    same skills within a batch.
     """
 
     def __init__(self, bank: SkillBank, mode: str = "rules", *, k: int = 8, ucb_c: float = 0.1) -> None:
@@ -252,11 +259,18 @@ class SkillRetriever:
         self.bank, self.mode, self.k = bank, mode, k
         self.skills = flat_skills(bank)
         self.ids = skill_ids(bank)
-        self._documents = [tokenize(skill_text(skill)) for skill in self.skills]
+        documents = [tokenize(skill_text(skill)) for skill in self.skills]
+        # "rules": the general skills, then the index range of each task type's skills in `self.skills`.
+        self._type_ranges: dict[str, range] = {}
+        start = len(bank.general)
+        for task_type, skills in bank.task_specific.items():
+            self._type_ranges[task_type] = range(start, start + len(skills))
+            start += len(skills)
+        self._bm25 = bm25_index(documents) if mode == "bm25" and self.skills else None
         self.bandit = UCBSkillBandit(len(self.skills), k=k, c=ucb_c) if mode == "ucb" and self.skills else None
         self.labels: np.ndarray | None = None
         if mode == "kmeans" and self.skills:
-            self._vocabulary, self._idf, vectors = tfidf_matrix(self._documents)
+            self._vocabulary, self._idf, vectors = tfidf_matrix(documents)
             n_clusters = min(len(self.skills), max(1, round(len(self.skills) / k)))
             self.labels, self._centroids = kmeans_cluster(vectors, n_clusters)
 
@@ -265,17 +279,11 @@ class SkillRetriever:
         if not self.skills:
             return []
         if self.mode == "rules":
-            start = len(self.bank.general)
-            offsets = {}
-            for name, skills in self.bank.task_specific.items():
-                offsets[name] = (start, start + len(skills))
-                start += len(skills)
-            first, end = offsets.get(task_type or "", (0, 0))
-            return [*range(len(self.bank.general)), *range(first, end)]
+            return [*range(len(self.bank.general)), *self._type_ranges.get(task_type or "", ())]
         if self.mode == "all":
             return list(range(len(self.skills)))
         if self.mode == "bm25":
-            return sorted(bm25_rank(self._documents, tokenize(task), self.k))
+            return sorted(bm25_rank(self._bm25, tokenize(task), self.k))
         if self.mode == "kmeans":
             assert self.labels is not None  # internal invariant: built in __init__ for a non-empty bank
             query = tfidf_vector(tokenize(task), self._vocabulary, self._idf)  # (V,)
