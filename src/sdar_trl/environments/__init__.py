@@ -8,7 +8,8 @@ obs, info = env.reset(seed=0)
 ```
 
 Every environment follows `AgentEnvironment` (see `sdar_trl.environments.base`); check your own
-with `check_agent_environment(env)`. Benchmark modules are imported only when first built, so a
+with `check_agent_environment(env)`. `trl_environment(name)` wraps one as a TRL `environment_factory` class
+(episode mode, docs/agents.md). Benchmark modules are imported only when first built, so a
 missing optional dependency of one adapter never breaks the others.
 """
 
@@ -30,6 +31,7 @@ from .base import (
     ResetNeededError,
     check_agent_environment,
 )
+from .trl_adapter import TRLEnvironment, episode_reward, trl_environment
 
 __all__ = [
     "ACTION_FORMATS",
@@ -41,10 +43,13 @@ __all__ = [
     "AgentEnvironment",
     "AgentEnvironmentCheckError",
     "ResetNeededError",
+    "TRLEnvironment",
     "check_agent_environment",
+    "episode_reward",
     "list_envs",
     "make_env",
     "register_env",
+    "trl_environment",
 ]
 
 # name -> "module:attribute" (imported lazily) or a factory callable.
