@@ -63,6 +63,9 @@ SDAR_FIELDS = {
     "eval_temperature",
     "max_observation_length",
     "privileged_context_source",
+    "skill_retrieval",
+    "skill_retrieval_k",
+    "skill_ucb_c",
     "env_step_timeout",
     "max_abs_reward",
     "max_failed_episode_share",
@@ -210,6 +213,9 @@ WRONG_TYPES = {
     "eval_temperature": "0.4",
     "max_observation_length": 100.0,
     "privileged_context_source": ["skills"],
+    "skill_retrieval": None,
+    "skill_retrieval_k": 2.0,
+    "skill_ucb_c": "0.1",
     "env_step_timeout": "30",
     "max_abs_reward": "1e6",
     "max_failed_episode_share": True,
@@ -298,6 +304,8 @@ def test_accepts_ints_for_float_fields(tmp_path):
         {"eval_temperature": 0.0},
         {"max_observation_length": None},
         {"privileged_context_source": "skills+facts"},
+        {"skill_retrieval": "kmeans", "skill_retrieval_k": 1},
+        {"skill_retrieval": "ucb", "skill_ucb_c": 0.0},
     ],
 )
 def test_accepts_boundary_values(tmp_path, kwargs):

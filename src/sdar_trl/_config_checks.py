@@ -12,6 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ._validation import FieldKind
+from .retrieval import SKILL_RETRIEVAL_MODES
 
 if TYPE_CHECKING:
     from .config import SDARConfig
@@ -49,6 +50,9 @@ SDAR_FIELD_KINDS: dict[str, FieldKind] = {
     "eval_temperature": ("number", False, 0.4),
     "max_observation_length": ("int", True, 4096),
     "privileged_context_source": ("str", False, "skills"),
+    "skill_retrieval": ("str", False, "rules"),
+    "skill_retrieval_k": ("int", False, 8),
+    "skill_ucb_c": ("number", False, 0.1),
     "env_step_timeout": ("number", True, 30.0),
     "max_abs_reward": ("number", False, 1e6),
     "max_failed_episode_share": ("number", False, 0.5),
@@ -180,6 +184,27 @@ def check_sdar_fields(config: SDARConfig) -> None:
         raise ValueError(
             f"privileged_context_source={config.privileged_context_source!r} is not supported; expected one of "
             f"{list(PRIVILEGED_CONTEXT_SOURCES)} ('skills' is SDAR)."
+        )
+    if config.skill_retrieval not in SKILL_RETRIEVAL_MODES:
+        raise ValueError(
+            f"skill_retrieval={config.skill_retrieval!r} is not supported; expected one of "
+            f"{list(SKILL_RETRIEVAL_MODES)} ('rules' is SDAR's reference routing)."
+        )
+    if config.skill_retrieval_k < 1:
+        raise ValueError(
+            f"skill_retrieval_k={config.skill_retrieval_k} must be >= 1 (skills shown per episode by 'bm25' and "
+            "'ucb'; the cluster size of 'kmeans'). Set skill_retrieval_k=8 (the default)."
+        )
+    if not math.isfinite(config.skill_ucb_c) or config.skill_ucb_c < 0:
+        raise ValueError(
+            f"skill_ucb_c={config.skill_ucb_c} must be a finite number >= 0 (the UCB exploration constant; 0 always "
+            "exploits). Set skill_ucb_c=0.1 (the default)."
+        )
+    if config.skill_retrieval == "ucb" and not config.needs_teacher:
+        raise ValueError(
+            f"skill_retrieval='ucb' learns from the teacher's gap, but method={config.method!r} runs no teacher "
+            f"(distill_coef={config.distill_coef}, rlsd_weight={config.rlsd_weight}). Use 'rules', 'all', 'bm25' or "
+            "'kmeans', or a method with a teacher branch (e.g. method='sdar')."
         )
     if config.skills_in_student_prompt and config.needs_teacher:
         raise ValueError(

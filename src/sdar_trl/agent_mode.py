@@ -40,7 +40,8 @@ from .agent import (
 from .agent.arguments import check_task_groups
 from .context import privileged_context
 from .env_guard import EnvFaultLog, check_failed_share
-from .loss import distill_token_mask
+from .loss import distill_token_mask, gated_gap_sums, sampled_token_mask
+from .retrieval import SkillRetriever, chosen_skill_metrics
 from .skills import SkillBank, check_skill_coverage
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class AgentModeMixin:
 
     args: SDARConfig
     skill_bank: SkillBank | None
+    skill_retriever: SkillRetriever | None
     eval_episodes: list[EpisodeRecord]
     _envs: EnvironmentPools
     _env_fault_log: EnvFaultLog
@@ -75,6 +77,8 @@ class AgentModeMixin:
             problem = check_skill_coverage(self.skill_bank, [episode.task_type for episode in result.episodes])
             if problem is not None:
                 warnings.warn(problem, UserWarning, stacklevel=2)
+        if uses_skills and self.skill_retriever is not None:
+            self._log_skill_choices(result.episodes)
         metrics = self._log_env_metrics("train", result.episodes)
         check_failed_share(metrics, max_share=self.args.max_failed_episode_share, env_name=self._envs.name())
         return self._agent_build_batch(result)
@@ -139,7 +143,10 @@ class AgentModeMixin:
         return list(zip(prompt_ids, completion_ids, texts, strict=True))
 
     def _agent_context(self, episode: EpisodeRecord) -> str:
-        """The teacher's privileged context for one episode (SDAR: general + task-type skills)."""
+        """The teacher's privileged context for one episode (SDAR: general + task-type skills; `skill_retrieval`)."""
+        chosen = None
+        if self.skill_retriever is not None and self.args.skill_retrieval != "rules":
+            chosen = self.skill_retriever.chosen(episode.task_type, episode.task)
         return privileged_context(
             self.args.privileged_context_source,
             skill_bank=self.skill_bank,
@@ -147,7 +154,48 @@ class AgentModeMixin:
             facts=episode.privileged_facts,
             row=episode.row,
             column=self.args.privileged_context_column,
+            chosen=chosen,
         )
+
+    def _gather(self, items: list[Any]) -> list[Any]:
+        """`items` of every process, in process order (the same list everywhere)."""
+        return gather_object(items) if self.accelerator.num_processes > 1 else items
+
+    def _log_skill_choices(self, episodes: list[EpisodeRecord]) -> None:
+        """`skills/*`: which skills the retriever showed the episodes of all processes (failed episodes left out)."""
+        retriever = self.skill_retriever
+        assert retriever is not None  # internal invariant: called only with a skill bank
+        choices = self._gather([retriever.select(e.task_type, e.task) for e in episodes if not e.failed])
+        for name, value in chosen_skill_metrics(retriever.ids, choices).items():
+            self._metrics["train"][name].append(value)
+
+    def _agent_update_skill_bandit(self, batch: dict[str, Any], steps: list[Any], result: RolloutResult) -> None:
+        """skill_retrieval="ucb": credit each episode's gated teacher gap to the skills it showed (all processes)."""
+        retriever = self.skill_retriever
+        assert retriever is not None and retriever.bandit is not None  # internal invariant: ucb with a skill bank
+        sums, counts = gated_gap_sums(
+            self._rollout_student_logps(batch),  # (N, C)
+            batch["teacher_per_token_logps"],  # (N, C)
+            sampled_token_mask(batch),  # (N, C)
+            gate_beta=self.args.gate_beta,
+        )  # (N,), (N,)
+        totals: dict[int, list[float]] = {}
+        for step, row_sum, row_count in zip(steps[: len(result.steps)], sums.tolist(), counts.tolist(), strict=False):
+            total = totals.setdefault(step.trajectory, [0.0, 0.0])
+            total[0] += row_sum
+            total[1] += row_count
+        rounds = []
+        for episode in result.episodes:
+            gap_sum, tokens = totals.get(episode.trajectory, (0.0, 0.0))
+            if episode.failed or tokens == 0:
+                continue  # no sampled token to measure the teacher's help on
+            choice = retriever.select(episode.task_type, episode.task)  # before any update: the context it was shown
+            rounds.append((episode.task_type, choice, gap_sum / tokens))
+        rounds = self._gather(rounds)
+        for task_type, choice, reward in rounds:
+            retriever.bandit.update(task_type, choice, reward)
+        if rounds:
+            self._metrics["train"]["skills/ucb_reward"].append(sum(r for _, _, r in rounds) / len(rounds))
 
     def _agent_build_batch(self, result: RolloutResult) -> dict[str, Any]:
         """The step batch of `result` (`sdar_trl.agent.batch`) plus the log-probs the loss needs."""
@@ -187,6 +235,8 @@ class AgentModeMixin:
             real = len(result.steps)  # the rows after them are dummies: no context
             contexts = [self._agent_context(episodes[s.trajectory]) if i < real else "" for i, s in enumerate(steps)]
             self._add_teacher_logps(batch, [self._render_prefix(context) for context in contexts])  # (N, C)
+            if self.args.skill_retrieval == "ucb" and self.skill_retriever is not None:
+                self._agent_update_skill_bandit(batch, steps, result)
         return batch
 
     def _agent_reference_logps(

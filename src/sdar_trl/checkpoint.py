@@ -2,9 +2,10 @@
 
 transformers saves the model, optimizer, scheduler, RNG states and `trainer_state.json` (written last). SDAR's own
 state goes into `sdar_state.pt`, written *before* transformers' files, so a checkpoint whose `trainer_state.json`
-exists holds it too. Today that state is the EMA teacher's average (teacher_mode="ema"). The rest of SDAR's state is
-restored by transformers already: the RLSD weight is a function of `global_step` (in `trainer_state.json`), the
-"base" teacher is rebuilt from the model given to the trainer, and a skill bank is read-only.
+exists holds it too. Today that state is the EMA teacher's average (teacher_mode="ema") and the skill bandit's counts
+and reward sums (skill_retrieval="ucb"). The rest of SDAR's state is restored by transformers already: the RLSD weight
+is a function of `global_step` (in `trainer_state.json`), the "base" teacher is rebuilt from the model given to the
+trainer, a skill bank is read-only, and the BM25 index and k-means clusters are rebuilt from it deterministically.
 
 A process killed while saving leaves a partial `checkpoint-N`: `find_missing_checkpoint_files` names what it lacks,
 and `resolve_resume_checkpoint` turns `resume_from_checkpoint=True` into the newest complete checkpoint (warning
@@ -33,6 +34,7 @@ from transformers.utils import (
     WEIGHTS_NAME,
 )
 
+from .retrieval import SkillRetriever
 from .teacher import EMATeacherWeights
 
 __all__ = [
@@ -56,12 +58,19 @@ _SHARDED_MODEL_DIRS = ("pytorch_model_fsdp", "global_step")
 
 
 def save_sdar_state(
-    checkpoint_dir: str | os.PathLike[str], *, teacher_mode: str, ema: EMATeacherWeights | None
+    checkpoint_dir: str | os.PathLike[str],
+    *,
+    teacher_mode: str,
+    ema: EMATeacherWeights | None,
+    retriever: SkillRetriever | None = None,
 ) -> None:
     """Write `sdar_state.pt` into `checkpoint_dir` (created if needed), atomically: a kill mid-write leaves none."""
     state: dict[str, Any] = {"format": SDAR_STATE_FORMAT, "teacher_mode": teacher_mode}
     if ema is not None:
         state["ema"] = ema.state_dict()
+    retrieval_state = None if retriever is None else retriever.state_dict()
+    if retrieval_state is not None:
+        state["skill_retrieval"] = retrieval_state
     path = Path(checkpoint_dir)
     path.mkdir(parents=True, exist_ok=True)
     partial = path / f"{SDAR_STATE_NAME}.partial"
@@ -70,18 +79,23 @@ def save_sdar_state(
 
 
 def load_sdar_state(
-    checkpoint_dir: str | os.PathLike[str], *, teacher_mode: str, ema: EMATeacherWeights | None
+    checkpoint_dir: str | os.PathLike[str],
+    *,
+    teacher_mode: str,
+    ema: EMATeacherWeights | None,
+    retriever: SkillRetriever | None = None,
 ) -> None:
-    """Restore what `save_sdar_state` wrote into the trainer's objects (nothing to do without an EMA teacher)."""
-    if ema is None:
+    """Restore what `save_sdar_state` wrote into the trainer's objects (nothing to do without state to restore)."""
+    needs_retrieval = retriever is not None and retriever.state_dict() is not None
+    if ema is None and not needs_retrieval:
         return
+    what = "the EMA teacher's average" if ema is not None else "the UCB skill bandit (skill_retrieval='ucb')"
     path = Path(checkpoint_dir) / SDAR_STATE_NAME
     if not path.is_file():
         raise ValueError(
-            f"{checkpoint_dir} has no {SDAR_STATE_NAME}, so the EMA teacher of teacher_mode={teacher_mode!r} cannot "
-            "continue its average (it was written by an older sdar_trl or by a run without an EMA teacher). Resume "
-            "it with the settings it was trained with, or start a new run from its weights (model=<checkpoint "
-            "path>, without resume_from_checkpoint)."
+            f"{checkpoint_dir} has no {SDAR_STATE_NAME}, so {what} cannot continue (it was written by an older "
+            "sdar_trl or by a run without that state). Resume it with the settings it was trained with, or start a "
+            "new run from its weights (model=<checkpoint path>, without resume_from_checkpoint)."
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("format") != SDAR_STATE_FORMAT:
@@ -89,6 +103,16 @@ def load_sdar_state(
             f"{path} has format {state.get('format')!r}, this sdar_trl reads format {SDAR_STATE_FORMAT}. Resume with "
             "the sdar_trl version that wrote it."
         )
+    if needs_retrieval:
+        if "skill_retrieval" not in state:
+            raise ValueError(
+                f"{checkpoint_dir} holds no skill bandit state, but this run has skill_retrieval='ucb'. Resume with "
+                "the skill_retrieval it was trained with, or start a new run from its weights (model=<checkpoint "
+                "path>, without resume_from_checkpoint)."
+            )
+        retriever.load_state_dict(state["skill_retrieval"])
+    if ema is None:
+        return
     if "ema" not in state:
         raise ValueError(
             f"{checkpoint_dir} was trained with teacher_mode={state.get('teacher_mode')!r} and holds no EMA average, "
@@ -104,7 +128,7 @@ def find_missing_checkpoint_files(checkpoint_dir: str | os.PathLike[str], *, nee
 
     Checks `trainer_state.json` (present and valid JSON: transformers writes it last), the model weights (a
     single file, complete when it is safetensors, or every shard of an index), and `sdar_state.pt` when
-    `needs_sdar_state` (the run has SDAR state to restore, e.g. an EMA teacher).
+    `needs_sdar_state` (the run has SDAR state to restore: an EMA teacher or a UCB skill bandit).
     """
     path = Path(checkpoint_dir)
     missing: list[str] = []
@@ -118,7 +142,7 @@ def find_missing_checkpoint_files(checkpoint_dir: str | os.PathLike[str], *, nee
             missing.append(f"{TRAINER_STATE_NAME} (unreadable: {error})")
     missing.extend(_missing_model_files(path))
     if needs_sdar_state and not (path / SDAR_STATE_NAME).is_file():
-        missing.append(f"{SDAR_STATE_NAME} (absent; it holds the EMA teacher)")
+        missing.append(f"{SDAR_STATE_NAME} (absent; it holds the EMA teacher or the skill bandit)")
     return missing
 
 

@@ -192,6 +192,16 @@ class SDARConfig(GRPOConfig):
             What the teacher sees per step: `"skills"` (SDAR: general + task-type skills of the
             `skill_bank`), `"facts"` (the environment's `privileged_facts()`, an oracle ablation) or
             `"skills+facts"`.
+        skill_retrieval (`str`, *optional*, defaults to `"rules"`):
+            Which skills of the `skill_bank` the teacher sees per episode: `"rules"` (SDAR reference: general +
+            task-type skills), `"all"` (the whole bank, the paper's "Full"), `"bm25"` (top `skill_retrieval_k`
+            skills under BM25 for the task description), `"kmeans"` (the TF-IDF k-means cluster nearest the task
+            description) or `"ucb"` (a UCB1 bandit per task type rewarded by the gated teacher gap; saved in
+            checkpoints). See `sdar_trl.retrieval` and docs/methods.md.
+        skill_retrieval_k (`int`, *optional*, defaults to `8`):
+            Skills per episode for `"bm25"` and `"ucb"`; `"kmeans"` makes `max(1, round(len(bank) / k))` clusters.
+        skill_ucb_c (`float`, *optional*, defaults to `0.1`):
+            Exploration constant c of `skill_retrieval="ucb"` (index `mean + c·sqrt(ln N / n)`).
 
         > Environment boundary (agent mode; see docs/faults.md)
 
@@ -380,6 +390,31 @@ class SDARConfig(GRPOConfig):
             "skills from skill_bank), 'facts' (the environment's privileged_facts(), an oracle ablation), "
             "'skills+facts'.",
             "choices": ["skills", "facts", "skills+facts"],
+        },
+    )
+    skill_retrieval: str = field(
+        default="rules",
+        metadata={
+            "help": "Agent mode: which skills of skill_bank the teacher sees per episode: 'rules' (SDAR reference: "
+            "the general skills plus those of the episode's task type), 'all' (the whole bank, the paper's 'Full'), "
+            "'bm25' (the skill_retrieval_k skills scoring highest under BM25 for the task description), 'kmeans' "
+            "(the TF-IDF k-means cluster nearest the task description), 'ucb' (a UCB1 bandit per task type over "
+            "all skills, rewarded by the episode's gated teacher gap; its state is saved in checkpoints).",
+            "choices": ["rules", "all", "bm25", "kmeans", "ucb"],
+        },
+    )
+    skill_retrieval_k: int = field(
+        default=8,
+        metadata={
+            "help": "Agent mode: skills shown per episode by skill_retrieval='bm25' and 'ucb'; 'kmeans' makes "
+            "max(1, round(bank size / k)) clusters (about k skills each). Unused by 'rules' and 'all'."
+        },
+    )
+    skill_ucb_c: float = field(
+        default=0.1,
+        metadata={
+            "help": "Agent mode, skill_retrieval='ucb': exploration constant c of the index mean + c·sqrt(ln N / n). "
+            "The reward (the gated teacher gap) is about 0.01-0.1 nats per token, so c is on that scale."
         },
     )
 

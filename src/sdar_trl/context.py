@@ -4,7 +4,8 @@ SDAR's teacher is the policy itself, shown a privileged context before the stude
 docs/agents.md). This module owns every step of building that text:
 
 - `privileged_context`: the per-episode choice of agent mode (`SDARConfig.privileged_context_source`):
-  the skill bank's skills for the task type, the environment's oracle facts, and the task row's own
+  the skill bank's skills for the task type (or those a `sdar_trl.retrieval.SkillRetriever` chose, per
+  `SDARConfig.skill_retrieval`), the environment's oracle facts, and the task row's own
   `privileged_context` column, joined by `render_context`.
 - `render_teacher_prefix`: `header + context + separator`, the text put before the student's prompt.
 - `prepend_to_prompt`: the same prefix in the *student's* prompt (Skill-GRPO, `skills_in_student_prompt`).
@@ -16,10 +17,10 @@ Like `skills`, this module needs neither torch nor TRL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .skills import SkillBank
+from .skills import Skill, SkillBank, render_skills
 
 __all__ = [
     "CONTEXT_SOURCES",
@@ -54,6 +55,7 @@ def privileged_context(
     facts: str,
     row: Mapping[str, Any],
     column: str,
+    chosen: Sequence[Skill] | None = None,
 ) -> str:
     """The teacher's privileged context for one agent-mode episode (SDAR: general + task-type skills).
 
@@ -64,8 +66,14 @@ def privileged_context(
         facts: the environment's `privileged_facts()` for the episode ("" when it has none).
         row: the episode's task row; a string in its `column` is appended (e.g. a hand-written hint).
         column: `SDARConfig.privileged_context_column`.
+        chosen: the skills a `sdar_trl.retrieval.SkillRetriever` chose for the episode (`skill_retrieval` other
+            than "rules"); None: the bank's rule-based routing by `task_type`.
     """
-    skills = skill_bank.render(task_type) if "skills" in source and skill_bank else ""
+    skills = ""
+    if "skills" in source and chosen is not None:
+        skills = render_skills(chosen)
+    elif "skills" in source and skill_bank:
+        skills = skill_bank.render(task_type)
     context = render_context(source, skills=skills, facts=facts)
     row_context = row.get(column)
     if isinstance(row_context, str):

@@ -29,6 +29,7 @@ __all__ = [
     "compute_skill_sd_loss",
     "compute_step_advantages",
     "distill_token_mask",
+    "gated_gap_sums",
     "masked_mean",
     "sampled_token_mask",
 ]
@@ -326,6 +327,20 @@ def compute_distill_loss(
         raise ValueError(f"distill loss {kind!r} is not supported; expected 'gated', 'sampled_token' or 'k3'.")
     old_logps = student_logps.detach() if old_logps is None else old_logps  # on-policy: ρ = 1 in value
     return compute_skill_sd_loss(student_logps, teacher_logps, old_logps, mask)
+
+
+def gated_gap_sums(
+    student_logps: torch.Tensor, teacher_logps: torch.Tensor, mask: torch.Tensor, *, gate_beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the sum of the gated gap `sigmoid(β·Δ)·Δ` (Δ = lT − lS) over masked tokens, and the token count.
+
+    Returns `(sums (B,), counts (B,))`, no gradient; an episode's gated gap is the sum of its rows' sums over the sum
+    of their counts (the reward of `skill_retrieval="ucb"`, `sdar_trl.retrieval.UCBSkillBandit`).
+    """
+    _check_same_shape(student_logps=student_logps, teacher_logps=teacher_logps, mask=mask)
+    gap = teacher_logps.detach() - student_logps.detach()  # (B, T)
+    (gated,) = _zero_padding(mask, torch.sigmoid(gate_beta * gap) * gap)  # (B, T)
+    return gated.sum(dim=1), mask.bool().sum(dim=1).to(gated.dtype)  # (B,), (B,)
 
 
 def sampled_token_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -187,21 +187,27 @@ class TeacherBranchMixin:
         )  # (b, logits_to_keep)
         return logps
 
+    def _rollout_student_logps(self, output: dict[str, Any]) -> torch.Tensor:
+        """(B, C) log-probs of the batch's completions under the rollout-time student (no grad)."""
+        student_logps = output.get("old_per_token_logps")
+        if student_logps is not None:
+            return student_logps
+        # On-policy step: TRL skipped the old-log-prob forward, so score the rollout-time student once here.
+        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)  # (B, P + C)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)  # (B, P + C)
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            student_logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model,
+                input_ids,
+                attention_mask,
+                output["completion_ids"].size(1),
+                batch_size=self._forward_batch_size(),
+            )  # (B, C)
+        return student_logps
+
     def _apply_rlsd(self, output: dict[str, Any], teacher_logps: torch.Tensor) -> None:
         """RLSD: replace (B,) advantages by teacher-reweighted (B, C) token advantages."""
-        student_logps = output.get("old_per_token_logps")
-        if student_logps is None:
-            # On-policy step: TRL skipped the old-log-prob forward, so score the rollout-time student once here.
-            input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)  # (B, P + C)
-            attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)  # (B, P + C)
-            with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-                student_logps, _, _ = self._get_per_token_logps_and_entropies(
-                    self.model,
-                    input_ids,
-                    attention_mask,
-                    output["completion_ids"].size(1),
-                    batch_size=self._forward_batch_size(),
-                )  # (B, C)
+        student_logps = self._rollout_student_logps(output)  # (B, C)
         mask = sampled_token_mask(output)  # (B, C)
         weight = compute_rlsd_weight(
             self.state.global_step, initial_weight=self.args.rlsd_weight, decay_steps=self.args.rlsd_decay_steps

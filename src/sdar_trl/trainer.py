@@ -49,6 +49,7 @@ from .env_guard import EnvFaultLog
 from .environments.base import AgentEnvironment
 from .loss import compute_distill_loss, distill_token_mask
 from .model_card import SDAR_PAPER, base_model_name, render_model_card
+from .retrieval import SkillRetriever
 from .skills import SkillBank
 from .teacher_branch import TeacherBranchMixin, frozen_base_copy
 
@@ -116,6 +117,12 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GRPOTrainer):
             )
             check_task_datasets(train_dataset, eval_dataset)
         else:
+            if args.skill_retrieval != "rules":
+                raise ValueError(
+                    f"skill_retrieval={args.skill_retrieval!r} chooses skills per agent-mode episode (pass "
+                    "env_factory=... and skill_bank=...). Single-turn rows carry their own privileged context in the "
+                    f"{args.privileged_context_column!r} column: leave skill_retrieval='rules'."
+                )
             if skill_bank is not None or eval_env_factory is not None:
                 raise ValueError(
                     "skill_bank and eval_env_factory are used in agent mode only (pass env_factory=...). For "
@@ -152,6 +159,12 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GRPOTrainer):
         self.env_factory = env_factory
         self.eval_env_factory = eval_env_factory
         self.skill_bank = skill_bank
+        #: Chooses each episode's skills (`skill_retrieval`); None without a skill bank.
+        self.skill_retriever = (
+            SkillRetriever(skill_bank, args.skill_retrieval, k=args.skill_retrieval_k, ucb_c=args.skill_ucb_c)
+            if skill_bank is not None
+            else None
+        )
         self._envs = EnvironmentPools(
             env_factory, eval_env_factory, env_workers=args.env_workers, step_timeout=args.env_step_timeout
         )
@@ -181,11 +194,16 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GRPOTrainer):
         saving; an explicit path to a partial one raises `ValueError` naming what it lacks (docs/trainer.md).
         The agent-mode environments are closed when training ends, also when it raises.
         """
+        retrieval_state = None if self.skill_retriever is None else self.skill_retriever.state_dict()
         checkpoint = resolve_resume_checkpoint(
-            resume_from_checkpoint, self.args.output_dir, needs_sdar_state=self._sdar_ema is not None
+            resume_from_checkpoint,
+            self.args.output_dir,
+            needs_sdar_state=self._sdar_ema is not None or retrieval_state is not None,
         )
         if checkpoint is not None:
-            load_sdar_state(checkpoint, teacher_mode=self.args.teacher_mode, ema=self._sdar_ema)
+            load_sdar_state(
+                checkpoint, teacher_mode=self.args.teacher_mode, ema=self._sdar_ema, retriever=self.skill_retriever
+            )
         try:
             return super().train(checkpoint, trial, ignore_keys_for_eval)
         finally:
@@ -200,6 +218,7 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GRPOTrainer):
                 os.path.join(self._get_output_dir(trial=trial), folder),
                 teacher_mode=self.args.teacher_mode,
                 ema=self._sdar_ema,
+                retriever=self.skill_retriever,
             )
         super()._save_checkpoint(model, trial)
 

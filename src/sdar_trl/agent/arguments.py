@@ -72,6 +72,13 @@ def check_agent_arguments(
             "privileged_context_source='skills'. Pass skill_bank=SkillBank.load(path) (or SkillBank.from_package("
             "'webshop') for a built-in environment), set privileged_context_source='facts', or use method='grpo'."
         )
+    if args.skill_retrieval != "rules" and (skill_bank is None or "skills" not in args.privileged_context_source):
+        raise ValueError(
+            f"skill_retrieval={args.skill_retrieval!r} chooses skills from the skill_bank for the teacher, but "
+            f"skill_bank={'None' if skill_bank is None else 'given'} and privileged_context_source="
+            f"{args.privileged_context_source!r}. Pass a skill_bank with privileged_context_source='skills' or "
+            "'skills+facts', or leave skill_retrieval='rules'."
+        )
     if args.loss_type not in TRL_LOSS_WEIGHT_KIND:
         raise ValueError(
             f"loss_type={args.loss_type!r} is not supported in agent mode; expected one of "
