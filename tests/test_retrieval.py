@@ -33,7 +33,6 @@ from sdar_trl.retrieval import (
 from sdar_trl.skills import SkillBank
 from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, tiny_agent_config
 
-
 #: The kmeans mode needs scikit-learn (the `retrieval` extra, which CI installs: .ci/run).
 needs_sklearn = pytest.mark.skipif(find_spec("sklearn") is None, reason='pip install "sdar-trl[retrieval]"')
 

@@ -119,7 +119,7 @@ KMEANS_N_INIT = 10
 def require_scikit_learn(mode: str = "kmeans") -> None:
     """Raise `ImportError` naming the fix when scikit-learn (the `retrieval` extra) is not installed."""
     try:
-        import sklearn.cluster  # noqa: F401
+        import sklearn.cluster
         import sklearn.feature_extraction.text  # noqa: F401
     except ImportError as error:
         raise ImportError(
