@@ -301,3 +301,5 @@ def test_skill_retrieval_is_checked_before_loading_the_model(tmp_path, monkeypat
     with pytest.raises(ValueError, match="skill_retrieval='ucb' cannot be evaluated"):
         load_skill_retriever("searchqa-mini", "skills", "ucb")
     assert load_skill_retriever("searchqa-mini", "skills", "rules") is None  # the bank's own routing
+    config_k = next(f.default for f in dataclasses.fields(SDARConfig) if f.name == "skill_retrieval_k")
+    assert parse_args(base).skill_retrieval_k == config_k == 8  # the command's default is the trainer's
