@@ -134,7 +134,8 @@ class OpenEnvEnv:
         base_url: the server, e.g. `"http://127.0.0.1:8000"` (`ws://` works too). Give this or `client`.
         client: an OpenEnv `EnvClient` (async; its `.sync()` wrapper is used) or `SyncEnvClient` instead of a URL.
         split: sent as the `split` reset option (None: not sent; the server's default split).
-        action_field: the action's text field (None: read from `/schema`; `"text"` with a `client` and no URL).
+        action_field: the action's text field (None: read from `/schema` at the first reset; `"text"` with a `client`
+            that has no URL).
         action_builder: builds the action from the text, for typed clients (default: `{action_field: text}`).
         reset_kwargs: further reset options sent with every reset.
         default_task_type: `info["task_type"]` when the server sends none.
@@ -171,16 +172,10 @@ class OpenEnvEnv:
         self.timeout = float(timeout)
         self._user_client = client
         self._client: Any = None
-        if action_builder is None:
-            if action_field is None:
-                action_field = _schema_action_field(self.base_url, self.timeout) if self.base_url else "text"
-            field = action_field
-
-            def action_builder(text: str) -> dict[str, str]:
-                return {field: text}
-
-        self.action_field = action_field
-        self._build_action = action_builder
+        # Read from /schema at the first reset, not here: a factory must not fail while the server is down (the
+        # episode fails instead, and training goes on).
+        self.action_field = action_field if action_field is not None or self.base_url else "text"
+        self._action_builder = action_builder
         self._task: str | None = None
         self._task_type = default_task_type
         self._metadata: dict[str, Any] = {}
@@ -225,6 +220,8 @@ class OpenEnvEnv:
     # -- protocol ------------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Reset the server's environment with `seed` (or the row's seed), `split` and `reset_kwargs`."""
+        if self._action_builder is None and self.action_field is None:
+            self.action_field = _schema_action_field(self.base_url, self.timeout)
         seed = row_seed(seed, options)
         kwargs = {**self.reset_kwargs, **({"seed": seed} if seed is not None else {})}
         if self.split is not None:
@@ -243,7 +240,7 @@ class OpenEnvEnv:
         """Send `action`; `terminated` is OpenEnv's `done` unless the metadata marks the end as `truncated`."""
         if self._task is None:
             raise ResetNeededError("OpenEnvEnv.step() before reset() (or after a failed call); call env.reset() first.")
-        payload = self._build_action(action)
+        payload = self._action_builder(action) if self._action_builder else {self.action_field: action}
         result = self._call("step", lambda session: session.step(payload))
         text, info, metadata = parse_openenv_result(result.observation, result.metadata)
         reward = 0.0 if result.reward is None else result.reward

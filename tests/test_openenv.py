@@ -1,0 +1,292 @@
+"""OpenEnv both ways: `python -m sdar_trl.serve` serves a mini environment, `make_env("openenv")` plays any server.
+
+Every server here is a real `python -m sdar_trl.serve` subprocess on a free port of 127.0.0.1, shut down by its
+fixture's finalizer whatever the test does.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+
+pytest.importorskip("openenv")
+
+from openenv import GenericEnvClient  # noqa: E402
+
+from sdar_trl import SDARTrainer  # noqa: E402
+from sdar_trl.environments import check_agent_environment, make_env  # noqa: E402
+from sdar_trl.environments.base import EnvOutputError, ResetNeededError  # noqa: E402
+from sdar_trl.environments.openenv_client import OpenEnvConnectionError, OpenEnvEnv, parse_openenv_result  # noqa: E402
+from sdar_trl.environments.webshop import WebShopMiniEnv  # noqa: E402
+from sdar_trl.serve import json_safe  # noqa: E402
+from sdar_trl.testing import build_tiny_model, tiny_agent_config  # noqa: E402
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """A `python -m sdar_trl.serve` subprocess; `start()` waits until `/health` answers."""
+
+    def __init__(self, env: str, *args: str, port: int | None = None) -> None:
+        self.port = port or _free_port()
+        self.command = [sys.executable, "-m", "sdar_trl.serve", env, "--port", str(self.port), *args]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 120.0) -> Server:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([SRC, os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen(self.command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.process.stderr.read()!r}")
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"{self.command} did not answer /health within {timeout} s")
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no clean WebSocket close reaches the clients."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@pytest.fixture(scope="module")
+def webshop_server():
+    server = Server("webshop-mini", "--split", "train")
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------------------------- pure mapping
+def test_parse_openenv_result_maps_fields_and_metadata():
+    text, info, metadata = parse_openenv_result(
+        {"echoed_message": "hi", "metadata": {"legal_actions": ["a", "b"], "task": "say hi"}},
+        {"won": True, "score": 0.5},
+    )
+    assert text == "hi"
+    assert info == {"admissible_actions": ["a", "b"], "task": "say hi", "won": True, "score": 0.5}
+    assert metadata == {"legal_actions": ["a", "b"], "task": "say hi", "won": True, "score": 0.5}
+    # No text field: the fields as JSON; nothing else known.
+    text, info, _ = parse_openenv_result({"board": [1, 2], "turn": 3}, None)
+    assert text == '{"board": [1, 2], "turn": 3}' and info == {"admissible_actions": None}
+    # A non-finite score and a non-bool won are left out rather than guessed at.
+    _, info, _ = parse_openenv_result({"text": "x", "score": float("nan"), "won": "yes"}, {})
+    assert info == {"admissible_actions": None}
+    with pytest.raises(EnvOutputError, match="JSON object"):
+        parse_openenv_result(["not", "a", "dict"], None)
+
+
+def test_json_safe_keeps_plain_values_and_drops_the_rest():
+    import numpy as np
+
+    assert json_safe({"a": np.int64(3), "b": (np.float32(0.5), "x"), "c": float("inf"), "d": object()}) == {
+        "a": 3,
+        "b": [0.5, "x"],
+        "c": None,
+        "d": None,
+    }
+
+
+def test_adapter_arguments_are_checked():
+    with pytest.raises(ValueError, match="exactly one of base_url"):
+        OpenEnvEnv()
+    with pytest.raises(ValueError, match="must be a URL"):
+        OpenEnvEnv("127.0.0.1:8000", action_field="text")
+    # Nothing listens there: building works (a factory must not crash training), the reset fails the episode.
+    env = OpenEnvEnv(f"http://127.0.0.1:{_free_port()}", timeout=2)
+    with pytest.raises(OpenEnvConnectionError, match="Is the server running"):
+        env.reset(seed=0)
+    env = OpenEnvEnv(f"http://127.0.0.1:{_free_port()}", action_field="text", timeout=2)
+    with pytest.raises(OpenEnvConnectionError, match="reset at http://127.0.0.1:.* failed: ConnectionError"):
+        env.reset(seed=0)
+    env.close()
+
+
+# ----------------------------------------------------------------------------------------------- against a server
+def test_openenv_own_client_answers_reset_and_step(webshop_server):
+    local = WebShopMiniEnv(split="test")
+    local_obs, local_info = local.reset(seed=3)
+    with GenericEnvClient(base_url=webshop_server.url).sync() as client:
+        result = client.reset(seed=3, split="test")
+        observation = result.observation
+        assert observation["text"] == local_obs  # the same episode as the environment played locally
+        assert observation["task"] == local_info["task"] and observation["task_type"] == local_info["task_type"]
+        assert observation["admissible_actions"] == ["search[<your query>]"]
+        assert result.reward is None and result.done is False
+        assert result.metadata["goal_index"] == 3 and result.metadata["truncated"] is False
+        assert result.metadata["privileged_facts"] == local.privileged_facts()
+        assert result.metadata["expert_action"] == local.expert_action()
+        result = client.step({"text": "search[leather belt]"})
+        local_obs, reward, terminated, truncated, _ = local.step("search[leather belt]")
+        assert result.observation["text"] == local_obs
+        assert (result.reward, result.done) == (reward, terminated or truncated) == (0.0, False)
+        assert "click[back to search]" in result.observation["admissible_actions"]
+        state = client.state()
+        assert state["step_count"] == 1
+
+
+def test_each_connection_is_its_own_session(webshop_server):
+    with (
+        GenericEnvClient(base_url=webshop_server.url).sync() as first,
+        GenericEnvClient(base_url=webshop_server.url).sync() as second,
+    ):
+        task_a = first.reset(seed=1, split="test").observation["task"]
+        task_b = second.reset(seed=2, split="test").observation["task"]
+        assert task_a != task_b
+        first.step({"text": "search[anything]"})
+        # The second session is still on its search page, with its own task.
+        assert second.state()["step_count"] == 0
+        assert second.step({"text": "click[nothing]"}).observation["task"] == task_b
+
+
+def test_expert_played_through_openenv_client_wins(webshop_server):
+    with GenericEnvClient(base_url=webshop_server.url).sync() as client:
+        for seed in range(3):
+            result = client.reset(seed=seed, split="test")
+            for _ in range(15):
+                result = client.step({"text": result.metadata["expert_action"]})
+                if result.done:
+                    break
+            assert result.done and result.reward == 10.0
+            assert result.observation["won"] is True and result.observation["score"] == 1.0
+
+
+def test_adapter_passes_the_environment_checker_and_its_expert_wins(webshop_server):
+    env = make_env("openenv", base_url=webshop_server.url, split="test")
+    assert isinstance(env, OpenEnvEnv) and env.action_field is None
+    check_agent_environment(env)  # closes env
+    assert env.action_field == "text"  # read from the server's /schema at the first reset
+    env = make_env("openenv", base_url=webshop_server.url, split="test")
+    local = WebShopMiniEnv(split="test")
+    obs, info = env.reset(seed=7)
+    assert (obs, info["task"]) == (local.reset(seed=7)[0], local.goal.text)
+    assert env.privileged_facts() == local.privileged_facts()
+    with pytest.raises(ResetNeededError):
+        OpenEnvEnv(webshop_server.url).step("look")
+    for _ in range(15):
+        obs, reward, terminated, truncated, info = env.step(env.expert_action())
+        if terminated or truncated:
+            break
+    assert (reward, terminated, truncated, info["won"], info["score"]) == (10.0, True, False, True, 1.0)
+    env.close()
+    env.close()
+
+
+def test_truncation_comes_back_as_truncated(webshop_server):
+    with GenericEnvClient(base_url=webshop_server.url).sync() as client:
+        env = OpenEnvEnv(client=client, split="test")  # an OpenEnv client instead of a URL
+        env.reset(seed=0)
+        for _ in range(15):  # webshop-mini's step limit is 15
+            obs, reward, terminated, truncated, info = env.step("click[nothing here]")
+        assert (terminated, truncated, info["won"]) == (False, True, False)
+
+
+# ------------------------------------------------------------------------------------------------------ training
+def _trainer(tmp_path, tokenizer, env_factory, **config):
+    return SDARTrainer(
+        build_tiny_model(tokenizer),
+        args=tiny_agent_config(tmp_path, max_steps_per_episode=2, **config),
+        train_dataset=Dataset.from_list([{"seed": i} for i in range(8)]),
+        processing_class=tokenizer,
+        env_factory=env_factory,
+        skill_bank=None,
+    )
+
+
+@pytest.mark.integration
+def test_sdar_trains_two_steps_against_the_server(tmp_path, tiny_tokenizer, webshop_server):
+    factory = functools.partial(make_env, "openenv", base_url=webshop_server.url)
+    trainer = _trainer(tmp_path, tiny_tokenizer, factory, privileged_context_source="facts")
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2 and trainer.state.global_step == 2
+    for entry in logs:
+        assert entry["env/episodes"] == 4 and entry["env/errors"] == 0
+        assert "sdar/gate_mean" in entry and "sdar/distill_loss" in entry
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
+    assert all(isinstance(env, OpenEnvEnv) for env in trainer._envs.train)
+    trainer.close_environments()
+
+
+class _KillOnce:
+    """Environment factory alternating between two servers; the first step of the second round of steps on
+    server A kills A (SIGKILL) and starts it again on the same port, so the episodes in flight on A are lost."""
+
+    def __init__(self, server_a: Server, url_b: str) -> None:
+        self.server_a, self.url_b, self.built, self.killed = server_a, url_b, 0, False
+
+    def __call__(self) -> OpenEnvEnv:
+        self.built += 1
+        url = self.server_a.url if self.built % 2 else self.url_b
+        env = OpenEnvEnv(url, action_field="text")
+        if url == self.server_a.url:
+            original, steps = env.step, [0]
+
+            def step(action: str):
+                steps[0] += 1
+                if steps[0] == 2 and not self.killed:
+                    self.killed = True
+                    self.server_a.kill()
+                    self.server_a.start()  # back for the next training step; this session is gone
+                return original(action)
+
+            env.step = step
+        return env
+
+
+@pytest.mark.integration
+def test_a_server_killed_mid_episode_fails_its_episodes_and_training_goes_on(
+    tmp_path, tiny_tokenizer, webshop_server
+):
+    server_a = Server("webshop-mini", "--split", "train")
+    try:
+        server_a.start()
+        factory = _KillOnce(server_a, webshop_server.url)
+        trainer = _trainer(tmp_path, tiny_tokenizer, factory)
+        trainer.train()
+        assert factory.killed
+        logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+        assert trainer.state.global_step == 2 and len(logs) == 2
+        # Step 1: the two episodes on A failed (kind "exception"); the two on B were played to their end.
+        assert (logs[0]["env/errors"], logs[0]["env/errors/exception"], logs[0]["env/episodes"]) == (2, 2, 4)
+        # Step 2: the restarted server gives new sessions at the next reset: no failure.
+        assert logs[1]["env/errors"] == 0
+        trainer.close_environments()
+    finally:
+        server_a.stop()
