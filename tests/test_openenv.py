@@ -220,7 +220,8 @@ def test_truncation_comes_back_as_truncated(webshop_server):
 def _trainer(tmp_path, tokenizer, env_factory, **config):
     return SDARTrainer(
         build_tiny_model(tokenizer),
-        args=tiny_agent_config(tmp_path, max_steps_per_episode=2, **config),
+        # The teacher's privileged context: the oracle facts the server sends in the observation metadata.
+        args=tiny_agent_config(tmp_path, max_steps_per_episode=2, privileged_context_source="facts", **config),
         train_dataset=Dataset.from_list([{"seed": i} for i in range(8)]),
         processing_class=tokenizer,
         env_factory=env_factory,
@@ -231,7 +232,7 @@ def _trainer(tmp_path, tokenizer, env_factory, **config):
 @pytest.mark.integration
 def test_sdar_trains_two_steps_against_the_server(tmp_path, tiny_tokenizer, webshop_server):
     factory = functools.partial(make_env, "openenv", base_url=webshop_server.url)
-    trainer = _trainer(tmp_path, tiny_tokenizer, factory, privileged_context_source="facts")
+    trainer = _trainer(tmp_path, tiny_tokenizer, factory)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -241,6 +242,8 @@ def test_sdar_trains_two_steps_against_the_server(tmp_path, tiny_tokenizer, webs
         assert "sdar/gate_mean" in entry and "sdar/distill_loss" in entry
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters(), strict=True))
     assert all(isinstance(env, OpenEnvEnv) for env in trainer._envs.train)
+    # The facts came over the wire (the teacher's privileged context with privileged_context_source="facts").
+    assert all(env.privileged_facts().startswith("Target product: ") for env in trainer._envs.train)
     trainer.close_environments()
 
 
