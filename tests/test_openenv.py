@@ -7,6 +7,7 @@ fixture's finalizer whatever the test does.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import socket
@@ -32,7 +33,8 @@ from sdar_trl.environments.webshop import WebShopMiniEnv  # noqa: E402
 from sdar_trl.serve import json_safe  # noqa: E402
 from sdar_trl.testing import build_tiny_model, tiny_agent_config  # noqa: E402
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+ROOT = Path(__file__).resolve().parents[1]
+SRC = str(ROOT / "src")
 
 
 def _free_port() -> int:
@@ -229,10 +231,18 @@ def _trainer(tmp_path, tokenizer, env_factory, **config):
     )
 
 
+def _logged(trainer: SDARTrainer) -> list[dict[str, float]]:
+    """The training log without wall-clock entries."""
+    timing = ("runtime", "per_second", "time", "throughput")
+    return [
+        {k: v for k, v in entry.items() if not any(word in k for word in timing)} for entry in trainer.state.log_history
+    ]
+
+
 @pytest.mark.integration
 def test_sdar_trains_two_steps_against_the_server(tmp_path, tiny_tokenizer, webshop_server):
     factory = functools.partial(make_env, "openenv", base_url=webshop_server.url)
-    trainer = _trainer(tmp_path, tiny_tokenizer, factory)
+    trainer = _trainer(tmp_path / "served", tiny_tokenizer, factory)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
@@ -245,6 +255,36 @@ def test_sdar_trains_two_steps_against_the_server(tmp_path, tiny_tokenizer, webs
     # The facts came over the wire (the teacher's privileged context with privileged_context_source="facts").
     assert all(env.privileged_facts().startswith("Target product: ") for env in trainer._envs.train)
     trainer.close_environments()
+    # Nothing is lost on the wire: the same run on the environment in this process logs exactly the same numbers.
+    local = _trainer(tmp_path / "local", tiny_tokenizer, functools.partial(make_env, "webshop-mini", split="train"))
+    local.train()
+    assert _logged(trainer) == _logged(local)
+
+
+@pytest.mark.integration
+def test_the_example_script_trains_against_a_server(tmp_path):
+    server = Server("webshop-mini", "--split", "train", "--env_kwargs", '{"difficulty": "easy", "max_episode_steps": 10}')
+    try:
+        server.start()
+        out = tmp_path / "out"
+        completed = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "webshop.py"), "--env", "openenv",
+             "--env_kwargs", json.dumps({"base_url": server.url}), "--eval_split", "test",
+             "--model_name_or_path", "micro:webshop-mini", "--output_dir", str(out),
+             "--max_steps", "1", "--train_tasks", "4", "--eval_tasks", "4", "--per_device_train_batch_size", "4",
+             "--num_generations", "2", "--cpu_threads", "1"],
+            capture_output=True, text=True, timeout=600, check=False,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC},
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "Eval success before training:" in completed.stdout and (out / "report.md").is_file()
+    logs = json.loads((out / "metrics.json").read_text())["log_history"]
+    train = [entry for entry in logs if "env/episodes" in entry]
+    assert len(train) == 1 and train[0]["env/episodes"] == 4 and train[0]["env/errors"] == 0
+    # The micro starter plays the served easy WebShop as it plays it locally: every action well-formed.
+    assert train[0]["env/invalid_action_rate"] == 0
 
 
 class _KillOnce:
