@@ -36,7 +36,7 @@ try:
     from pydantic import Field
 except ImportError as error:  # pragma: no cover - depends on the installation
     raise ImportError(
-        "sdar_trl.serve needs OpenEnv; install it with `pip install \"sdar-trl[openenv]\"` (openenv>=0.10,<0.11)."
+        'sdar_trl.serve needs OpenEnv; install it with `pip install "sdar-trl[openenv]"` (openenv>=0.10,<0.11).'
     ) from error
 
 __all__ = [
@@ -250,7 +250,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--split", default=None, help="split used when a reset gives none (e.g. train, test)")
-    parser.add_argument("--env_kwargs", default="{}", help='JSON keyword arguments for make_env, e.g. \'{"difficulty": "easy"}\'')
+    parser.add_argument(
+        "--env_kwargs", default="{}", help='JSON keyword arguments for make_env, e.g. \'{"difficulty": "easy"}\''
+    )
     parser.add_argument("--max_sessions", type=int, default=256, help="concurrent sessions (one environment each)")
     parser.add_argument(
         "--no_privileged",
@@ -268,7 +270,9 @@ def main(argv: Sequence[str] | None = None, *, run: Callable[..., Any] | None = 
     except json.JSONDecodeError as error:
         raise SystemExit(f"--env_kwargs must be a JSON object, got {args.env_kwargs!r} ({error}).") from None
     if not isinstance(env_kwargs, dict):
-        raise SystemExit(f'--env_kwargs must be a JSON object such as \'{{"difficulty": "easy"}}\', got {args.env_kwargs!r}.')
+        raise SystemExit(
+            f'--env_kwargs must be a JSON object such as \'{{"difficulty": "easy"}}\', got {args.env_kwargs!r}.'
+        )
     app = build_app(
         args.env,
         split=args.split,
@@ -280,7 +284,10 @@ def main(argv: Sequence[str] | None = None, *, run: Callable[..., Any] | None = 
         import uvicorn
 
         run = uvicorn.run
-    print(f"serving {args.env} on http://{args.host}:{args.port} (OpenEnv: /ws, /reset, /step, /schema, /health)", flush=True)
+    print(
+        f"serving {args.env} on http://{args.host}:{args.port} (OpenEnv: /ws, /reset, /step, /schema, /health)",
+        flush=True,
+    )
     run(app, host=args.host, port=args.port, log_level="warning")
 
 

@@ -29,6 +29,7 @@ docs/faults.md) and the next `reset` opens a new session.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
@@ -110,7 +111,7 @@ def _schema_action_field(base_url: str, timeout: float) -> str:
     """The action's text field from the server's `/schema`: its only string property besides `metadata`."""
     url = base_url.replace("ws://", "http://").replace("wss://", "https://").rstrip("/") + "/schema"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - the user's own server URL
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             schema = json.load(response)
     except (urllib.error.URLError, OSError, ValueError) as error:
         raise OpenEnvConnectionError(
@@ -121,8 +122,8 @@ def _schema_action_field(base_url: str, timeout: float) -> str:
     strings = sorted(name for name, spec in properties.items() if name != "metadata" and spec.get("type") == "string")
     if len(strings) != 1:
         raise ValueError(
-            f"the action schema of {base_url} has string fields {strings} (all fields: {sorted(properties)}); expected "
-            "exactly one to carry the action text. Pass action_field='<name>' in env_kwargs."
+            f"the action schema of {base_url} has string fields {strings} (all fields: {sorted(properties)}); "
+            "expected exactly one to carry the action text. Pass action_field='<name>' in env_kwargs."
         )
     return strings[0]
 
@@ -201,7 +202,8 @@ class OpenEnvEnv:
         opens a new one: the server's session, and the episode in it, may be gone)."""
         try:
             return call(self._session())
-        except Exception as error:  # noqa: BLE001 - socket, time-out and server errors all end the episode alike
+        # Socket, time-out and server errors (RuntimeError from an error frame) all end the episode alike.
+        except Exception as error:
             self._drop_session()
             raise OpenEnvConnectionError(
                 f"OpenEnv {what} at {self.base_url} failed: {type(error).__name__}: {error}. The episode is lost; "
@@ -212,10 +214,9 @@ class OpenEnvEnv:
         client, self._client = self._client, None
         self._task = None
         if client is not None and self._user_client is None:
-            try:
+            # The socket is already broken: closing it is best effort.
+            with contextlib.suppress(Exception):
                 client.close()
-            except Exception:  # noqa: BLE001 - the socket is already broken; closing is best effort
-                pass
 
     # -- protocol ------------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
@@ -239,7 +240,9 @@ class OpenEnvEnv:
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         """Send `action`; `terminated` is OpenEnv's `done` unless the metadata marks the end as `truncated`."""
         if self._task is None:
-            raise ResetNeededError("OpenEnvEnv.step() before reset() (or after a failed call); call env.reset() first.")
+            raise ResetNeededError(
+                "OpenEnvEnv.step() before reset() (or after a failed call); call env.reset() first."
+            )
         payload = self._action_builder(action) if self._action_builder else {self.action_field: action}
         result = self._call("step", lambda session: session.step(payload))
         text, info, metadata = parse_openenv_result(result.observation, result.metadata)
@@ -261,10 +264,9 @@ class OpenEnvEnv:
         client, self._client = self._client, None
         self._task = None
         if client is not None:
-            try:
+            # Closing a broken connection is best effort.
+            with contextlib.suppress(Exception):
                 client.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection is best effort
-                pass
 
     # -- what the server sends beyond the observation ------------------------------------------------------------
     def privileged_facts(self) -> str:
