@@ -30,7 +30,7 @@ from sdar_trl.environments import check_agent_environment, make_env
 from sdar_trl.environments.base import EnvOutputError, ResetNeededError
 from sdar_trl.environments.openenv_client import OpenEnvConnectionError, OpenEnvEnv, parse_openenv_result
 from sdar_trl.environments.webshop import WebShopMiniEnv
-from sdar_trl.serve import json_safe
+from sdar_trl.serve import build_app, json_safe, main
 from sdar_trl.testing import build_tiny_model, tiny_agent_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,6 +137,46 @@ def test_adapter_arguments_are_checked():
     with pytest.raises(OpenEnvConnectionError, match=r"reset at http://127\.0\.0\.1:\d+ failed: ConnectionError"):
         env.reset(seed=0)
     env.close()
+
+
+# ------------------------------------------------------------------------------------------ the server in-process
+def _ws_call(ws, message: dict) -> dict:
+    ws.send_text(json.dumps(message))
+    return json.loads(ws.receive_text())
+
+
+def test_served_observations_follow_the_environment_and_no_privileged_hides_the_oracle():
+    from starlette.testclient import TestClient
+
+    local = make_env("toy-keys")
+    local_obs, local_info = local.reset(seed=5)
+    for privileged in (True, False):
+        with TestClient(build_app("toy-keys", privileged=privileged)) as http, http.websocket_connect("/ws") as ws:
+            before = _ws_call(ws, {"type": "step", "data": {"text": "look"}})
+            assert before["type"] == "error" and "step() before reset()" in before["data"]["message"]
+            data = _ws_call(ws, {"type": "reset", "data": {"seed": 5}})["data"]
+            observation = data["observation"]
+            assert (observation["text"], observation["task"]) == (local_obs, local_info["task"])
+            assert observation["admissible_actions"] == local_info["admissible_actions"]
+            assert ("privileged_facts" in data["metadata"]) is privileged
+            assert ("expert_action" in data["metadata"]) is privileged
+            if privileged:
+                assert data["metadata"]["privileged_facts"] == local.privileged_facts()
+                assert data["metadata"]["expert_action"] == local.expert_action()
+
+
+def test_serve_command_line_checks_its_arguments():
+    served = []
+    main(["toy-keys", "--port", "8123", "--env_kwargs", '{"num_rooms": 4}'], run=lambda app, **kw: served.append(kw))
+    assert served == [{"host": "127.0.0.1", "port": 8123, "log_level": "warning"}]
+    with pytest.raises(SystemExit, match="must be a JSON object"):
+        main(["toy-keys", "--env_kwargs", "[1, 2]"], run=lambda app, **kw: None)
+    with pytest.raises(SystemExit, match="must be a JSON object"):
+        main(["toy-keys", "--env_kwargs", "{oops"], run=lambda app, **kw: None)
+    with pytest.raises(ValueError, match="unknown environment 'nope'"):
+        build_app("nope")
+    with pytest.raises(ValueError, match="max_sessions must be a positive int, got 0"):
+        build_app("toy-keys", max_sessions=0)
 
 
 # ----------------------------------------------------------------------------------------------- against a server

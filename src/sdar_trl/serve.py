@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .environments import INFO_ADMISSIBLE_ACTIONS, INFO_SCORE, INFO_TASK, INFO_TASK_TYPE, INFO_WON, make_env
-from .environments.base import AgentEnvironment, ResetNeededError
+from .environments.base import AgentEnvironment, ResetNeededError, check_reset_result, check_step_result
 
 try:
     from openenv.core.env_server import Action, Environment, Observation, State, create_fastapi_app
@@ -154,16 +154,22 @@ class SDAROpenEnvEnvironment(Environment):
         return self._env
 
     def _observation(
-        self, text: str, info: Mapping[str, Any], *, reward: float | None, done: bool, truncated: bool
+        self,
+        env: AgentEnvironment,
+        text: str,
+        info: Mapping[str, Any],
+        *,
+        reward: float | None,
+        done: bool,
+        truncated: bool,
     ) -> TextObservation:
-        assert self._env is not None  # set by reset before any observation is built
         metadata = {k: json_safe(v) for k, v in info.items() if k not in _TYPED_INFO_KEYS}
         metadata[METADATA_TRUNCATED] = truncated
         if self.privileged:
-            facts = getattr(self._env, "privileged_facts", None)
+            facts = getattr(env, "privileged_facts", None)
             if callable(facts):
                 metadata[METADATA_PRIVILEGED_FACTS] = facts()
-            expert = getattr(self._env, "expert_action", None)
+            expert = getattr(env, "expert_action", None)
             if callable(expert) and not done:
                 metadata[METADATA_EXPERT_ACTION] = expert()
         score = info.get(INFO_SCORE)
@@ -187,21 +193,24 @@ class SDAROpenEnvEnvironment(Environment):
         """Start the episode of task `seed` on `split` (None: the server's `--split`); other options are ignored."""
         with self._lock:
             env = self._environment(split)
-            text, info = env.reset(seed=seed)
+            # Checked here so that a wrong type or a NaN reward fails the call (an error frame) instead of reaching
+            # the client as a plausible value (pydantic would send NaN as null, read as a 0.0 reward).
+            text, info = check_reset_result(env.reset(seed=seed))
             self._task = str(info.get(INFO_TASK, ""))
             self._task_type = str(info.get(INFO_TASK_TYPE, ""))
             self._state = State(episode_id=episode_id, step_count=0)
-            return self._observation(text, info, reward=None, done=False, truncated=False)
+            return self._observation(env, text, info, reward=None, done=False, truncated=False)
 
     def step(self, action: TextAction, timeout_s: float | None = None, **kwargs: Any) -> TextObservation:
         """Apply `action.text`; `done` is `terminated or truncated` (the metadata keeps `truncated`)."""
         with self._lock:
-            if self._env is None:
+            env = self._env
+            if env is None:
                 raise ResetNeededError(f"{self.env_name}: step() before reset(); send a reset message first.")
-            text, reward, terminated, truncated, info = self._env.step(action.text)
+            text, reward, terminated, truncated, info = check_step_result(env.step(action.text))
             self._state.step_count += 1
             return self._observation(
-                text, info, reward=float(reward), done=bool(terminated or truncated), truncated=bool(truncated)
+                env, text, info, reward=float(reward), done=bool(terminated or truncated), truncated=bool(truncated)
             )
 
     @property
