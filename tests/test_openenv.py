@@ -24,6 +24,7 @@ from datasets import Dataset
 pytest.importorskip("openenv")
 
 from openenv import GenericEnvClient
+from openenv.core.env_server import Action, Environment, Observation, State, create_fastapi_app
 
 from sdar_trl import SDARTrainer
 from sdar_trl.environments import check_agent_environment, make_env
@@ -177,6 +178,78 @@ def test_serve_command_line_checks_its_arguments():
         build_app("nope")
     with pytest.raises(ValueError, match="max_sessions must be a positive int, got 0"):
         build_app("toy-keys", max_sessions=0)
+
+
+# ------------------------------------------------------------------------------------- a foreign OpenEnv server
+class _GuessAction(Action):
+    message: str
+
+
+class _GuessObservation(Observation):
+    prompt: str = ""
+
+
+class _GuessEnv(Environment):
+    """An OpenEnv environment written without sdar_trl in mind: its own field names, a boolean reward, the legal
+    actions in the metadata, no task, no `won`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secret, self.steps = None, 0
+
+    def reset(self, seed=None, episode_id=None, **kwargs):
+        self.secret, self.steps = (seed or 0) % 3, 0
+        return _GuessObservation(prompt="Guess a number from 0 to 2.", metadata={"legal_actions": ["0", "1", "2"]})
+
+    def step(self, action, timeout_s=None, **kwargs):
+        if self.secret is None:
+            raise RuntimeError("reset first")
+        self.steps += 1
+        won = action.message.strip() == str(self.secret)
+        return _GuessObservation(
+            prompt="Right!" if won else f"Wrong ({action.message[:20]}).",
+            reward=won,
+            done=won or self.steps >= 3,
+            metadata={"legal_actions": ["0", "1", "2"]},
+        )
+
+    @property
+    def state(self):
+        return State(step_count=self.steps)
+
+
+@pytest.fixture
+def guess_server():
+    import threading
+
+    import uvicorn
+
+    port = _free_port()
+    app = create_fastapi_app(_GuessEnv, _GuessAction, _GuessObservation, max_concurrent_envs=1)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_adapter_plays_a_foreign_openenv_server(guess_server):
+    env = make_env("openenv", base_url=guess_server)
+    obs, info = env.reset(seed=4)
+    assert env.action_field == "message"  # the action's only string field, from /schema
+    assert obs == info["task"] == "Guess a number from 0 to 2."
+    assert info["task_type"] == "openenv" and info["admissible_actions"] == ["0", "1", "2"]
+    assert env.step("0") == ("Wrong (0).", 0.0, False, False, {**info, "won": False})
+    # The boolean reward True is 1.0, and a done episode with a positive reward is won.
+    assert env.step("1") == ("Right!", 1.0, True, False, {**info, "won": True})
+    env.close()
+    check_agent_environment(make_env("openenv", base_url=guess_server))
 
 
 # ----------------------------------------------------------------------------------------------- against a server

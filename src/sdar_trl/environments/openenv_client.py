@@ -17,7 +17,8 @@ you pass). How OpenEnv's wire format maps to the protocol (docs/openenv.md):
   metadata key of that name (`admissible_actions` also from `legal_actions`/`available_actions`/`valid_actions`).
   Without a task the reset observation's text is the task; without a type, `default_task_type`; without `won`,
   an episode is won when it ends (`done`) with a reward above 0;
-- `reward`: OpenEnv's `reward` (None is 0.0); `done` is `terminated`, unless the metadata says `truncated: true`;
+- `reward`: OpenEnv's `reward` (None is 0.0, a bool 0.0/1.0); `done` is `terminated`, unless the metadata says
+  `truncated: true`;
 - `privileged_facts()` / `expert_action()`: the metadata keys `privileged_facts` / `expert_action`, when sent;
 - actions: `{action_field: text}`, `action_field` read from the server's `/schema` when not given (its only string
   field besides `metadata`); `reset` sends `seed`, `split` (when set) and `reset_kwargs`.
@@ -246,7 +247,10 @@ class OpenEnvEnv:
         payload = self._action_builder(action) if self._action_builder else {self.action_field: action}
         result = self._call("step", lambda session: session.step(payload))
         text, info, metadata = parse_openenv_result(result.observation, result.metadata)
-        reward = 0.0 if result.reward is None else result.reward
+        # OpenEnv's Observation.reward admits None and bool; the protocol wants a real number (a bool is refused).
+        reward = result.reward
+        if reward is None or isinstance(reward, bool):
+            reward = float(bool(reward))
         done = result.done
         if not isinstance(done, bool):
             raise EnvOutputError(f"the OpenEnv server sent done={done!r} ({type(done).__name__}); expected a bool.")
