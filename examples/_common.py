@@ -88,7 +88,10 @@ from sdar_trl.skills import SkillBank
 class ExampleArguments:
     env: str = field(
         default="webshop-mini",
-        metadata={"help": "Environment name for sdar_trl.environments.make_env (a '-mini' env, or the adapter)."},
+        metadata={
+            "help": "Environment name for sdar_trl.environments.make_env (a '-mini' env, an adapter, or 'openenv' "
+            'with --env_kwargs \'{"base_url": "http://127.0.0.1:8000"}\' for an OpenEnv server: docs/openenv.md).'
+        },
     )
     env_kwargs: str = field(
         default="{}",

@@ -62,6 +62,8 @@ _REGISTRY: dict[str, str | Callable[..., AgentEnvironment]] = {
     "searchqa": "sdar_trl.environments.searchqa:SearchQAEnv",
     "textworld": "sdar_trl.environments.textworld:TextWorldEnv",
     "toy-keys": "sdar_trl.environments.toy:KeyDoorEnv",
+    # Any OpenEnv server, e.g. `python -m sdar_trl.serve webshop-mini` (needs the `openenv` extra).
+    "openenv": "sdar_trl.environments.openenv_client:OpenEnvEnv",
 }
 
 
