@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from importlib.util import find_spec
 
 import pytest
 
@@ -20,15 +21,20 @@ from sdar_trl.evaluate import (
     batch_seed,
     default_task_count,
     evaluate_model,
+    load_skill_retriever,
     main,
     parse_args,
     resolve_env_kwargs,
     summarize_evaluation,
     wilson_interval,
 )
+from sdar_trl.retrieval import SkillRetriever, flat_skills
 from sdar_trl.rollout import EpisodeRecord, StepRecord
+from sdar_trl.skills import SkillBank
 from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
 
+#: skill_retrieval="kmeans" needs scikit-learn (the `retrieval` extra, which CI installs: .ci/run).
+needs_sklearn = pytest.mark.skipif(find_spec("sklearn") is None, reason='pip install "sdar-trl[retrieval]"')
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
 
 
@@ -218,3 +224,82 @@ def test_same_seed_gives_the_same_episodes(tiny_tokenizer, monkeypatch):
     assert len(first[1]) == first[0]["steps"] > 0
     assert first[0]["tasks"] == 3 and first[0]["temperature"] == 1.0 and first[0]["max_steps"] == 2
     assert other[1] != first[1]  # the seed does reach the sampling
+
+
+# -- skill retrieval -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    tokenizer = build_tiny_tokenizer()
+    model_dir = tmp_path_factory.mktemp("evaluate") / "model"
+    build_tiny_model(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    return model_dir, tokenizer
+
+
+def _expected_skills(mode: str, task_type: str, task: str) -> list[str]:
+    """The titles each mode shows, worked out without `sdar_trl.evaluate`: "rules" is the bank's own routing."""
+    bank = SkillBank.from_package("searchqa")
+    if mode == "rules":
+        return [skill.title for skill in bank.retrieve(task_type)]
+    if mode == "all":
+        return [skill.title for skill in flat_skills(bank)]
+    return [skill.title for skill in SkillRetriever(bank, mode, k=3).chosen(task_type, task)]
+
+
+@pytest.mark.parametrize("mode", ["rules", "all", "bm25", pytest.param("kmeans", marks=needs_sklearn)])
+def test_skill_retrieval_reaches_the_prompt_and_the_json(tiny_model_dir, monkeypatch, capsys, mode):
+    model_dir, tokenizer = tiny_model_dir
+    played: list = []
+    play = starter.play_with_model
+
+    def recording_play(*args, **kwargs):
+        result = play(*args, **kwargs)
+        played.append(result)
+        return result
+
+    monkeypatch.setattr(starter, "play_with_model", recording_play)
+    argv = ["--model_name_or_path", str(model_dir), "--env", "searchqa-mini", "--tasks", "3", "--batch_size", "3",
+            "--max_new_tokens", "4", "--max_steps", "1", "--privileged_context_source", "skills",
+            "--skill_retrieval", mode, "--skill_retrieval_k", "3"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["skill_retrieval"], result["skill_retrieval_k"]) == (mode, 3)
+    assert result["tasks"] == 3 and result["privileged_context_source"] == "skills"
+    (rollout,) = played
+    header = next(f.default for f in dataclasses.fields(SDARConfig) if f.name == "teacher_context_header")
+    counts = []
+    for episode in rollout.episodes:
+        (step,) = [s for s in rollout.steps if s.trajectory == episode.trajectory]  # --max_steps 1
+        prompt = tokenizer.decode(step.prompt_ids)
+        titles = _expected_skills(mode, episode.task_type, episode.task)
+        assert prompt.startswith(header)
+        shown = [title for title in _expected_skills("all", "", "") if f". {title}\n" in prompt]
+        assert shown == titles  # exactly the mode's skills, in bank order
+        counts.append(len(titles))
+    assert result["skills_per_episode"] == pytest.approx(sum(counts) / 3, abs=1e-4)
+    # The three tasks are two "compare" questions and one attribute lookup (seeds 0-2 of the test split).
+    expected_counts = {"rules": [9, 10, 10], "all": [18] * 3, "bm25": [3] * 3}
+    if mode in expected_counts:
+        assert sorted(counts) == expected_counts[mode]
+
+
+def test_skill_retrieval_is_checked_before_loading_the_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = ["--model_name_or_path", str(tmp_path), "--env", "searchqa-mini"]
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--skill_retrieval", "ucb"])
+    assert "'ucb' is learnt during training" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args([*base, "--skill_retrieval", "dense"])
+    assert "unknown mode 'dense'; expected one of rules, all, bm25, kmeans" in capsys.readouterr().err
+    # tmp_path holds no model: each of these fails on the settings, before the model would fail to load.
+    with pytest.raises(SystemExit, match=r"shows no skills\. Use privileged_context_source='skills'"):
+        main([*base, "--skill_retrieval", "bm25"])  # the default context "none" shows no skills to choose
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as without scikit-learn
+    with pytest.raises(SystemExit, match=r"--skill_retrieval kmeans: .*pip install \"sdar-trl\[retrieval\]\""):
+        main([*base, "--privileged_context_source", "skills", "--skill_retrieval", "kmeans"])
+    with pytest.raises(ValueError, match="skill_retrieval='ucb' cannot be evaluated"):
+        load_skill_retriever("searchqa-mini", "skills", "ucb")
+    assert load_skill_retriever("searchqa-mini", "skills", "rules") is None  # the bank's own routing
+    config_k = next(f.default for f in dataclasses.fields(SDARConfig) if f.name == "skill_retrieval_k")
+    assert parse_args(base).skill_retrieval_k == config_k == 8  # the command's default is the trainer's

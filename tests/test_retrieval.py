@@ -4,6 +4,8 @@ UCB arithmetic, the bandit's checkpoint round trip, and two agent-mode training 
 from __future__ import annotations
 
 import math
+import sys
+from importlib.util import find_spec
 
 import numpy as np
 import pytest
@@ -22,13 +24,17 @@ from sdar_trl.retrieval import (
     bm25_rank,
     chosen_skill_metrics,
     flat_skills,
-    kmeans_cluster,
+    kmeans_fit,
+    require_scikit_learn,
     skill_ids,
-    tfidf_matrix,
+    tfidf_vectorizer,
     tokenize,
 )
 from sdar_trl.skills import SkillBank
 from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, tiny_agent_config
+
+#: The kmeans mode needs scikit-learn (the `retrieval` extra, which CI installs: .ci/run).
+needs_sklearn = pytest.mark.skipif(find_spec("sklearn") is None, reason='pip install "sdar-trl[retrieval]"')
 
 
 def _skill(title: str, principle: str, when: str) -> dict[str, str]:
@@ -117,36 +123,66 @@ def test_bm25_ranking_is_hand_checked():
 
 
 # ---------------------------------------------------------------------------------------------------- TF-IDF, k-means
+@needs_sklearn
 def test_tfidf_is_hand_checked():
-    vocabulary, idf, rows = tfidf_matrix([["apple", "apple", "fridge"], ["fridge"]])
-    assert vocabulary == {"apple": 0, "fridge": 1}
-    # idf = ln((1 + n) / (1 + df)) + 1: apple df 1 -> ln(3/2) + 1, fridge df 2 -> 1.
-    assert idf == pytest.approx([math.log(1.5) + 1, 1.0])
-    raw = np.array([2 * (math.log(1.5) + 1), 1.0])
+    vectorizer = tfidf_vectorizer()
+    rows = vectorizer.fit_transform(["Apple, the apple and a fridge", "FRIDGE"]).toarray()  # (2, 2)
+    assert vectorizer.vocabulary_ == {"apple": 0, "fridge": 1}  # tokenize's lower-case terms, stop words dropped
+    # idf = ln((1 + n) / (1 + df)) + 1 (scikit-learn's smooth_idf): apple df 1 -> ln(3/2) + 1, fridge df 2 -> 1.
+    assert vectorizer.idf_ == pytest.approx([math.log(1.5) + 1, 1.0])
+    raw = np.array([2 * (math.log(1.5) + 1), 1.0])  # tf = raw count (apple twice)
     assert rows[0] == pytest.approx(raw / np.linalg.norm(raw))
     assert rows[0] == pytest.approx([0.942156, 0.335176], abs=1e-6)  # 2.810930 and 1 over 2.983509
     assert rows[1] == pytest.approx([0.0, 1.0])
 
 
+@needs_sklearn
 def test_kmeans_is_hand_checked():
     vectors = np.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0], [0.6, 0.8]])
-    # Start: vector 0, then the vector least similar to it (similarities 1, .8, 0, .6): vector 2. Vectors 1 and 3
-    # join the centroid they are closer to; the centroids move to (1.8, .6) and (.6, 1.8), normalised.
-    labels, centroids = kmeans_cluster(vectors, 2)
-    assert labels.tolist() == [0, 0, 1, 1]
-    assert centroids == pytest.approx(np.array([[1.8, 0.6], [0.6, 1.8]]) / math.sqrt(1.8**2 + 0.6**2))
+    # Best 2-partition: {0, 1} and {2, 3}, means (0.9, 0.3) and (0.3, 0.9), each point 0.1 (= 0.1² + 0.3²) from its
+    # mean, inertia 0.4. The next best, {0, 1, 3} and {2}, has inertia 0.4267 (mean (0.8, 0.4667): 0.2578 + 0.0178
+    # + 0.1511). Cluster numbers are scikit-learn's, so compare the partition.
+    fitted = kmeans_fit(vectors, 2)
+    labels = fitted.labels_.tolist()
+    assert labels[0] == labels[1] != labels[2] == labels[3]
+    assert fitted.inertia_ == pytest.approx(0.4)
+    assert fitted.cluster_centers_[labels[0]] == pytest.approx([0.9, 0.3])
+    assert fitted.cluster_centers_[labels[2]] == pytest.approx([0.3, 0.9])
+    assert (kmeans_fit(vectors, 2).labels_ == fitted.labels_).all()  # seeded: the same clusters every time
     with pytest.raises(ValueError, match="n_clusters=5"):
-        kmeans_cluster(vectors, 5)
+        kmeans_fit(vectors, 5)
 
 
+@needs_sklearn
 def test_kmeans_mode_routes_the_task_to_its_cluster():
     retriever = SkillRetriever(TOPICS, "kmeans", k=2)  # round(4 / 2) = 2 clusters
-    # Disjoint vocabularies: cosine 0 across topics, so the farthest-point start takes skill 1 after skill 0.
-    assert retriever.labels.tolist() == [0, 1, 0, 1]
+    # Disjoint vocabularies (cold things: skills 0 and 2; lamps: 1 and 3), so the two topics are the two clusters.
+    labels = retriever.labels.tolist()
+    assert labels[0] == labels[2] != labels[1] == labels[3]
     assert retriever.select("look", "cool the cold drinks") == [0, 2]
     assert retriever.select("cool", "find the lamp in the dark") == [1, 3]
-    assert retriever.select("cool", "zebra") == [0, 2]  # no known term: cluster 0
+    assert retriever.select("cool", "zebra") == [0, 2]  # no known term: the cluster of the bank's first skill
     assert SkillRetriever(TOPICS, "kmeans", k=3).select("cool", "lamp") == [0, 1, 2, 3]  # round(4/3) = 1 cluster
+    # Two identical skills cannot seed two clusters: the count is capped by the distinct vectors.
+    twins = SkillBank.from_dict({"general_skills": [_skill("Lamp", "Lamp", "Lamp")] * 2})
+    assert SkillRetriever(twins, "kmeans", k=1).select("", "lamp") == [0, 1]
+    # No skill holds a term (only stop words): one cluster of everything, no vectorizer.
+    empty = SkillBank.from_dict({"general_skills": [_skill("The", "a", "an"), _skill("It", "is", "to")]})
+    assert SkillRetriever(empty, "kmeans", k=1).select("", "the lamp") == [0, 1]
+
+
+def test_kmeans_without_scikit_learn_names_the_extra(tmp_path, monkeypatch):
+    # A None entry in sys.modules makes `import sklearn` raise ImportError, as on a machine without it.
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    message = r"skill_retrieval='kmeans' clusters the skills with scikit-learn .*pip install \"sdar-trl\[retrieval\]\""
+    with pytest.raises(ImportError, match=message):
+        require_scikit_learn()
+    with pytest.raises(ImportError, match=message):
+        SkillRetriever(TOPICS, "kmeans")
+    with pytest.raises(ImportError, match=message):  # at config construction, before any model is loaded
+        tiny_agent_config(tmp_path, skill_retrieval="kmeans")
+    tiny_agent_config(tmp_path, skill_retrieval="bm25")  # the other modes do not need it
+    assert SkillRetriever(TOPICS, "all").select("", "") == [0, 1, 2, 3]
 
 
 # ---------------------------------------------------------------------------------------------------- UCB
@@ -313,7 +349,7 @@ def _titles(prefix: str) -> set[str]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("mode", ["rules", "all", "bm25", "kmeans", "ucb"])
+@pytest.mark.parametrize("mode", ["rules", "all", "bm25", pytest.param("kmeans", marks=needs_sklearn), "ucb"])
 def test_every_mode_trains_two_agent_steps(tmp_path, tiny_tokenizer, mode):
     trainer, prefixes = _train(tmp_path, tiny_tokenizer, mode)
     trainer.train()

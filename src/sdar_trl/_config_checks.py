@@ -12,7 +12,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ._validation import FieldKind
-from .retrieval import SKILL_RETRIEVAL_MODES
+from .retrieval import SKILL_RETRIEVAL_MODES, require_scikit_learn
 
 if TYPE_CHECKING:
     from .config import SDARConfig
@@ -195,6 +195,8 @@ def check_sdar_fields(config: SDARConfig) -> None:
             f"skill_retrieval_k={config.skill_retrieval_k} must be >= 1 (skills shown per episode by 'bm25' and "
             "'ucb'; the cluster size of 'kmeans'). Set skill_retrieval_k=8 (the default)."
         )
+    if config.skill_retrieval == "kmeans":
+        require_scikit_learn()  # an ImportError naming the extra now, rather than when the trainer is built
     if not math.isfinite(config.skill_ucb_c) or config.skill_ucb_c < 0:
         raise ValueError(
             f"skill_ucb_c={config.skill_ucb_c} must be a finite number >= 0 (the UCB exploration constant; 0 always "

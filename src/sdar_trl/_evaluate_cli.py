@@ -20,7 +20,15 @@ from typing import Any
 
 from . import evaluate as library
 from .environments import list_envs
-from .evaluate import CONTEXT_SOURCES, DEFAULT_BATCH_SIZE, DEFAULT_TASKS, EvaluationProgress, parse_json_object
+from .evaluate import (
+    CONTEXT_SOURCES,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SKILL_RETRIEVAL_K,
+    DEFAULT_TASKS,
+    EVAL_SKILL_RETRIEVAL_MODES,
+    EvaluationProgress,
+    parse_json_object,
+)
 
 __all__ = ["main", "parse_args"]
 
@@ -55,6 +63,20 @@ def _env_name(text: str) -> str:
     if text not in list_envs():
         raise argparse.ArgumentTypeError(
             f"unknown environment {text!r}; expected one of {', '.join(list_envs())} (e.g. --env searchqa-mini)"
+        )
+    return text
+
+
+def _skill_retrieval(text: str) -> str:
+    if text == "ucb":
+        raise argparse.ArgumentTypeError(
+            "'ucb' is learnt during training (an untrained bandit shows the bank's first skills), so it cannot be "
+            f"evaluated on its own; use one of {', '.join(EVAL_SKILL_RETRIEVAL_MODES)}"
+        )
+    if text not in EVAL_SKILL_RETRIEVAL_MODES:
+        raise argparse.ArgumentTypeError(
+            f"unknown mode {text!r}; expected one of {', '.join(EVAL_SKILL_RETRIEVAL_MODES)} (e.g. --skill_retrieval "
+            "bm25)"
         )
     return text
 
@@ -113,6 +135,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="none",
         choices=CONTEXT_SOURCES,
         help="context put in front of every prompt, as the teacher sees it (default: none)",
+    )
+    parser.add_argument(
+        "--skill_retrieval",
+        type=_skill_retrieval,
+        default="rules",
+        help=f"which skills a skills context shows, as SDARConfig.skill_retrieval chooses them: "
+        f"{', '.join(EVAL_SKILL_RETRIEVAL_MODES)} (default: rules; kmeans needs pip install 'sdar-trl[retrieval]')",
+    )
+    parser.add_argument(
+        "--skill_retrieval_k",
+        type=_int_at_least(1),
+        default=DEFAULT_SKILL_RETRIEVAL_K,
+        help=f"skills per episode of bm25; kmeans makes round(bank size / k) clusters (default "
+        f"{DEFAULT_SKILL_RETRIEVAL_K})",
     )
     parser.add_argument(
         "--batch_size",
@@ -211,13 +247,16 @@ def main(argv: list[str] | None = None) -> int:
             args.env, split=args.split, difficulty=args.difficulty, env_kwargs=args.env_kwargs
         )
         try:
-            library.load_skill_bank(args.env, args.privileged_context_source)
+            library.load_skill_retriever(
+                args.env, args.privileged_context_source, args.skill_retrieval, args.skill_retrieval_k
+            )
             make_env(args.env, **kwargs).close()
         except (ValueError, TypeError, ImportError, OSError) as error:
             raise SystemExit(
-                f"error: cannot evaluate on --env {args.env} with make_env arguments {kwargs} and "
-                f"--privileged_context_source {args.privileged_context_source}: {error} Fix --split, --difficulty, "
-                "--env_kwargs or --privileged_context_source."
+                f"error: cannot evaluate on --env {args.env} with make_env arguments {kwargs}, "
+                f"--privileged_context_source {args.privileged_context_source} and --skill_retrieval "
+                f"{args.skill_retrieval}: {error} Fix --split, --difficulty, --env_kwargs, "
+                "--privileged_context_source or --skill_retrieval."
             ) from None
         try:
             model, tokenizer = library.load_model_and_tokenizer(name)
@@ -237,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
                 first_seed=args.first_seed,
                 temperature=args.temperature,
                 privileged_context_source=args.privileged_context_source,
+                skill_retrieval=args.skill_retrieval,
+                skill_retrieval_k=args.skill_retrieval_k,
                 batch_size=args.batch_size,
                 max_new_tokens=args.max_new_tokens,
                 max_steps=args.max_steps,

@@ -196,8 +196,9 @@ class SDARConfig(GRPOConfig):
             Which skills of the `skill_bank` the teacher sees per episode: `"rules"` (SDAR reference: general +
             task-type skills), `"all"` (the whole bank, the paper's "Full"), `"bm25"` (top `skill_retrieval_k`
             skills under BM25 for the task description), `"kmeans"` (the TF-IDF k-means cluster nearest the task
-            description) or `"ucb"` (a UCB1 bandit per task type rewarded by the gated teacher gap; saved in
-            checkpoints). See `sdar_trl.retrieval` and docs/methods.md.
+            description; needs scikit-learn, `pip install "sdar-trl[retrieval]"`) or `"ucb"` (a UCB1 bandit per
+            task type rewarded by the gated teacher gap; saved in checkpoints). See `sdar_trl.retrieval` and
+            docs/methods.md.
         skill_retrieval_k (`int`, *optional*, defaults to `8`):
             Skills per episode for `"bm25"` and `"ucb"`; `"kmeans"` makes `max(1, round(len(bank) / k))` clusters.
         skill_ucb_c (`float`, *optional*, defaults to `0.1`):
@@ -398,8 +399,9 @@ class SDARConfig(GRPOConfig):
             "help": "Agent mode: which skills of skill_bank the teacher sees per episode: 'rules' (SDAR reference: "
             "the general skills plus those of the episode's task type), 'all' (the whole bank, the paper's 'Full'), "
             "'bm25' (the skill_retrieval_k skills scoring highest under BM25 for the task description), 'kmeans' "
-            "(the TF-IDF k-means cluster nearest the task description), 'ucb' (a UCB1 bandit per task type over "
-            "all skills, rewarded by the episode's gated teacher gap; its state is saved in checkpoints).",
+            "(the TF-IDF k-means cluster nearest the task description; needs pip install 'sdar-trl[retrieval]'), "
+            "'ucb' (a UCB1 bandit per task type over all skills, rewarded by the episode's gated teacher gap; its "
+            "state is saved in checkpoints).",
             "choices": ["rules", "all", "bm25", "kmeans", "ucb"],
         },
     )

