@@ -43,6 +43,8 @@ SDAR_FIELD_KINDS: dict[str, FieldKind] = {
     "teacher_prefix_cache": ("bool", False, True),
     "distill_empty_context": ("bool", False, False),
     "privileged_context_column": ("str", False, "privileged_context"),
+    "gate_diagnostics": ("bool", False, True),
+    "gate_diagnostics_every": ("int", False, 10),
     "max_steps_per_episode": ("int", True, 50),
     "history_length": ("int", False, 2),
     "invalid_action_penalty": ("number", False, 0.1),
@@ -156,6 +158,11 @@ def check_sdar_fields(config: SDARConfig) -> None:
         raise ValueError(
             f"max_teacher_prompt_length={config.max_teacher_prompt_length} must be a positive number of tokens or "
             "None (no truncation)."
+        )
+    if config.gate_diagnostics_every < 0:
+        raise ValueError(
+            f"gate_diagnostics_every={config.gate_diagnostics_every} must be >= 0 optimizer steps (10 by default; 0 "
+            "logs the split gate metrics without writing token dumps)."
         )
     if not config.privileged_context_column:
         raise ValueError("privileged_context_column must name a dataset column, got an empty string.")
