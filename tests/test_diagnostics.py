@@ -26,7 +26,7 @@ from sdar_trl.diagnostics import (
     won_outcome,
 )
 
-R, A, F, O = (TOKEN_CLASSES.index(name) for name in ("reasoning", "action", "format", "other"))
+R, A, F, X = (TOKEN_CLASSES.index(name) for name in ("reasoning", "action", "format", "other"))
 
 
 def _names(ids: list[int]) -> list[str]:
@@ -47,21 +47,21 @@ def test_think_action_tags_match_case_insensitively_like_the_parser():
 
 def test_an_unclosed_action_or_think_block_runs_to_the_end():
     assert char_classes("<think>hm", "think_action") == [F] * 7 + [R] * 2
-    assert char_classes("x<action>op", "think_action") == [O] + [F] * 8 + [A] * 2
+    assert char_classes("x<action>op", "think_action") == [X] + [F] * 8 + [A] * 2
 
 
 def test_search_answer_action_is_the_first_closed_block_and_the_rest_is_ignored():
     text = "<think>q</think><search>oslo</search> tail"
     labels = char_classes(text, "search_answer")
-    assert labels == [F] * 7 + [R] + [F] * 8 + [F] * 8 + [A] * 4 + [F] * 9 + [O] * 5
+    assert labels == [F] * 7 + [R] + [F] * 8 + [F] * 8 + [A] * 4 + [F] * 9 + [X] * 5
     # After the first closing tag the parser reads nothing: a second block is `other`, tags included.
     labels = char_classes("<answer>a</answer><answer>b</answer>", "search_answer")
-    assert labels == [F] * 8 + [A] + [F] * 9 + [O] * 18
+    assert labels == [F] * 8 + [A] + [F] * 9 + [X] * 18
 
 
 def test_single_turn_recognises_only_think_blocks():
     # action_format=None: "<action>" has no meaning, so it is plain text.
-    assert char_classes("<think>a</think>4<action>", None) == [F] * 7 + [R] + [F] * 8 + [O] * 9
+    assert char_classes("<think>a</think>4<action>", None) == [F] * 7 + [R] + [F] * 8 + [X] * 9
 
 
 def test_an_unknown_action_format_names_the_value():
@@ -135,18 +135,20 @@ def test_gate_split_stats_by_hand():
     means = finish_split_stats(sums.tolist(), counts.tolist())
     assert means["gate_mean/reasoning"] == pytest.approx(1.4 / 3)
     assert means["gate_active_ratio/failure"] == pytest.approx(0.25)
-    assert math.isnan(means["gate_mean/other"])  # no token: NaN, which TRL's log() leaves out of its average
+    assert math.isnan(means["gate_mean/other"])  # no token: undefined
 
 
 def test_gate_split_stats_add_up_over_rows_and_ignore_unknown_outcomes():
     gate, mask, classes, outcomes = _split_example()
     # Split the batch in two, as two processes would: the summed (sum, count) pairs equal the whole batch's.
     whole = gate_split_stats(gate, mask, classes, outcomes)
-    parts = [gate_split_stats(gate[i : i + 1], mask[i : i + 1], classes[i : i + 1], outcomes[i : i + 1]) for i in (0, 1)]
+    parts = [
+        gate_split_stats(gate[i : i + 1], mask[i : i + 1], classes[i : i + 1], outcomes[i : i + 1]) for i in (0, 1)
+    ]
     torch.testing.assert_close(parts[0][0] + parts[1][0], whole[0])
     torch.testing.assert_close(parts[0][1] + parts[1][1], whole[1])
     # A row of unknown outcome counts in its token classes only.
-    sums, counts = gate_split_stats(gate, mask, classes, torch.tensor([OUTCOME_UNKNOWN, OUTCOME_FAILURE]))
+    _, counts = gate_split_stats(gate, mask, classes, torch.tensor([OUTCOME_UNKNOWN, OUTCOME_FAILURE]))
     names = gate_split_names()
     assert counts[names.index("gate_mean/success")] == 0
     assert counts[names.index("gate_mean/reasoning")] == 3
@@ -181,14 +183,14 @@ def test_gate_token_record_and_jsonl_round_trip(tmp_path):
     path.write_text(json.dumps(record) + "\n" + '{"step": 4, "outc', encoding="utf-8")  # a line cut by a killed run
     assert read_gate_records(path) == [record]
     with pytest.raises(ValueError, match=r"pieces \(1\), classes \(2\)"):
-        gate_token_record(["a"], [O, O], [0.5], [0.0], step=1, outcome=0)
+        gate_token_record(["a"], [X, X], [0.5], [0.0], step=1, outcome=0)
 
 
 def test_render_gate_html_colours_and_hover_values():
     record = gate_token_record(
         ["<think>", "x", "\n"], [F, R, R], [1.0, 0.0, 0.5], [2.5, -3.0, 0.0], step=7, outcome=0, prompt_tail="obs <b>"
     )
-    old = gate_token_record(["y"], [O], [0.5], [0.0], step=2, outcome=-1)
+    old = gate_token_record(["y"], [X], [0.5], [0.0], step=2, outcome=-1)
     page = render_gate_html([old, record], title="run <1>", max_steps=1)
     assert "<title>run &lt;1&gt;</title>" in page
     assert "Step 7" in page and "Step 2" not in page  # only the newest step

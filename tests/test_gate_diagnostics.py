@@ -13,7 +13,7 @@ import pytest
 import torch
 from datasets import Dataset
 
-from sdar_trl import SDARConfig, SDARTrainer
+from sdar_trl import SDARConfig, SDARTrainer, gate_branch
 from sdar_trl.diagnostics import TOKEN_CLASSES
 from sdar_trl.report import write_run_report
 from sdar_trl.skills import SkillBank
@@ -33,7 +33,7 @@ SPLIT = [f"sdar/gate_mean/{x}" for x in (*TOKEN_CLASSES, "success", "failure")]
 SPLIT += [key.replace("gate_mean", "gate_active_ratio") for key in SPLIT]
 
 
-def _agent_run(tmp_path, tiny_tokenizer, snapshots: list | None = None, **overrides) -> SDARTrainer:
+def _agent_run(tmp_path, tiny_tokenizer, **overrides) -> SDARTrainer:
     torch.manual_seed(0)
     trainer = SDARTrainer(
         build_tiny_model(tiny_tokenizer),
@@ -50,45 +50,51 @@ def _agent_run(tmp_path, tiny_tokenizer, snapshots: list | None = None, **overri
         return [GO, "garbage", GO, GO][position % 4] if call % 3 == 0 or position % 2 else WIN
 
     patch_generation(trainer, respond)
-    if snapshots is not None:  # keep the per-micro-batch values that log() averages and clears
-        log = trainer.log
-
-        def keep_and_log(logs, start_time=None):
-            snapshots.append({key: list(values) for key, values in trainer._metrics["train"].items()})
-            return log(logs, start_time)
-
-        trainer.log = keep_and_log
     trainer.train()
     return trainer
+
+
+def _record_micro_batches(monkeypatch) -> list[dict[str, float]]:
+    """Per micro-batch (compute_loss call) of the next run: its batch gate mean and its split means (NaN: no token)."""
+    calls: list[dict[str, float]] = []
+    log_sdar_stats, finish = SDARTrainer._log_sdar_stats, gate_branch.finish_split_stats
+
+    def keep_gate_mean(self, mode, stats, mask):
+        if "distill_loss" in stats:  # the loss's call (RLSD's has no distill_loss)
+            calls.append({"gate_mean": float(stats["gate_mean"])})
+        return log_sdar_stats(self, mode, stats, mask)
+
+    def keep_split(sums, counts):
+        means = finish(sums, counts)
+        calls[-1].update(means)
+        return means
+
+    monkeypatch.setattr(SDARTrainer, "_log_sdar_stats", keep_gate_mean)
+    monkeypatch.setattr(gate_branch, "finish_split_stats", keep_split)
+    return calls
 
 
 def _train_logs(trainer: SDARTrainer) -> list[dict]:
     return [entry for entry in trainer.state.log_history if "loss" in entry]
 
 
-def test_agent_mode_logs_split_gate_metrics_and_writes_token_dumps(tmp_path, tiny_tokenizer):
-    snapshots: list[dict[str, list[float]]] = []
-    trainer = _agent_run(
-        tmp_path / "on", tiny_tokenizer, snapshots, gate_diagnostics=True, gate_diagnostics_every=1
-    )
+def test_agent_mode_logs_split_gate_metrics_and_writes_token_dumps(tmp_path, tiny_tokenizer, monkeypatch):
+    calls = _record_micro_batches(monkeypatch)
+    trainer = _agent_run(tmp_path / "on", tiny_tokenizer, gate_diagnostics=True, gate_diagnostics_every=1)
     logs = _train_logs(trainer)
     assert len(logs) == 2
     for entry in logs:
         for key in ("reasoning", "action", "format", "success", "failure"):
             assert 0.0 < entry[f"sdar/gate_mean/{key}"] < 1.0, key
             assert 0.0 <= entry[f"sdar/gate_active_ratio/{key}"] <= 1.0, key
-    micro_batches = 0
-    for values in snapshots:
-        for index, overall in enumerate(values.get("sdar/gate_mean", [])):  # the end-of-training log has none
-            # Every distillation token is in exactly one class and one outcome: a micro-batch's gate mean is a
-            # token-weighted average of its class means, and of its outcome means.
-            for groups in (TOKEN_CLASSES, ("success", "failure")):
-                means = [values[f"sdar/gate_mean/{g}"][index] for g in groups]
-                means = [m for m in means if not math.isnan(m)]
-                assert min(means) - 1e-6 <= overall <= max(means) + 1e-6
-            micro_batches += 1
-    assert micro_batches >= 4  # several chunks per step: the check ran per chunk
-    assert any(entry["sdar/gate_mean/other"] is not None for entry in logs)  # the "garbage" responses
+    assert len(calls) >= 4  # several chunks per step: the check below runs per chunk
+    for values in calls:
+        # Every distillation token is in exactly one class and one outcome: a micro-batch's gate mean is a
+        # token-weighted average of its class means, and of its outcome means.
+        for groups in (TOKEN_CLASSES, ("success", "failure")):
+            means = [values[f"gate_mean/{g}"] for g in groups if not math.isnan(values[f"gate_mean/{g}"])]
+            assert min(means) - 1e-6 <= values["gate_mean"] <= max(means) + 1e-6
+    assert any("sdar/gate_mean/other" in entry for entry in logs)  # the "garbage" responses
 
     lines = (tmp_path / "on" / "gate_tokens.jsonl").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
@@ -139,7 +145,10 @@ def test_gate_diagnostics_change_no_training_value(tmp_path, tiny_tokenizer):
 
 
 def test_single_turn_outcomes_come_from_the_advantage_sign(tmp_path, tiny_tokenizer):
-    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "privileged_context": "Add."} for i in range(4)]
+    rows = [
+        {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "privileged_context": "Add."}
+        for i in range(4)
+    ]
     args = SDARConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=8,
@@ -167,8 +176,9 @@ def test_single_turn_outcomes_come_from_the_advantage_sign(tmp_path, tiny_tokeni
     patch_generation(trainer, lambda text, call, position: "<think>add them</think>4" if position % 2 else "4")
     trainer.train()
     for entry in _train_logs(trainer):
-        assert set(SPLIT) <= set(entry)
-        assert entry["sdar/gate_mean/action"] is None  # single-turn text has no action: no token, no value
+        # Single-turn text has no action: no token, so the action keys are never logged (not logged as None).
+        assert set(SPLIT) - set(entry) == {"sdar/gate_mean/action", "sdar/gate_active_ratio/action"}
+        assert all(isinstance(entry[key], float) for key in SPLIT if key in entry)
     records = [json.loads(line) for line in (tmp_path / "gate_tokens.jsonl").open()]
     assert records and {r["step"] for r in records} == {1, 2}
     for record in records:

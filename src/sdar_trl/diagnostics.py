@@ -209,7 +209,7 @@ def gate_split_stats(
 
 
 def finish_split_stats(sums: Sequence[float], counts: Sequence[float]) -> dict[str, float]:
-    """`{name: sum / count}` in `gate_split_names()` order; NaN where no token counted (TRL's `log` skips NaNs)."""
+    """`{name: sum / count}` in `gate_split_names()` order; NaN where no token counted."""
     return {
         name: (total / count if count > 0 else math.nan)
         for name, total, count in zip(gate_split_names(), sums, counts, strict=True)

@@ -9,13 +9,14 @@
   tensors, they follow the rows through TRL's and agent mode's shuffles, slices and chunks;
 - in `compute_loss`, after the distillation term: recompute the gate from the same detached log-probs (no graph, no
   second forward), log `sdar/gate_mean/<class|outcome>` and `sdar/gate_active_ratio/<class|outcome>` token-weighted
-  over all processes (one collective per micro-batch), and on dump steps append a few samples' tokens with their
-  gate and Δ to `output_dir/gate_tokens.jsonl` and re-render `output_dir/gate_tokens.html`.
+  over all processes (one collective per micro-batch; a class without tokens logs nothing), and on dump steps append
+  a few samples' tokens with their gate and Δ to `output_dir/gate_tokens.jsonl` and re-render `gate_tokens.html`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,7 +104,10 @@ class GateDiagnosticsMixin:
             totals = self.accelerator.reduce(torch.stack([sums, counts]), reduction="sum")  # (2, K) all processes
         total_sums, total_counts = totals.tolist()  # one host sync for all statistics
         for name, value in finish_split_stats(total_sums, total_counts).items():
-            self._metrics[mode][f"sdar/{name}"].append(value)
+            # No token of that class or outcome on any process: append nothing, so that a logging window without any
+            # logs no key (TRL's log() would turn a window of NaNs into None, which breaks float() consumers).
+            if not math.isnan(value):
+                self._metrics[mode][f"sdar/{name}"].append(value)
         if mode == "train":
             self._gate_dump(gate, teacher_logps - student, inputs, mask)
 
