@@ -57,6 +57,8 @@ def test_search_answer_action_is_the_first_closed_block_and_the_rest_is_ignored(
     # After the first closing tag the parser reads nothing: a second block is `other`, tags included.
     labels = char_classes("<answer>a</answer><answer>b</answer>", "search_answer")
     assert labels == [F] * 8 + [A] + [F] * 9 + [X] * 18
+    # A block cut short (max_completion_length) is still the action being written.
+    assert char_classes("<search>osl", "search_answer") == [F] * 8 + [A] * 3
 
 
 def test_single_turn_recognises_only_think_blocks():

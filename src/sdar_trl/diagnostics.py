@@ -96,7 +96,7 @@ def char_classes(text: str, action_format: str | None) -> list[int]:
         text: the response as decoded from its tokens.
         action_format: how the environment parses it (`sdar_trl.actions`): `"think_action"` (the action is the text
             between the first `<action>` and the next `</action>`; tags are matched case-insensitively, as the
-            parser lower-cases), `"search_answer"` (the action is the `<search>`/`<answer>` block closed by the first
+            parser scan-cases), `"search_answer"` (the action is the `<search>`/`<answer>` block closed by the first
             closing tag; the text after it is ignored by the parser and counted `other`), or `None` (single-turn: no
             action, only `<think>` blocks are recognised).
     """
@@ -105,37 +105,37 @@ def char_classes(text: str, action_format: str | None) -> list[int]:
             f"action_format={action_format!r} is not supported; expected 'think_action', 'search_answer' or None "
             "(single-turn text). Pass the environment's action_format attribute."
         )
-    # The think_action parser lower-cases the response before it looks for tags; Search-R1's parser does not.
-    lower = text.lower() if action_format == "think_action" else text
+    # The think_action parser scan-cases the response before it looks for tags; Search-R1's parser does not.
+    scan = text.lower() if action_format == "think_action" else text
     labels = [OTHER] * len(text)
-    _mark_blocks(lower, labels, "<think>", "</think>", REASONING)
+    _mark_blocks(scan, labels, "<think>", "</think>", REASONING)
     if action_format == "think_action":
-        start = lower.find("<action>")
+        start = scan.find("<action>")
         if start != -1:
             content = start + len("<action>")
-            end = lower.find("</action>", content)
+            end = scan.find("</action>", content)
             stop = len(text) if end == -1 else end
             labels[content:stop] = [ACTION] * (stop - content)
-        _mark_tags(lower, labels, ("<think>", "</think>", "<action>", "</action>"))
+        _mark_tags(scan, labels, ("<think>", "</think>", "<action>", "</action>"))
     elif action_format == "search_answer":
-        closers = [(at, kind) for kind in ("search", "answer") if (at := lower.find(f"</{kind}>")) != -1]
+        closers = [(at, kind) for kind in ("search", "answer") if (at := scan.find(f"</{kind}>")) != -1]
         if closers:
             at, kind = min(closers)
             cut = at + len(f"</{kind}>")
-            opening = lower.rfind(f"<{kind}>", 0, at)
+            opening = scan.rfind(f"<{kind}>", 0, at)
             if opening != -1:
                 content = opening + len(f"<{kind}>")
                 labels[content:at] = [ACTION] * (at - content)
         else:
             cut = len(text)
-            openings = [at for kind in ("search", "answer") if (at := lower.find(f"<{kind}>")) != -1]
+            openings = [at for kind in ("search", "answer") if (at := scan.find(f"<{kind}>")) != -1]
             if openings:  # an unfinished block (truncated response): still what the model was writing as its action
-                content = lower.find(">", min(openings)) + 1
+                content = scan.find(">", min(openings)) + 1
                 labels[content:] = [ACTION] * (len(text) - content)
-        _mark_tags(lower, labels, ("<think>", "</think>", "<search>", "</search>", "<answer>", "</answer>"))
+        _mark_tags(scan, labels, ("<think>", "</think>", "<search>", "</search>", "<answer>", "</answer>"))
         labels[cut:] = [OTHER] * (len(text) - cut)  # the parser never reads past the first closing tag
     else:
-        _mark_tags(lower, labels, ("<think>", "</think>"))
+        _mark_tags(scan, labels, ("<think>", "</think>"))
     return labels
 
 
