@@ -16,6 +16,7 @@ from sdar_trl.diagnostics import (
     OUTCOME_UNKNOWN,
     TOKEN_CLASSES,
     char_classes,
+    colour_ranges,
     finish_split_stats,
     gate_split_names,
     gate_split_stats,
@@ -193,7 +194,7 @@ def test_render_gate_html_colours_and_hover_values():
         ["<think>", "x", "\n"], [F, R, R], [1.0, 0.0, 0.5], [2.5, -3.0, 0.0], step=7, outcome=0, prompt_tail="obs <b>"
     )
     old = gate_token_record(["y"], [X], [0.5], [0.0], step=2, outcome=-1)
-    page = render_gate_html([old, record], title="run <1>", max_steps=1)
+    page = render_gate_html([old, record], title="run <1>", max_steps=1, delta_range=2.0)
     assert "<title>run &lt;1&gt;</title>" in page
     assert "Step 7" in page and "Step 2" not in page  # only the newest step
     assert "&lt;think&gt;" in page and "obs &lt;b&gt;" in page  # tokens and prompt are escaped
@@ -203,3 +204,15 @@ def test_render_gate_html_colours_and_hover_values():
     assert page.count("rgb(255,255,255)") == 2  # the newline token: gate 0.5 and Δ 0
     assert "outcome: failure" in page
     assert "mean gate 0.500" in page
+    assert "saturating at 0.5 ± 0.5)" in page and "saturating at ±2)" in page
+
+
+def test_colour_ranges_follow_the_largest_deviation():
+    small = gate_token_record(["a", "b"], [X, X], [0.49, 0.53], [-0.04, 0.024], step=1, outcome=1)
+    assert colour_ranges([small]) == (pytest.approx(0.03), pytest.approx(0.04))
+    flat = gate_token_record(["a"], [X], [0.5], [0.0], step=1, outcome=1)
+    assert colour_ranges([flat]) == (1e-3, 1e-3)  # no deviation: floors, not a division by zero
+    # With the page's own scale, the token with Δ = -0.04 is full red and gate 0.53 full green.
+    page = render_gate_html([small])
+    assert 'background:rgb(255,0,0)" title="other · gate 0.490 · Δ -0.040' in page
+    assert 'background:rgb(0,255,0)" title="other · gate 0.530 · Δ +0.024' in page

@@ -99,6 +99,9 @@ def test_agent_mode_logs_split_gate_metrics_and_writes_token_dumps(tmp_path, tin
     lines = (tmp_path / "on" / "gate_tokens.jsonl").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["step"] for r in records] == [1] * 4 + [2] * 4  # every step (gate_diagnostics_every=1), 4 samples
+    for step in (1, 2):  # distinct samples: two trajectories that played the same step the same way count once
+        shown = [(r["prompt_tail"], tuple(r["tokens"])) for r in records if r["step"] == step]
+        assert len(set(shown)) == len(shown)
     for record in records:
         text = "".join(record["tokens"])
         assert text.endswith("<|im_end|>") and record["classes"][-1] == "format"  # EOS is a format token

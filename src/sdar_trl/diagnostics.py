@@ -37,6 +37,7 @@ __all__ = [
     "OUTCOME_UNKNOWN",
     "TOKEN_CLASSES",
     "char_classes",
+    "colour_ranges",
     "finish_split_stats",
     "gate_split_names",
     "gate_split_stats",
@@ -276,20 +277,40 @@ def _token_html(token: str) -> str:
     return html.escape(shown) if shown.strip() else html.escape(shown).replace(" ", "&nbsp;") or "∅"
 
 
+def colour_ranges(records: Sequence[Mapping[str, Any]]) -> tuple[float, float]:
+    """Half-widths `(gate_range, delta_range)` that make the largest deviation of `records` saturate.
+
+    The gate is shown as 0.5 ± gate_range, Δ as 0 ± delta_range. Early in training teacher and student nearly agree
+    (|Δ| of order 0.01–0.1, gate within a few hundredths of 0.5), so a fixed scale would show every token white.
+    Floors of 1e-3 keep an all-agreeing dump white rather than amplifying rounding.
+    """
+    gates = [abs(g - 0.5) for record in records for g in record["gate"] if math.isfinite(g)]
+    deltas = [abs(d) for record in records for d in record["delta"] if math.isfinite(d)]
+    return max([*gates, 1e-3]), max([*deltas, 1e-3])
+
+
 def render_gate_html(
     records: Sequence[Mapping[str, Any]],
     *,
     title: str = "SDAR gate",
-    delta_range: float = 2.0,
+    gate_range: float | None = None,
+    delta_range: float | None = None,
     max_steps: int = GATE_HTML_STEPS,
 ) -> str:
     """A self-contained HTML page: per sample, its tokens coloured by gate (row 1) and by Δ (row 2), values on hover.
 
-    Shows the newest `max_steps` dump steps, newest first.
-
-    The gate is coloured red (0, closed) → white (0.5) → green (1, open); Δ red (< 0, the teacher rejects the token)
-    → white (0) → green (> 0, it endorses it), saturating at ±`delta_range`.
+    Shows the newest `max_steps` dump steps, newest first. The gate is coloured red (closed) → white (0.5) → green
+    (open), saturating at 0.5 ± `gate_range`; Δ red (< 0, the teacher rejects the token) → white (0) → green (> 0,
+    it endorses it), saturating at ±`delta_range`. None (default): the largest deviation on the page
+    (`colour_ranges`), stated in the page's header.
     """
+    steps: dict[int, list[Mapping[str, Any]]] = {}
+    for record in records:
+        steps.setdefault(int(record["step"]), []).append(record)
+    shown = sorted(steps, reverse=True)[:max_steps]
+    auto_gate, auto_delta = colour_ranges([record for step in shown for record in steps[step]])
+    gate_range = auto_gate if gate_range is None else gate_range
+    delta_range = auto_delta if delta_range is None else delta_range
     parts = [
         "<!DOCTYPE html>",
         '<html><head><meta charset="utf-8">',
@@ -301,14 +322,12 @@ def render_gate_html(
         ".c-format{opacity:.55}.sample{border-top:1px solid #ccc;padding-top:.5em}"
         ".prompt{color:#666;font-size:.85em;white-space:pre-wrap}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        "<p>Each sample shows its completion twice: coloured by the gate g = sigmoid(β·Δ) (red 0 → white 0.5 → green "
-        f"1), then by Δ = lT − lS (red negative → white 0 → green positive, saturating at ±{delta_range:g}). Hover a "
-        "token for its values. Underline: blue = action tokens, grey = reasoning; faded = format tokens.</p>",
+        "<p>Each sample shows its completion twice: coloured by the gate g = sigmoid(β·Δ) (red closed → white 0.5 → "
+        f"green open, saturating at 0.5 ± {gate_range:.3g}), then by Δ = lT − lS (red negative → white 0 → green "
+        f"positive, saturating at ±{delta_range:.3g}). Hover a token for its values. Underline: blue = action "
+        "tokens, grey = reasoning; faded = format tokens.</p>",
     ]
-    steps: dict[int, list[Mapping[str, Any]]] = {}
-    for record in records:
-        steps.setdefault(int(record["step"]), []).append(record)
-    for step in sorted(steps, reverse=True)[:max_steps]:
+    for step in shown:
         parts.append(f"<h2>Step {step}</h2>")
         for number, record in enumerate(steps[step], start=1):
             gates, deltas = record["gate"], record["delta"]
@@ -319,7 +338,10 @@ def render_gate_html(
             )
             if record.get("prompt_tail"):
                 parts.append(f'<div class="prompt">… {html.escape(str(record["prompt_tail"]))}</div>')
-            for label, values, low, high in (("gate", gates, 0.0, 1.0), ("Δ", deltas, -delta_range, delta_range)):
+            for label, values, low, high in (
+                ("gate", gates, 0.5 - gate_range, 0.5 + gate_range),
+                ("Δ", deltas, -delta_range, delta_range),
+            ):
                 spans = []
                 for token, kind, g, d, value in zip(
                     record["tokens"], record["classes"], gates, deltas, values, strict=True

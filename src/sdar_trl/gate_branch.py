@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["GATE_DUMP_SAMPLES", "GateDiagnosticsMixin", "write_gate_records"]
 
-#: Samples written per dump step (the first ones with distillation tokens that the step trains on, main process).
+#: Samples written per dump step (the first distinct ones with distillation tokens that the step trains on, on the
+#: main process).
 GATE_DUMP_SAMPLES = 4
 #: Characters of a sample's prompt shown before its tokens.
 _PROMPT_TAIL_CHARS = 300
@@ -53,7 +54,7 @@ class GateDiagnosticsMixin:
 
     args: SDARConfig
     _gate_pieces: dict[int, str]
-    _gate_dump_state: tuple[int, int]  # (step of the dump under way, samples written for it)
+    _gate_dump_state: tuple[int, set[tuple[tuple[int, ...], tuple[int, ...]]]]  # (dump step, samples written)
 
     def _gate_diagnostics_on(self) -> bool:
         """The split statistics exist only where the gated term runs."""
@@ -123,30 +124,37 @@ class GateDiagnosticsMixin:
         step = self._gate_dump_step()
         if step is None:
             return
-        dumped_step, written = self._gate_dump_state
+        dumped_step, seen = self._gate_dump_state
         if dumped_step != step:
-            written = 0
-        if written >= GATE_DUMP_SAMPLES:
+            seen = set()
+        if len(seen) >= GATE_DUMP_SAMPLES:
             return
         keep = mask.bool()  # (B, C)
-        rows = [row for row, count in enumerate(keep.sum(dim=1).tolist()) if count > 0][: GATE_DUMP_SAMPLES - written]
         tokenizer = self._gate_tokenizer()
         records = []
-        for row in rows:
+        for row, count in enumerate(keep.sum(dim=1).tolist()):
+            if count == 0 or len(seen) >= GATE_DUMP_SAMPLES:
+                continue
             where = keep[row]  # (C,)
-            prompt = tokenizer.decode(inputs["prompt_ids"][row][inputs["prompt_mask"][row].bool()].tolist())
+            prompt_ids = inputs["prompt_ids"][row][inputs["prompt_mask"][row].bool()].tolist()
+            completion_ids = inputs["completion_ids"][row][where].tolist()
+            # The trajectories of a task often sample the same step: a repeat would only show the same tokens again.
+            key = (tuple(prompt_ids), tuple(completion_ids))
+            if key in seen:
+                continue
+            seen.add(key)
             records.append(
                 gate_token_record(
-                    self._gate_decode_pieces(inputs["completion_ids"][row][where].tolist()),
+                    self._gate_decode_pieces(completion_ids),
                     inputs["gate_token_classes"][row][where].clamp(min=0).tolist(),
                     gate[row][where].tolist(),
                     delta[row][where].tolist(),
                     step=step,
                     outcome=int(inputs["gate_outcome"][row]),
-                    prompt_tail=prompt[-_PROMPT_TAIL_CHARS:],
+                    prompt_tail=tokenizer.decode(prompt_ids)[-_PROMPT_TAIL_CHARS:],
                 )
             )
-        self._gate_dump_state = (step, written + len(records))
+        self._gate_dump_state = (step, seen)
         if records:
             write_gate_records(Path(self.args.output_dir), records)
 

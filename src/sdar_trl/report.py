@@ -24,6 +24,7 @@ from .diagnostics import (
     GATE_TOKENS_HTML,
     OUTCOMES,
     TOKEN_CLASSES,
+    colour_ranges,
     read_gate_records,
     render_gate_html,
 )
@@ -198,9 +199,13 @@ def _gate_plots(
         newest = [record for record in records if int(record["step"]) == step]
         width = max(len(record["gate"]) for record in newest)
         fig, axes = plt.subplots(2, 1, figsize=(min(14, 2 + 0.12 * width), 1.2 + 0.9 * len(newest)), squeeze=False)
-        for ax, (key, low, high, label) in zip(
-            axes[:, 0], (("gate", 0.0, 1.0, "gate g"), ("delta", -2.0, 2.0, "Δ = lT − lS")), strict=True
-        ):
+        # Colours saturate at the dump's largest deviation: early on |Δ| is a few hundredths (colour_ranges).
+        gate_range, delta_range = colour_ranges(newest)
+        scales = (
+            ("gate", 0.5 - gate_range, 0.5 + gate_range, "gate g"),
+            ("delta", -delta_range, delta_range, "Δ = lT − lS"),
+        )
+        for ax, (key, low, high, label) in zip(axes[:, 0], scales, strict=True):
             grid = [[*record[key], *[math.nan] * (width - len(record[key]))] for record in newest]
             image = ax.imshow(grid, aspect="auto", cmap="RdYlGn", vmin=low, vmax=high, interpolation="nearest")
             # Action tokens are the ones an agent is judged by: mark them.

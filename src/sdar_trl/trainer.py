@@ -168,7 +168,7 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GateDiagnosticsMixin, GRPO
         self._sdar_capture = False
         self._sdar_captured: list[torch.Tensor] = []
         self._gate_pieces: dict[int, str] = {}  # token id -> its decoded text (gate diagnostics)
-        self._gate_dump_state = (0, 0)
+        self._gate_dump_state = (0, set())  # (step being dumped, its samples written so far)
         self._setup_teacher(base_teacher)
 
     # ------------------------------------------------------------------ checkpoints (sdar_trl.checkpoint)
