@@ -188,3 +188,14 @@ def test_single_turn_outcomes_come_from_the_advantage_sign(tmp_path, tiny_tokeni
         reasoned = "".join(record["tokens"]).startswith("<think>")
         assert record["outcome"] == ("success" if reasoned else "failure")
         assert set(record["classes"]) == ({"format", "reasoning", "other"} if reasoned else {"format", "other"})
+
+
+@pytest.mark.parametrize("method", ["grpo", "skill_sd", "rlsd"])
+def test_gate_diagnostics_without_a_gate_warn(tmp_path, method):
+    with pytest.warns(UserWarning, match=f"gate_diagnostics=True has no effect with method='{method}'"):
+        SDARConfig(output_dir=str(tmp_path), method=method, gate_diagnostics=True, report_to="none", bf16=False)
+
+
+def test_gate_diagnostics_every_must_not_be_negative(tmp_path):
+    with pytest.raises(ValueError, match="gate_diagnostics_every=-1 must be >= 0"):
+        SDARConfig(output_dir=str(tmp_path), gate_diagnostics_every=-1, report_to="none", bf16=False)

@@ -9,6 +9,7 @@ after the method preset has filled the unset fields. `DISTILL_LOSSES`, `TEACHER_
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 from ._validation import FieldKind
@@ -158,6 +159,14 @@ def check_sdar_fields(config: SDARConfig) -> None:
         raise ValueError(
             f"max_teacher_prompt_length={config.max_teacher_prompt_length} must be a positive number of tokens or "
             "None (no truncation)."
+        )
+    if config.gate_diagnostics and (config.distill_coef == 0 or config.distill_loss != "gated"):
+        warnings.warn(
+            f"gate_diagnostics=True has no effect with method={config.method!r} (distill_coef={config.distill_coef}, "
+            f"distill_loss={config.distill_loss!r}): only the gated distillation term has a gate. Use a gated method "
+            "('sdar', 'grpo_opsd', 'opsd'), or leave gate_diagnostics off.",
+            UserWarning,
+            stacklevel=3,
         )
     if config.gate_diagnostics_every < 0:
         raise ValueError(
