@@ -42,6 +42,17 @@ def test_env_workers_cost_prints_both_modes():
     assert "worker start-up" in stderr
 
 
+@pytest.mark.integration
+def test_gate_overhead_prints_the_instrumented_share():
+    args = ["--steps", "1", "--warmup", "1", "--completion-length", "8", "--episode-length", "2"]
+    result, stderr = _run_benchmark("gate_overhead.py", args)
+    assert result["benchmark"] == "gate_overhead" and result["rows_per_step"] == 16 and result["every"] == 1
+    # Step 2 is timed, and with every=1 it dumps: the diagnostics took some time, a small part of the step.
+    assert 0 < result["diagnostics_s_per_step"] < result["step_s_on"]
+    assert 0 < result["instrumented_share"] < 1 and result["step_s_off"] > 0
+    assert "% of the step time" in stderr
+
+
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     from sdar_trl.testing import save_tiny

@@ -72,6 +72,8 @@ SDAR_FIELDS = {
     "max_admissible_actions",
     "invalid_action_text",
     "env_workers",
+    "gate_diagnostics",
+    "gate_diagnostics_every",
 }
 
 
@@ -222,6 +224,8 @@ WRONG_TYPES = {
     "max_admissible_actions": 10.5,
     "invalid_action_text": 0,
     "env_workers": 1.5,
+    "gate_diagnostics": "yes",
+    "gate_diagnostics_every": 2.5,
 }
 
 

@@ -9,6 +9,7 @@ after the method preset has filled the unset fields. `DISTILL_LOSSES`, `TEACHER_
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 from ._validation import FieldKind
@@ -44,6 +45,8 @@ SDAR_FIELD_KINDS: dict[str, FieldKind] = {
     "teacher_prefix_cache": ("bool", False, True),
     "distill_empty_context": ("bool", False, False),
     "privileged_context_column": ("str", False, "privileged_context"),
+    "gate_diagnostics": ("bool", False, True),
+    "gate_diagnostics_every": ("int", False, 10),
     "max_steps_per_episode": ("int", True, 50),
     "history_length": ("int", False, 2),
     "invalid_action_penalty": ("number", False, 0.1),
@@ -160,6 +163,19 @@ def check_sdar_fields(config: SDARConfig) -> None:
         raise ValueError(
             f"max_teacher_prompt_length={config.max_teacher_prompt_length} must be a positive number of tokens or "
             "None (no truncation)."
+        )
+    if config.gate_diagnostics and (config.distill_coef == 0 or config.distill_loss != "gated"):
+        warnings.warn(
+            f"gate_diagnostics=True has no effect with method={config.method!r} (distill_coef={config.distill_coef}, "
+            f"distill_loss={config.distill_loss!r}): only the gated distillation term has a gate. Use a gated method "
+            "('sdar', 'grpo_opsd', 'opsd'), or leave gate_diagnostics off.",
+            UserWarning,
+            stacklevel=3,
+        )
+    if config.gate_diagnostics_every < 0:
+        raise ValueError(
+            f"gate_diagnostics_every={config.gate_diagnostics_every} must be >= 0 optimizer steps (10 by default; 0 "
+            "logs the split gate metrics without writing token dumps)."
         )
     if not config.privileged_context_column:
         raise ValueError("privileged_context_column must name a dataset column, got an empty string.")

@@ -39,6 +39,7 @@ from .agent import (
 )
 from .agent.arguments import check_task_groups
 from .context import privileged_context
+from .diagnostics import won_outcome
 from .env_guard import EnvFaultLog, check_failed_share
 from .loss import distill_token_mask, gated_gap_sums, sampled_token_mask
 from .retrieval import SkillRetriever, chosen_skill_metrics
@@ -233,6 +234,11 @@ class AgentModeMixin:
         if self.args.needs_teacher:
             episodes = {episode.trajectory: episode for episode in result.episodes}
             real = len(result.steps)  # the rows after them are dummies: no context
+            if self._gate_diagnostics_on():
+                # The pool the rollout just played in: its action format says where a response's action is.
+                action_format = getattr(self._envs.get(1)[0], "action_format", "think_action")
+                outcomes = [won_outcome(episodes[s.trajectory].won if i < real else None) for i, s in enumerate(steps)]
+                self._gate_annotate(batch, action_format=action_format, outcomes=outcomes)
             contexts = [self._agent_context(episodes[s.trajectory]) if i < real else "" for i, s in enumerate(steps)]
             self._add_teacher_logps(batch, [self._render_prefix(context) for context in contexts])  # (N, C)
             if self.args.skill_retrieval == "ucb" and self.skill_retriever is not None:

@@ -173,6 +173,15 @@ class SDARConfig(GRPOConfig):
         privileged_context_column (`str`, *optional*, defaults to `"privileged_context"`):
             Dataset column holding each row's privileged context (same name as TRL's SDPO/SDFT).
 
+        > Gate diagnostics (docs/gate.md)
+
+        gate_diagnostics (`bool`, *optional*, defaults to `False`):
+            Split the gate (`distill_loss="gated"`) by token class (`reasoning`, `action`, `format`, `other`) and by
+            outcome (`success`, `failure`): logs `sdar/gate_mean/<x>` and `sdar/gate_active_ratio/<x>`, and dumps
+            a few samples' tokens with their gate and Δ (`gate_tokens.jsonl`, `gate_tokens.html` in `output_dir`).
+        gate_diagnostics_every (`int`, *optional*, defaults to `10`):
+            Dump the tokens on the first optimizer step and every this many steps; `0` dumps none.
+
         > Agent mode (`SDARTrainer(..., env_factory=...)`; see docs/agents.md)
 
         max_steps_per_episode (`int`, *optional*):
@@ -351,6 +360,24 @@ class SDARConfig(GRPOConfig):
     privileged_context_column: str = field(
         default="privileged_context",
         metadata={"help": "Dataset column with each row's privileged context string (TRL's SDPO/SDFT use the same)."},
+    )
+    gate_diagnostics: bool = field(
+        default=False,
+        metadata={
+            "help": "Split the gate by token class and outcome (distill_loss='gated'): log sdar/gate_mean/<x> and "
+            "sdar/gate_active_ratio/<x> for x in reasoning, action, format, other (tokens inside <think>, inside the "
+            "action tags, tags/EOS, the rest) and success, failure (agent mode: the episode won; single-turn: the "
+            "advantage is positive/negative), and dump a few samples' tokens with gate and Δ every "
+            "gate_diagnostics_every steps (gate_tokens.jsonl / .html in output_dir). See docs/gate.md."
+        },
+    )
+    gate_diagnostics_every: int = field(
+        default=10,
+        metadata={
+            "help": "With gate_diagnostics: write the tokens of 4 samples with their gate and Δ on the first "
+            "optimizer step and every this many steps (output_dir/gate_tokens.jsonl and gate_tokens.html); 0 "
+            "writes none (the split metrics are still logged)."
+        },
     )
     max_steps_per_episode: int | None = field(
         default=None,

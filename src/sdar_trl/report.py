@@ -19,6 +19,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .diagnostics import (
+    GATE_TOKENS_FILE,
+    GATE_TOKENS_HTML,
+    OUTCOMES,
+    TOKEN_CLASSES,
+    colour_ranges,
+    read_gate_records,
+    render_gate_html,
+)
+
 __all__ = ["write_run_report"]
 
 _GATE_CURVES = ("sdar/gate_mean", "sdar/gate_active_ratio")
@@ -149,6 +159,70 @@ def _plots(
     return written
 
 
+def _split_series(log_history: Sequence[Mapping[str, Any]], groups: Sequence[str]) -> list[str]:
+    return [group for group in groups if _series(log_history, f"sdar/gate_mean/{group}")[0]]
+
+
+def _gate_plots(
+    output_dir: Path, log_history: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """`gate_split.png` (the split gate over training) and `gate_heatmap.png` (the newest token dump), when present."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    panels = [
+        (title, present)
+        for title, groups in (("by token class", TOKEN_CLASSES), ("by outcome", OUTCOMES))
+        if (present := _split_series(log_history, groups))
+    ]
+    if panels:
+        fig, axes = plt.subplots(len(panels), 1, figsize=(7, 2.8 * len(panels)), sharex=True, squeeze=False)
+        for ax, (title, groups) in zip(axes[:, 0], panels, strict=True):
+            for index, group in enumerate(groups):
+                colour = f"C{index}"
+                ax.plot(*_series(log_history, f"sdar/gate_mean/{group}"), marker=".", color=colour, label=group)
+                ax.plot(*_series(log_history, f"sdar/gate_active_ratio/{group}"), linestyle="--", color=colour)
+            ax.axhline(0.5, color="grey", linewidth=0.5)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_ylabel(f"gate {title}", fontsize=8)
+            ax.legend(fontsize=7, title="solid: mean gate, dashed: share g > 0.5", title_fontsize=7)
+        axes[-1, 0].set_xlabel("optimizer step")
+        fig.tight_layout()
+        fig.savefig(output_dir / "gate_split.png", dpi=110)
+        plt.close(fig)
+        written.append("gate_split.png")
+    if records:
+        step = max(int(record["step"]) for record in records)
+        newest = [record for record in records if int(record["step"]) == step]
+        width = max(len(record["gate"]) for record in newest)
+        fig, axes = plt.subplots(2, 1, figsize=(min(14, 2 + 0.12 * width), 1.2 + 0.9 * len(newest)), squeeze=False)
+        # Colours saturate at the dump's largest deviation: early on |Δ| is a few hundredths (colour_ranges).
+        gate_range, delta_range = colour_ranges(newest)
+        scales = (
+            ("gate", 0.5 - gate_range, 0.5 + gate_range, "gate g"),
+            ("delta", -delta_range, delta_range, "Δ = lT − lS"),
+        )
+        for ax, (key, low, high, label) in zip(axes[:, 0], scales, strict=True):
+            grid = [[*record[key], *[math.nan] * (width - len(record[key]))] for record in newest]
+            image = ax.imshow(grid, aspect="auto", cmap="RdYlGn", vmin=low, vmax=high, interpolation="nearest")
+            # Action tokens are the ones an agent is judged by: mark them.
+            for row, record in enumerate(newest):
+                xs = [i for i, kind in enumerate(record["classes"]) if kind == "action"]
+                ax.scatter(xs, [row] * len(xs), marker="|", color="#1f5fbf", s=30)
+            ax.set_yticks(range(len(newest)), [f"{i + 1} ({r['outcome']})" for i, r in enumerate(newest)], fontsize=7)
+            ax.set_title(f"{label}, step {step} (blue ticks: action tokens)", fontsize=8)
+            fig.colorbar(image, ax=ax, fraction=0.03)
+        axes[-1, 0].set_xlabel("completion token")
+        fig.tight_layout()
+        fig.savefig(output_dir / "gate_heatmap.png", dpi=110)
+        plt.close(fig)
+        written.append("gate_heatmap.png")
+    return written
+
+
 def write_run_report(
     output_dir: str | Path,
     log_history: Sequence[Mapping[str, Any]],
@@ -157,8 +231,12 @@ def write_run_report(
     after: Mapping[str, Any] | None = None,
     title: str = "SDAR run",
     details: Mapping[str, Any] | None = None,
+    gate_tokens: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write `metrics.json`, `report.md` and the PNG plots into `output_dir`; return the JSON content.
+
+    With gate diagnostics (`SDARConfig.gate_diagnostics`, docs/gate.md) the report also gets the split gate curves
+    (`gate_split.png`), a heatmap of the newest token dump (`gate_heatmap.png`) and a link to `gate_tokens.html`.
 
     Args:
         output_dir: where to write (created if missing).
@@ -166,6 +244,7 @@ def write_run_report(
         before / after: the metric dicts `trainer.evaluate()` returned before and after training.
         title: the report's heading.
         details: extra key/values shown in the report and stored in the JSON (model, env, method, ...).
+        gate_tokens: the trainer's `gate_tokens.jsonl`; None: `output_dir/gate_tokens.jsonl` if it exists.
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -178,11 +257,17 @@ def write_run_report(
         "log_history": [dict(entry) for entry in log_history],
     }
     (output_dir / "metrics.json").write_text(json.dumps(content, indent=2, default=str) + "\n", encoding="utf-8")
+    gate_path = Path(gate_tokens) if gate_tokens is not None else output_dir / GATE_TOKENS_FILE
+    records = read_gate_records(gate_path) if gate_path.is_file() else []
+    if records:  # re-rendered here too: the JSONL may come from another directory
+        page = render_gate_html(records, title=f"{title}: gate by token")
+        (output_dir / GATE_TOKENS_HTML).write_text(page, encoding="utf-8")
     try:
         plots = _plots(output_dir, log_history, before_env, after_env)
+        gate_plots = _gate_plots(output_dir, log_history, records)
         plot_note = ""
     except ImportError:
-        plots, plot_note = [], 'Plots need matplotlib: `pip install "sdar-trl[examples]"`.'
+        plots, gate_plots, plot_note = [], [], 'Plots need matplotlib: `pip install "sdar-trl[examples]"`.'
 
     lines = [f"# {title}", ""]
     for key, value in (details or {}).items():
@@ -223,6 +308,20 @@ def write_run_report(
     if plots or plot_note:
         lines += ["## Plots", ""]
         lines += [f"![{name}]({name})" for name in plots] or [plot_note]
+        lines.append("")
+    if records or gate_plots:
+        lines += ["## Gate diagnostics", ""]
+        lines.append(
+            "Where the gate g = sigmoid(β·Δ) opens: by token class and episode outcome over training, and token by "
+            "token for a few samples (docs/gate.md)."
+        )
+        lines.append("")
+        if records:
+            lines += [
+                f"Tokens coloured by gate and by Δ, values on hover: [{GATE_TOKENS_HTML}]({GATE_TOKENS_HTML}).",
+                "",
+            ]
+        lines += [f"![{name}]({name})" for name in gate_plots]
         lines.append("")
     (output_dir / "report.md").write_text("\n".join(lines), encoding="utf-8")
     return content

@@ -47,6 +47,7 @@ from .config import SDARConfig
 from .context import check_context_column, prepend_to_prompt
 from .env_guard import EnvFaultLog
 from .environments.base import AgentEnvironment
+from .gate_branch import GateDiagnosticsMixin
 from .loss import compute_distill_loss, distill_token_mask
 from .model_card import SDAR_PAPER, base_model_name, render_model_card
 from .retrieval import SkillRetriever
@@ -56,7 +57,7 @@ from .teacher_branch import TeacherBranchMixin, frozen_base_copy
 __all__ = ["SDARTrainer"]
 
 
-class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GRPOTrainer):
+class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GateDiagnosticsMixin, GRPOTrainer):
     """GRPO with SDAR's gated self-distillation from a privileged-context teacher.
 
     Takes every argument of [`trl.GRPOTrainer`]; `args` must be an [`SDARConfig`]. Each dataset row
@@ -179,6 +180,8 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GRPOTrainer):
             self.add_callback(CloseEnvironmentsCallback(self.close_environments))
         self._sdar_capture = False
         self._sdar_captured: list[torch.Tensor] = []
+        self._gate_pieces: dict[int, str] = {}  # token id -> its decoded text (gate diagnostics)
+        self._gate_dump_state = (0, set())  # (step being dumped, its samples written so far)
         self._setup_teacher(base_teacher)
 
     # ------------------------------------------------------------------ checkpoints (sdar_trl.checkpoint)
@@ -237,6 +240,10 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GRPOTrainer):
             raise NotImplementedError(
                 "SDARTrainer's teacher branch does not support multimodal batches yet (the teacher prompt would have "
                 "to repeat the image tokens). Use method='grpo' for vision-language models."
+            )
+        if self._gate_diagnostics_on():  # before RLSD, which turns the (B,) advantages into (B, C) token advantages
+            self._gate_annotate(
+                output, action_format=None, outcomes=self._gate_outcomes_from_advantages(output["advantages"])
             )
         self._add_teacher_logps(
             output, [self._render_prefix(row.get(self.args.privileged_context_column)) for row in inputs]
@@ -384,6 +391,7 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GRPOTrainer):
         # TRL's loss is already divided by the accumulation steps (loss_is_scaled_for_ga); match it.
         normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         self._log_sdar_stats(mode, {"distill_loss": distill.detach(), **stats}, mask)
+        self._gate_record(student_logps, inputs, mask, mode)  # no-op unless gate_diagnostics annotated the batch
         distill_weight = 1.0 if weights is None else weights["distill"]
         return loss * trl_weight + self.args.distill_coef * distill / normalizer * distill_weight
 
