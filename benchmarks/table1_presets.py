@@ -23,6 +23,8 @@ METHODS: dict[str, str] = {
     "sdar": "SDAR",
 }
 ENVS = ("alfworld-mini", "webshop-mini", "searchqa-mini")
+#: Methods whose loss has the gated distillation term (the ones gate diagnostics can describe).
+GATED_METHODS = ("sdar", "grpo_opsd", "opsd")
 #: The reference's per-benchmark agent settings (docs/trainer.md's configuration table): history length,
 #: invalid-action penalty, KL coefficient, skill library.
 ENV_SETTINGS: dict[str, dict[str, Any]] = {
@@ -63,6 +65,9 @@ class Preset:
     # A held-out learning curve: every `eval_every` optimizer steps, `curve_eval_tasks` held-out tasks (0: none).
     eval_every: int = 0
     curve_eval_tasks: int = 0
+    # Token-level gate diagnostics (docs/gate.md) for the methods with a gated term: split gate curves in every
+    # run's curve, and a run report with the token heatmap under <output_dir>/gate/ (table1_runner.run_one).
+    gate_diagnostics: bool = False
 
     def batch_size(self, env_name: str) -> int:
         """Step samples per forward/backward chunk (and trajectories per accumulation slice) on `env_name`."""
@@ -124,6 +129,7 @@ PRESETS: dict[str, Preset] = {
         model="micro:{env}",
         eval_every=10,
         curve_eval_tasks=50,
+        gate_diagnostics=True,
     ),
     # The reference hyperparameters (docs/methods.md, "Reproducing each paper row") for an instruct model on a GPU.
     "paper": Preset(
@@ -199,6 +205,7 @@ def build_config(
         # Sensitivity overrides touch SDAR only; None keeps the method's paper default (resolved from `method`).
         distill_coef=options.sdar_distill_coef if method == "sdar" else None,
         gate_beta=options.sdar_gate_beta if method == "sdar" else None,
+        gate_diagnostics=preset.gate_diagnostics and method in GATED_METHODS,
     )
 
 

@@ -16,6 +16,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from _common import machine_info
@@ -72,6 +73,31 @@ def make_trainer(
     )
 
 
+def write_gate_report(
+    output_dir: Path, env_name: str, method: str, seed: int, log_history: list, after: dict, scratch: str
+) -> None:
+    """The run's report with its gate diagnostics (split gate curves, token heatmap, the token dumps and their
+    HTML page) under `<output_dir>/gate/<env>-<method>-seed<seed>/` (docs/gate.md)."""
+    import shutil
+
+    from sdar_trl.report import write_run_report
+
+    run_dir = Path(output_dir) / "gate" / f"{env_name}-{method}-seed{seed}"
+    tokens = Path(scratch) / "gate_tokens.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in (tokens.name, "gate_tokens.html"):
+        if (Path(scratch) / name).is_file():
+            shutil.copy(Path(scratch) / name, run_dir / name)
+    write_run_report(
+        run_dir,
+        log_history,
+        after=after,
+        title=f"{method} on {env_name}, seed {seed} (cpu-micro)",
+        details={"env": env_name, "method": method, "seed": seed},
+        gate_tokens=run_dir / tokens.name if tokens.is_file() else None,
+    )
+
+
 def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argparse.Namespace) -> dict[str, Any]:
     """Train one (env, method, seed) from the starter model and evaluate it on held-out tasks."""
     eval_split, eval_tasks = eval_plan(env_name, preset, options)
@@ -100,6 +126,8 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
             if "env/success" in entry
         ]
         trainer.close_environments()
+        if args.gate_diagnostics:
+            write_gate_report(options.output_dir, env_name, method, seed, trainer.state.log_history, metrics, scratch)
     prefix = "eval_env/success/"
     return {
         "env": env_name,

@@ -152,6 +152,15 @@ def test_table1_cpu_micro_preset_uses_each_envs_micro_starter_with_a_held_out_cu
     trainer = table1.make_trainer("alfworld-mini", "grpo", 0, preset, options, str(tmp_path))
     assert [r["seed"] for r in trainer.eval_dataset] == list(range(50))
     trainer.close_environments()
+    # Gate diagnostics for the methods with a gated term only (they would warn, and describe nothing, elsewhere).
+    gated = {
+        method: table1.build_config("webshop-mini", method, 0, preset, options, str(tmp_path)).gate_diagnostics
+        for method in table1.METHODS
+    }
+    assert {method for method, on in gated.items() if on} == {"sdar", "grpo_opsd", "opsd"}
+    assert not table1.build_config(
+        "webshop-mini", "sdar", 0, table1.PRESETS["cpu-small"], options, str(tmp_path)
+    ).gate_diagnostics
 
 
 def test_step_cost_takes_a_table1_preset():
