@@ -30,6 +30,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch
+from _common import StepTimer
 from datasets import Dataset
 from transformers import TrainerCallback
 
@@ -43,18 +44,6 @@ BANK = SkillBank.from_dict(
         "task_specific_skills": {},
     }
 )
-
-
-class StepTimer(TrainerCallback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
 
 
 def _timed(method: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:

@@ -17,30 +17,17 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch
+from _common import StepTimer
 from datasets import Dataset
-from transformers import TrainerCallback
 
 from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
-
-
-class StepTimer(TrainerCallback):
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
 
 
 def reward(completions, **kwargs):
