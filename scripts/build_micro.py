@@ -2,6 +2,8 @@
 
     python scripts/build_micro.py --env alfworld-mini   # ~11 min on one core (7 training, 4 evaluating)
 
+(webshop-mini and searchqa-mini are built in stages continued with `--init_from`: docs/starter.md has the commands)
+
 writes the package data (`src/sdar_trl/starter/micro/<env>/`, or `--output_dir`).
 
 Steps (all seeded; the same command on the same torch build gives the same files):
@@ -76,7 +78,8 @@ TASK_STRIDE = {"searchqa-mini": 100}
 #: Copy warm-up. searchqa-mini's answers and queries copy invented names of ~2.8 pieces out of the prompt. On its
 #: SFT rows alone a 64-wide, 2-layer model never learnt that (6,000 steps: teacher-forced, the second piece of a
 #: name right 55 % of the time, 1 % success); on random strings repeated once it learns to copy in ~300 steps
-#: (20 s), so the build starts there and keeps a small copy batch in every SFT step.
+#: (20 s), so the build starts there and keeps a small copy batch in every SFT step. With the facts rows first
+#: (their answer is a copy) the shipped build copies (docs/starter.md, "Measured: searchqa-mini").
 COPY_STEPS = {"searchqa-mini": 400}
 COPY_WEIGHT = {"searchqa-mini": 0.2}
 #: Rows and length of the copy batches.

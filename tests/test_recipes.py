@@ -63,7 +63,7 @@ def test_every_env_has_a_recipe_per_paper_model_and_the_shipped_micro_starters_h
     for folder in SCRIPTS:
         for model in MODELS:
             assert (folder, model) in names
-    assert ("alfworld", "cpu-micro") in names and ("webshop", "cpu-micro") in names
+    assert {("alfworld", "cpu-micro"), ("webshop", "cpu-micro"), ("search_qa", "cpu-micro")} <= set(names)
     readme = (ROOT / "recipes" / "README.md").read_text(encoding="utf-8")
     for path in RECIPES:
         assert f"{path.parent.name}/{path.name}" in readme, path  # every recipe is listed
@@ -101,7 +101,7 @@ def test_a_paper_recipe_spells_out_the_paper_profile_of_its_model(common, folder
     assert not missing, f"{path.name} leaves {sorted(missing)} to the profile"
 
 
-@pytest.mark.parametrize("folder", ["alfworld", "webshop"])
+@pytest.mark.parametrize("folder", ["alfworld", "webshop", "search_qa"])
 def test_the_cpu_micro_recipe_is_the_readme_demo(common, folder):
     path = ROOT / "recipes" / folder / "cpu-micro.yaml"
     by_recipe = _parse(common, folder, ["--config", str(path)])
@@ -163,9 +163,17 @@ def test_no_model_flag_keeps_the_readme_demo(common):
     assert (run.script_args.eval_tasks, run.script_args.first_train_seed) == (200, 1_000_000)
 
 
-@pytest.mark.parametrize("argv", [[], ["--model_name_or_path", "smollm2"]])
+def test_search_qa_defaults_to_its_micro_starter(common):
+    run = _parse(common, "search_qa", [])
+    args = run.training_args
+    assert run.origin == common.STARTER_DEMO and run.model_args.model_name_or_path == "micro:searchqa-mini"
+    assert (args.max_steps_per_episode, args.max_completion_length, args.history_length) == (4, 48, 4)
+    assert args.privileged_context_source == "facts" and args.num_generations == 4
+
+
+@pytest.mark.parametrize("argv", [["--model_name_or_path", "smollm2"]])
 def test_the_smollm2_starter_keeps_its_cpu_demo(common, argv):
-    run = _parse(common, "search_qa", argv)  # no micro starter for searchqa-mini: the SmolLM2 starter
+    run = _parse(common, "search_qa", argv)
     args = run.training_args
     assert run.origin == common.STARTER_DEMO
     assert (args.num_generations, args.max_steps_per_episode, args.max_steps) == (2, 6, 1)
