@@ -6,6 +6,7 @@ The tiny random model never writes a tool call by itself, so the trainer tests s
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -42,6 +43,9 @@ def _respond(text: str, call: int, position: int) -> str:
 
 
 def _trainer(tmp_path, tokenizer, **overrides):
+    # TRL gives a tool-calling trainer's tokenizer a response template (add_response_schema mutates it), which would
+    # change how every later test sharing the session's tokenizer parses completions: train on a copy.
+    tokenizer = copy.deepcopy(tokenizer)
     args = tiny_agent_config(
         tmp_path / "out",
         max_completion_length=128,
@@ -59,6 +63,7 @@ def _trainer(tmp_path, tokenizer, **overrides):
 
 def test_sdar_trains_two_steps_through_environment_factory(tmp_path, tiny_tokenizer):
     trainer = _trainer(tmp_path, tiny_tokenizer)
+    assert getattr(tiny_tokenizer, "response_template", None) is None  # the shared tokenizer is left as it was
     assert [tool.__name__ for tool in trainer.tools] == ["act"]  # reset/get_reward/private members are no tools
     assert trainer.reward_func_names == ["ScriptedEnvEpisode"]  # get_reward() is the only reward source
     seen = patch_generation(trainer, _respond)
