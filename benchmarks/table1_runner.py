@@ -80,21 +80,19 @@ def write_gate_report(
     HTML page) under `<output_dir>/gate/<env>-<method>-seed<seed>/` (docs/gate.md)."""
     import shutil
 
-    from sdar_trl.report import write_run_report
+    from sdar_trl.report import GATE_TOKENS_FILE, write_run_report
 
     run_dir = Path(output_dir) / "gate" / f"{env_name}-{method}-seed{seed}"
-    tokens = Path(scratch) / "gate_tokens.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in (tokens.name, "gate_tokens.html"):
-        if (Path(scratch) / name).is_file():
-            shutil.copy(Path(scratch) / name, run_dir / name)
+    if (Path(scratch) / GATE_TOKENS_FILE).is_file():
+        # Only the dumps: write_run_report reads them from run_dir and renders the token page itself.
+        shutil.copy(Path(scratch) / GATE_TOKENS_FILE, run_dir / GATE_TOKENS_FILE)
     write_run_report(
         run_dir,
         log_history,
         after=after,
         title=f"{method} on {env_name}, seed {seed} (cpu-micro)",
         details={"env": env_name, "method": method, "seed": seed},
-        gate_tokens=run_dir / tokens.name if tokens.is_file() else None,
     )
 
 
