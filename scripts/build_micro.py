@@ -47,7 +47,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,7 @@ class Stage:
     name: str
     args: tuple[str, ...]
     note: str
+    _: KW_ONLY
     init_from: str | None = None  # the name of the earlier stage whose model this one continues
     eval_only: bool = False  # a closing `--eval_only --write_eval` run on the final model (no training)
 
