@@ -749,6 +749,10 @@ def model_digest(directory: Path) -> str | None:
     return digest.hexdigest()
 
 
+def file_digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def stage_state(argv: list[str], init_from: Path | None, output: Path, eval_only: bool) -> dict[str, Any]:
     """What a finished stage's marker records: a stage is finished when all of it still holds."""
     return {
@@ -756,8 +760,9 @@ def stage_state(argv: list[str], init_from: Path | None, output: Path, eval_only
         # The model it started from (an evaluation's is the one it measures): when an earlier stage is rebuilt
         # differently, the later ones run again.
         "input": model_digest(output if eval_only else init_from) if eval_only or init_from else None,
-        # The model it wrote (an evaluation writes only metrics.json): replaced or half-written files run it again.
-        "output": None if eval_only else model_digest(output),
+        # What it wrote: replaced or half-written files run it again. An evaluation writes only metrics.json, which a
+        # rerun of the stage before it overwrites (with that stage's own measurement): then it runs again too.
+        "output": file_digest(output / "metrics.json") if eval_only else model_digest(output),
     }
 
 

@@ -89,7 +89,10 @@ def test_dry_run_places_the_stages_under_work_dir_and_the_final_model_in_output_
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--recipe", "toy-keys"], r"--recipe 'toy-keys': no build recipe.*alfworld-mini, webshop-mini, searchqa-mini"),
+        (
+            ["--recipe", "toy-keys"],
+            r"--recipe 'toy-keys': no build recipe.*alfworld-mini, webshop-mini, searchqa-mini\)",
+        ),
         (["--recipe", "webshop-mini", "--max_steps", "5"], r"per-stage option\(s\) --max_steps 5\. Drop them"),
         (["--recipe=searchqa-mini", "--init_from", "x"], r"per-stage option\(s\) --init_from x"),
         (["--recipe", "webshop-mini", "--env", "webshop-mini"], r"per-stage option\(s\) --env webshop-mini"),
@@ -126,7 +129,15 @@ def _tiny_recipe(bm):
             bm.Stage("s1", ("--learning_rate", "3e-3"), "trains"),
             # Learning rate 0: the weights stay those it starts from, which shows where it started.
             bm.Stage("s2", ("--learning_rate", "0"), "continues s1", init_from="s1"),
-            bm.Stage("eval", ("--eval_only", "--write_eval", "--eval_tasks", "1", "--eval_sources", "none"), "", eval_only=True),
+            bm.Stage(
+                "eval",
+                (
+                    *("--eval_only", "--write_eval", "--eval_tasks", "1"),
+                    *("--eval_sources", "none", "--eval_first_seed", "7"),
+                ),
+                "measures the final model on another task than the stages' own evaluation",
+                eval_only=True,
+            ),
         ),
         summary="seconds",
     )
@@ -157,21 +168,22 @@ def test_a_recipe_chains_its_stages_skips_finished_ones_and_reruns_changed_ones(
     metrics = json.loads((final / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["build"]["init_from"] == str(work / "s1") and metrics["build"]["learning_rate"] == 0.0
     assert [stage["learning_rate"] for stage in metrics["build_chain"]] == [3e-3]
-    assert metrics["eval"]["by_context"]["none"]["tasks"] == 1  # the closing evaluation wrote its measurement
+    assert metrics["eval"]["first_seed"] == 7  # the closing evaluation wrote its measurement
 
     # Run again: every stage is finished, nothing runs.
     assert bm.main(argv) == 0
     out = capfd.readouterr().out
     assert out.count("finished earlier") == 3 and "done in" not in out
 
-    # A replaced output runs its stage again; the build is deterministic, so the evaluation of the same model is
-    # still finished.
+    # A replaced output runs its stage again, and the stages after it: s2's rerun overwrote metrics.json with its
+    # own measurement, so the closing evaluation runs again. The build is deterministic: the same weights again.
     config = final / "config.json"
     config.write_text(config.read_text(encoding="utf-8") + " ", encoding="utf-8")
     assert bm.main(argv) == 0
     out = capfd.readouterr().out
-    assert "[1/3] s1: finished earlier" in out and "[2/3] s2 done in" in out and "[3/3] eval: finished earlier" in out
+    assert "[1/3] s1: finished earlier" in out and "[2/3] s2 done in" in out and "[3/3] eval done in" in out
     assert all(torch.equal(second[name], tensor) for name, tensor in _weights(final).items())
+    assert json.loads((final / "metrics.json").read_text(encoding="utf-8"))["eval"]["first_seed"] == 7
 
 
 def test_a_failing_stage_stops_the_chain_with_its_exit_code(bm, tmp_path, monkeypatch, capfd):
@@ -179,7 +191,10 @@ def test_a_failing_stage_stops_the_chain_with_its_exit_code(bm, tmp_path, monkey
         env="searchqa-mini",
         shared=_TINY,
         # --eval_only on a directory without a model: the process fails at once.
-        stages=(bm.Stage("broken", ("--eval_only",), "fails"), bm.Stage("after", (), "never runs", init_from="broken")),
+        stages=(
+            bm.Stage("broken", ("--eval_only",), "fails"),
+            bm.Stage("after", (), "never runs", init_from="broken"),
+        ),
         summary="",
     )
     monkeypatch.setitem(bm.RECIPES, "tiny", recipe)
