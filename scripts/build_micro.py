@@ -766,6 +766,23 @@ def stage_state(argv: list[str], init_from: Path | None, output: Path, eval_only
     }
 
 
+def read_marker(path: Path) -> dict[str, Any] | None:
+    """A marker's recorded state (as `stage_state` returns it); None for one that is not a marker of this script."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    return {key: recorded.get(key) for key in ("argv", "input", "output")}
+
+
+def duration(seconds: float) -> str:
+    """'12 s', '25 min 3 s'."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
 def run_recipe(recipe: Recipe, work_dir: Path, output_dir: Path | None) -> int:
     """Run the recipe's stages in order, each as `python build_micro.py <argv>` in a process of its own (the
     documented command itself, so a recipe build is the same as running the stages by hand).
@@ -784,10 +801,7 @@ def run_recipe(recipe: Recipe, work_dir: Path, output_dir: Path | None) -> int:
         marker = work_dir / f"{stage.name}.done.json"
         header = f"[{number}/{len(commands)}] {stage.name}"
         if marker.is_file():
-            recorded = json.loads(marker.read_text(encoding="utf-8"))
-            if {k: recorded.get(k) for k in ("argv", "input", "output")} == stage_state(
-                argv, init_from, out, stage.eval_only
-            ):
+            if read_marker(marker) == stage_state(argv, init_from, out, stage.eval_only):
                 print(f"{header}: finished earlier ({marker}), skipped", flush=True)
                 times.append((stage.name, "skipped"))
                 continue
@@ -798,16 +812,19 @@ def run_recipe(recipe: Recipe, work_dir: Path, output_dir: Path | None) -> int:
         seconds = time.perf_counter() - start
         if completed.returncode != 0:
             print(
-                f"{header} failed with exit code {completed.returncode} after {seconds:.0f} s; the chain stops here. "
-                f"Fix the cause and run the same command again: the finished stages are skipped.",
+                f"{header} failed with exit code {completed.returncode} after {duration(seconds)}; the chain stops "
+                f"here. Fix the cause and run the same command again: the finished stages are skipped.",
                 file=sys.stderr,
                 flush=True,
             )
             return completed.returncode
         state = stage_state(argv, init_from, out, stage.eval_only)
-        marker.write_text(json.dumps({**state, "seconds": round(seconds, 1)}, indent=1) + "\n", encoding="utf-8")
-        print(f"{header} done in {seconds:.0f} s", flush=True)
-        times.append((stage.name, f"{seconds:.0f} s"))
+        # Written to a temporary name and renamed: a marker is either whole or absent.
+        partial = marker.with_suffix(".partial")
+        partial.write_text(json.dumps({**state, "seconds": round(seconds, 1)}, indent=1) + "\n", encoding="utf-8")
+        partial.replace(marker)
+        print(f"{header} done in {duration(seconds)}", flush=True)
+        times.append((stage.name, duration(seconds)))
     print("recipe " + recipe.env + " done: " + ", ".join(f"{name} {took}" for name, took in times), flush=True)
     return 0
 

@@ -91,7 +91,7 @@ def test_dry_run_places_the_stages_under_work_dir_and_the_final_model_in_output_
     [
         (
             ["--recipe", "toy-keys"],
-            r"--recipe 'toy-keys': no build recipe.*alfworld-mini, webshop-mini, searchqa-mini\)",
+            r"--recipe 'toy-keys': no build recipe.*alfworld-mini, webshop-mini, searchqa-mini \(the micro",
         ),
         (["--recipe", "webshop-mini", "--max_steps", "5"], r"per-stage option\(s\) --max_steps 5\. Drop them"),
         (["--recipe=searchqa-mini", "--init_from", "x"], r"per-stage option\(s\) --init_from x"),
@@ -115,6 +115,40 @@ def test_a_stage_continuing_a_later_stage_is_refused(bm):
     recipe = bm.Recipe("searchqa-mini", (), (bm.Stage("a", (), "", init_from="b"), bm.Stage("b", (), "")), "")
     with pytest.raises(ValueError, match=r"stage 'a' continues 'b', which is not an earlier stage \(none\)"):
         bm.stage_commands(recipe, Path("w"), None)
+
+
+def _fake_model(directory: Path, weights: bytes) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, content in (("model.safetensors", weights), ("config.json", b"{}"), ("tokenizer.json", b"{}")):
+        (directory / name).write_bytes(content)
+    return directory
+
+
+def test_a_stage_is_finished_only_while_its_arguments_input_and_output_are_unchanged(bm, tmp_path):
+    first, second = _fake_model(tmp_path / "a", b"A"), _fake_model(tmp_path / "b", b"B")
+    state = bm.stage_state(["--env", "x"], first, second, eval_only=False)
+    marker = tmp_path / "b.done.json"
+    marker.write_text(json.dumps({**state, "seconds": 3.0}), encoding="utf-8")
+    assert bm.read_marker(marker) == state == bm.stage_state(["--env", "x"], first, second, eval_only=False)
+    assert bm.stage_state(["--env", "y"], first, second, eval_only=False) != state  # another recipe
+    (first / "model.safetensors").write_bytes(b"A2")  # the stage it continues was rebuilt differently
+    assert bm.stage_state(["--env", "x"], first, second, eval_only=False) != state
+    (first / "model.safetensors").write_bytes(b"A")
+    (second / "tokenizer.json").unlink()  # its own output is incomplete
+    assert bm.stage_state(["--env", "x"], first, second, eval_only=False)["output"] is None
+    # The closing evaluation depends on the model it measures and on the metrics.json it wrote.
+    evaluation = bm.stage_state(["--eval_only"], None, first, eval_only=True)
+    (first / "metrics.json").write_text("{}", encoding="utf-8")
+    assert (
+        evaluation["input"] is not None and bm.stage_state(["--eval_only"], None, first, eval_only=True) != evaluation
+    )
+    for broken in ("{", "[]", "\u00ff"):  # half-written, not ours, not UTF-8: not a marker, the stage runs again
+        marker.write_bytes(broken.encode("latin-1"))
+        assert bm.read_marker(marker) is None
+
+
+def test_durations_read_as_minutes_and_seconds(bm):
+    assert [bm.duration(s) for s in (0.4, 12.2, 60, 1503.4)] == ["0 s", "12 s", "1 min 0 s", "25 min 3 s"]
 
 
 #: A miniature build of searchqa-mini (its expert episodes are the cheapest): a few seconds per stage.
