@@ -47,7 +47,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +111,10 @@ class Stage:
     name: str
     args: tuple[str, ...]
     note: str
-    _: KW_ONLY
-    init_from: str | None = None  # the name of the earlier stage whose model this one continues
-    eval_only: bool = False  # a closing `--eval_only --write_eval` run on the final model (no training)
+    # the name of the earlier stage whose model this one continues
+    init_from: str | None = field(default=None, kw_only=True)
+    # a closing `--eval_only --write_eval` run on the final model (no training)
+    eval_only: bool = field(default=False, kw_only=True)
 
 
 @dataclass(frozen=True)
