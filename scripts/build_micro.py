@@ -778,6 +778,15 @@ def read_marker(path: Path) -> dict[str, Any] | None:
     return {key: recorded.get(key) for key in ("argv", "input", "output")}
 
 
+def stopped_early(output: Path) -> tuple[int, int] | None:
+    """(steps trained, --max_steps) when the stage in `output` stopped on its wall-clock cap (`--minutes`) before
+    its steps were done, else None. The learning-rate schedule follows --max_steps, so such a model is not the one
+    the recipe builds on a machine fast enough."""
+    metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
+    steps, planned = metrics["training"]["steps"], metrics["build"]["max_steps"]
+    return (steps, planned) if planned and steps < planned else None
+
+
 def duration(seconds: float) -> str:
     """'12 s', '25 min 3 s'."""
     minutes, rest = divmod(round(seconds), 60)
@@ -819,6 +828,17 @@ def run_recipe(recipe: Recipe, work_dir: Path, output_dir: Path | None) -> int:
                 flush=True,
             )
             return completed.returncode
+        short = None if stage.eval_only else stopped_early(out)
+        if short is not None:
+            print(
+                f"{header} stopped at its --minutes wall-clock cap after {short[0]:,} of {short[1]:,} steps (a slow "
+                f"or busy machine): its model is not the recipe's, and the chain stops here. Run the recipe where a "
+                f"stage fits in the cap (docs/starter.md gives each stage's time on one core), or run this stage's "
+                f"command with a larger --minutes and continue by hand.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
         state = stage_state(argv, init_from, out, stage.eval_only)
         # Written to a temporary name and renamed: a marker is either whole or absent.
         partial = marker.with_suffix(".partial")

@@ -220,13 +220,23 @@ def test_a_recipe_chains_its_stages_skips_finished_ones_and_reruns_replaced_ones
     assert all(torch.equal(first[name], tensor) for name, tensor in _weights(work / "s1").items())
 
 
-def test_a_failing_stage_stops_the_chain_with_its_exit_code(bm, tmp_path, monkeypatch, capfd):
+@pytest.mark.parametrize(
+    ("first", "message"),
+    [
+        # --eval_only on a directory without a model: the process fails at once.
+        (("--eval_only",), "broken failed with exit code {code}"),
+        # A zero-minute cap: the process stops after one of its two steps and exits 0, but its model is not the
+        # recipe's (the schedule assumed two steps).
+        (("--minutes", "0"), "broken stopped at its --minutes wall-clock cap after 1 of 2 steps"),
+    ],
+    ids=["crash", "wall-clock-cap"],
+)
+def test_a_failing_stage_stops_the_chain_with_a_nonzero_exit(bm, tmp_path, monkeypatch, capfd, first, message):
     recipe = bm.Recipe(
         env="searchqa-mini",
         shared=_TINY,
-        # --eval_only on a directory without a model: the process fails at once.
         stages=(
-            bm.Stage("broken", ("--eval_only",), "fails"),
+            bm.Stage("broken", first, "fails"),
             bm.Stage("after", (), "never runs", init_from="broken"),
         ),
         summary="",
@@ -236,6 +246,6 @@ def test_a_failing_stage_stops_the_chain_with_its_exit_code(bm, tmp_path, monkey
     code = bm.main(["--recipe", "tiny", "--work_dir", str(work), "--output_dir", str(tmp_path / "final")])
     assert code not in (0, None)
     captured = capfd.readouterr()
-    assert f"[1/2] broken failed with exit code {code}" in captured.err and "chain stops here" in captured.err
+    assert "[1/2] " + message.format(code=code) in captured.err and "chain stops here" in captured.err
     assert "[2/2]" not in captured.out and not (work / "broken.done.json").exists()
     assert not (tmp_path / "final").exists()
