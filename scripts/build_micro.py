@@ -778,13 +778,20 @@ def read_marker(path: Path) -> dict[str, Any] | None:
     return {key: recorded.get(key) for key in ("argv", "input", "output")}
 
 
-def stopped_early(output: Path) -> tuple[int, int] | None:
-    """(steps trained, --max_steps) when the stage in `output` stopped on its wall-clock cap (`--minutes`) before
-    its steps were done, else None. The learning-rate schedule follows --max_steps, so such a model is not the one
-    the recipe builds on a machine fast enough."""
-    metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
+def unfinished(output: Path) -> str | None:
+    """Why the training stage that wrote `output` (and exited 0) did not build the recipe's model, or None.
+
+    A stage stopped by its wall-clock cap (`--minutes`) before `--max_steps` is not the recipe's model: the
+    learning-rate schedule follows --max_steps, so only a machine fast enough builds the documented files.
+    """
+    path = output / "metrics.json"
+    if not path.is_file():
+        return f"wrote no {path}"
+    metrics = json.loads(path.read_text(encoding="utf-8"))
     steps, planned = metrics["training"]["steps"], metrics["build"]["max_steps"]
-    return (steps, planned) if planned and steps < planned else None
+    if planned and steps < planned:
+        return f"stopped at its --minutes wall-clock cap after {steps:,} of {planned:,} steps (a slow or busy machine)"
+    return None
 
 
 def duration(seconds: float) -> str:
@@ -828,11 +835,10 @@ def run_recipe(recipe: Recipe, work_dir: Path, output_dir: Path | None) -> int:
                 flush=True,
             )
             return completed.returncode
-        short = None if stage.eval_only else stopped_early(out)
-        if short is not None:
+        reason = None if stage.eval_only else unfinished(out)
+        if reason is not None:
             print(
-                f"{header} stopped at its --minutes wall-clock cap after {short[0]:,} of {short[1]:,} steps (a slow "
-                f"or busy machine): its model is not the recipe's, and the chain stops here. Run the recipe where a "
+                f"{header} {reason}: its model is not the recipe's, and the chain stops here. Run the recipe where a "
                 f"stage fits in the cap (docs/starter.md gives each stage's time on one core), or run this stage's "
                 f"command with a larger --minutes and continue by hand.",
                 file=sys.stderr,
