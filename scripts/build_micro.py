@@ -790,7 +790,11 @@ def unfinished(output: Path) -> str | None:
     metrics = json.loads(path.read_text(encoding="utf-8"))
     steps, planned = metrics["training"]["steps"], metrics["build"]["max_steps"]
     if planned and steps < planned:
-        return f"stopped at its --minutes wall-clock cap after {steps:,} of {planned:,} steps (a slow or busy machine)"
+        return (
+            f"stopped at its --minutes wall-clock cap after {steps:,} of {planned:,} steps (a slow or busy machine; "
+            f"run the recipe where a stage fits in the cap, docs/starter.md gives each stage's time on one core, or "
+            f"run this stage's command with a larger --minutes and continue by hand)"
+        )
     return None
 
 
@@ -838,9 +842,7 @@ def run_recipe(recipe: Recipe, work_dir: Path, output_dir: Path | None) -> int:
         reason = None if stage.eval_only else unfinished(out)
         if reason is not None:
             print(
-                f"{header} {reason}: its model is not the recipe's, and the chain stops here. Run the recipe where a "
-                f"stage fits in the cap (docs/starter.md gives each stage's time on one core), or run this stage's "
-                f"command with a larger --minutes and continue by hand.",
+                f"{header} {reason}: its model is not the recipe's, and the chain stops here.",
                 file=sys.stderr,
                 flush=True,
             )
