@@ -55,6 +55,7 @@ from table1_stats import (
     mcnemar_p,
     paired_against,
     paired_outcomes,
+    steps_to_reach,
     summarize,
     validity,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "render_markdown",
     "run_one",
     "settings_conflict",
+    "steps_to_reach",
     "summarize",
     "validity",
 ]
@@ -288,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     paired = paired_against(runs, "grpo")
     valid = validity(runs)
-    markdown = render_markdown(summary, header, paired, machines=machines_by_env(runs), validity=valid)
+    reach = steps_to_reach(runs, "grpo")
+    markdown = render_markdown(summary, header, paired, machines=machines_by_env(runs), validity=valid, reach=reach)
     (options.output_dir / "table1.md").write_text(markdown + "\n", encoding="utf-8")
     plots = plot_curves(runs, options.output_dir)
     print(markdown, file=sys.stderr)
@@ -308,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "vs_grpo_by_task": paired,
         # GRPO − starter per env with its 95 % interval, and whether it clears the bar (table1_stats.validity).
         "validity": valid,
+        # The optimizer step at which each method's held-out curve reached GRPO's final curve value (None: never).
+        "steps_to_grpo_final": reach,
         "results": str(results_path),
         "plots": plots,
         "wall_s": round(sum(r["wall_s"] for r in runs), 1),

@@ -61,11 +61,13 @@ def render_markdown(
     baseline: str = "grpo",
     machines: dict[str, dict[str, int]] | None = None,
     validity: dict[str, dict[str, Any]] | None = None,
+    reach: dict[str, dict[str, int | None]] | None = None,
 ) -> str:
     """One table per env in the paper's layout: a row per method, a column per task type (with its task count),
     then the overall; under it, where recorded, each method's held-out tasks solved against `baseline`
     (`paired_against`) with the difference and its interval, and the machines the env's runs were made on
-    (`machines_by_env`). `validity` (table1_stats.validity) heads the page."""
+    (`machines_by_env`). `validity` (table1_stats.validity) heads the page; `reach` (table1_stats.steps_to_reach)
+    adds a column: the step at which each method's held-out curve reached the baseline's final value."""
     paired = paired or {}
     machines = machines or {}
     name = METHODS[baseline]
@@ -80,12 +82,17 @@ def render_markdown(
         )
         lines += [f"### {env_name} ({unit})", ""]
         headings = [f"{t} ({n})" if (n := _task_counts(by_method, t)) else t for t in types]
-        lines.append("| method | " + " | ".join(headings) + " | **all** | seeds |")
-        lines.append("|---|" + "---|" * (len(types) + 2))
+        steps = (reach or {}).get(env_name)
+        extra = [f"steps to {name}'s final (curve)"] if steps else []
+        lines.append("| method | " + " | ".join([*headings, "**all**", "seeds", *extra]) + " |")
+        lines.append("|---|" + "---|" * (len(types) + 2 + len(extra)))
         for method, stats in by_method.items():
             cells = [_cell(stats["by_task_type"][t]) if t in stats["by_task_type"] else "–" for t in types]
-            overall = f"**{_cell(stats)}**" if method == "sdar" else _cell(stats)
-            lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {overall} | {stats['n']} |")
+            cells += [f"**{_cell(stats)}**" if method == "sdar" else _cell(stats), str(stats["n"])]
+            if steps:
+                reached = steps.get(method, "–")
+                cells.append("not reached" if reached is None else str(reached))
+            lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
         lines.append("")
         if paired.get(env_name):
             lines += [

@@ -185,3 +185,25 @@ def validity(runs: list[dict[str, Any]], min_gain: float = VALIDITY_MIN_GAIN) ->
             continue
         table[env_name] = {**gain, "met": gain["mean"] >= min_gain and gain["low"] > 0}
     return table
+
+
+def steps_to_reach(runs: list[dict[str, Any]], baseline: str = "grpo") -> dict[str, dict[str, int | None]]:
+    """env → method → the first optimizer step at which the method's held-out curve (mean over its seeds) reaches
+    the `baseline`'s final curve value (mean over seeds at its last point), or None if it never does.
+
+    The curve's tasks are the first `curve_eval_tasks` of the final evaluation's, so the target is the baseline's
+    success on those tasks, not its final success on the whole split. Envs without a baseline curve are left out.
+    """
+    curves: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for run in runs:
+        for point in run.get("held_out_curve") or []:
+            curves.setdefault((run["env"], run["method"]), {}).setdefault(point["step"], []).append(point["success"])
+    table: dict[str, dict[str, int | None]] = {}
+    for (env_name, method), by_step in curves.items():
+        target_curve = curves.get((env_name, baseline))
+        if not target_curve:
+            continue
+        target = statistics.fmean(target_curve[max(target_curve)])
+        reached = [step for step in sorted(by_step) if statistics.fmean(by_step[step]) >= target]
+        table.setdefault(env_name, {})[method] = reached[0] if reached else None
+    return table

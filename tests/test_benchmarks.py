@@ -406,6 +406,27 @@ def test_validity_line_needs_a_15_point_gain_with_its_interval_above_zero(table1
     assert "on every env): **met**" in table1.render_markdown(summary, "header", validity=valid)
 
 
+def test_steps_to_reach_grpos_final_curve_value(table1):
+    def curve(method, seed, values, env_name="e"):
+        points = [{"step": 10 * (i + 1), "success": v, "tasks": 50} for i, v in enumerate(values)]
+        return {"env": env_name, "method": method, "seed": seed, "held_out_curve": points}
+
+    runs = [
+        curve("grpo", 0, [0.2, 0.4, 0.6]),
+        curve("grpo", 1, [0.2, 0.6, 0.4]),  # final mean (0.6 + 0.4) / 2 = 0.5
+        curve("sdar", 0, [0.4, 0.6, 0.6]),
+        curve("sdar", 1, [0.4, 0.2, 0.6]),  # means 0.4, 0.4, 0.6: reaches 0.5 at step 30
+        curve("opsd", 0, [0.0, 0.1, 0.2]),
+        curve("sdar", 0, [0.9], env_name="no-grpo"),
+    ]
+    reach = table1.steps_to_reach(runs)
+    assert reach == {"e": {"grpo": 20, "sdar": 30, "opsd": None}}  # GRPO's own mean is 0.5 at step 20 already
+    summary = table1.summarize([{**r, "success": 0.5, "success_by_task_type": {}, "wall_s": 1} for r in runs[:5]])
+    table = table1.render_markdown(summary, "header", reach=reach)
+    assert "| method | **all** | seeds | steps to GRPO's final (curve) |" in table
+    assert "| OPSD | 50.0 ± 0.0 | 1 | not reached |" in table and "| 2 | 30 |" in table
+
+
 def test_table1_budget_overrides_evaluate_on_unused_training_tasks_only(table1, tmp_path):
     options = table1.parse_args(["--preset", "cpu-micro", "--learning_rate", "1e-3", "--tasks_per_step", "16"])
     preset = table1.active_preset(options)
