@@ -37,8 +37,10 @@ from table1_presets import (
     ENV_SETTINGS,
     ENVS,
     METHODS,
+    OVERRIDABLE_FIELDS,
     PRESETS,
     Preset,
+    active_preset,
     build_config,
     env_kwargs,
     eval_plan,
@@ -47,7 +49,16 @@ from table1_presets import (
 )
 from table1_report import curve_styles, plot_curves, render_markdown
 from table1_runner import _run_all, make_trainer, run_one
-from table1_stats import machines_by_env, mcnemar_p, paired_against, paired_outcomes, summarize
+from table1_stats import (
+    bootstrap_interval,
+    machines_by_env,
+    mcnemar_p,
+    paired_against,
+    paired_outcomes,
+    steps_to_reach,
+    summarize,
+    validity,
+)
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -64,6 +75,7 @@ __all__ = [
     "PRESETS",
     "Preset",
     "bf16_check",
+    "bootstrap_interval",
     "build_config",
     "curve_styles",
     "env_kwargs",
@@ -81,7 +93,9 @@ __all__ = [
     "render_markdown",
     "run_one",
     "settings_conflict",
+    "steps_to_reach",
     "summarize",
+    "validity",
 ]
 
 
@@ -95,6 +109,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--max_steps", type=int, default=None, help="override the preset's optimizer steps")
     parser.add_argument("--eval_tasks", type=int, default=None, help="override the preset's held-out task count")
+    parser.add_argument("--learning_rate", type=float, default=None, help="override the preset's learning rate")
+    parser.add_argument("--tasks_per_step", type=int, default=None, help="override the preset's tasks per rollout")
+    parser.add_argument(
+        "--eval_split",
+        default=None,
+        help="evaluate on this split instead of the held-out one: `train` with --eval_first_seed >= 20,000,000 and "
+        "--eval_tasks N chooses a budget on training tasks no run trains on (give it its own --output_dir)",
+    )
+    parser.add_argument("--eval_first_seed", type=int, default=None, help="first task of --eval_split")
     parser.add_argument("--context", default=None, help="override the teacher's privileged_context_source")
     parser.add_argument(
         "--sdar_distill_coef", type=float, default=None, help="override SDAR's λ (sensitivity runs; default 0.01)"
@@ -155,19 +178,28 @@ def bf16_check(bf16: bool, explicit: bool, native_bf16: bool | None, cuda: bool)
     )
 
 
-def settings_conflict(stored: dict[str, Any], preset: str, bf16: bool) -> str | None:
-    """Why the runs already in a table1.json cannot share a table with runs of `preset` / `bf16` (None: they can)."""
+def settings_conflict(
+    stored: dict[str, Any], preset: str, bf16: bool, overrides: dict[str, Any] | None = None
+) -> str | None:
+    """Why the runs already in a table1.json cannot share a table with runs of `preset` / `bf16` / preset
+    `overrides` (`OVERRIDABLE_FIELDS` set on the command line), or None when they can."""
     if not stored.get("runs"):
         return None
     # A file from before these fields were recorded is taken at its word: the current call's settings.
     made = stored.get("preset", preset), stored.get("preset_settings", {}).get("bf16", bf16)
-    if made == (preset, bf16):
-        return None
-    return (
-        f"table1.json already holds {len(stored['runs'])} runs made with --preset {made[0]} and bf16={made[1]}; "
-        f"this call asks --preset {preset} and bf16={bf16}, and one table compares runs of one budget and "
-        "precision. Give this call its own --output_dir, or --fresh to discard the recorded runs"
-    )
+    if made != (preset, bf16):
+        return (
+            f"table1.json already holds {len(stored['runs'])} runs made with --preset {made[0]} and bf16={made[1]}; "
+            f"this call asks --preset {preset} and bf16={bf16}, and one table compares runs of one budget and "
+            "precision. Give this call its own --output_dir, or --fresh to discard the recorded runs"
+        )
+    if stored.get("overrides", {}) != (overrides or {}):
+        return (
+            f"table1.json already holds {len(stored['runs'])} runs made with the preset overrides "
+            f"{stored.get('overrides', {})}; this call asks {overrides or {}}, and one table compares runs of one "
+            "budget. Give this call its own --output_dir, or --fresh to discard the recorded runs"
+        )
+    return None
 
 
 def _table_order(run: dict[str, Any]) -> tuple[int, int, int]:
@@ -182,7 +214,10 @@ def _write_json(path: Path, stored: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
-    preset = PRESETS[options.preset]
+    try:
+        preset = active_preset(options)
+    except ValueError as error:
+        sys.exit(f"table1.py: {error}")
     if options.model is not None or preset.model is None:
         options.model = resolve_model(options.model)
     seeds = options.seeds if options.seeds is not None else preset.seeds
@@ -191,12 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     stored: dict[str, Any] = {"runs": []}
     if results_path.is_file() and not options.fresh:
         stored = json.loads(results_path.read_text(encoding="utf-8"))
-    conflict = settings_conflict(stored, options.preset, options.bf16)
+    overrides = {name: getattr(options, name) for name in OVERRIDABLE_FIELDS if getattr(options, name) is not None}
+    conflict = settings_conflict(stored, options.preset, options.bf16, overrides)
     if conflict:
         sys.exit(f"table1.py: {conflict}")
     stored["preset"], stored["model"] = options.preset, options.model or preset.model
     # What the preset name meant when these runs were made (presets change between versions).
     stored["preset_settings"] = {**dataclasses.asdict(preset), "bf16": options.bf16}
+    if overrides:
+        stored["overrides"] = overrides
     done = {(r["env"], r["method"], r["seed"]) for r in stored["runs"]}
     plan = [
         (env_name, method, seed)
@@ -236,17 +274,24 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(runs)
     overrides = [
         f"--{name} {getattr(options, name)}"
-        for name in ("max_steps", "eval_tasks", "sdar_distill_coef", "sdar_gate_beta")
+        for name in ("max_steps", "eval_tasks", *OVERRIDABLE_FIELDS, "sdar_distill_coef", "sdar_gate_beta")
         if getattr(options, name) is not None
     ]
     overridden = f", overridden by {' '.join(overrides)}" if overrides else ""
     header = (
         f"Table 1 in miniature — preset `{options.preset}` ({preset.description}{overridden}); model "
-        f"`{options.model or preset.model}`; teacher context `{options.context or preset.context}`; held-out tasks, "
-        "success %."
+        f"`{options.model or preset.model}`; teacher context `{options.context or preset.context}`; "
+        + (
+            f"**{preset.eval_split} tasks from {preset.eval_first_seed:,} (budget selection, not held out)**, "
+            "success %."
+            if preset.eval_split == "train"
+            else "held-out tasks, success %."
+        )
     )
     paired = paired_against(runs, "grpo")
-    markdown = render_markdown(summary, header, paired, machines=machines_by_env(runs))
+    valid = validity(runs)
+    reach = steps_to_reach(runs, "grpo")
+    markdown = render_markdown(summary, header, paired, machines=machines_by_env(runs), validity=valid, reach=reach)
     (options.output_dir / "table1.md").write_text(markdown + "\n", encoding="utf-8")
     plots = plot_curves(runs, options.output_dir)
     print(markdown, file=sys.stderr)
@@ -264,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         },
         "sdar_vs_grpo_by_task": paired_outcomes(runs, "sdar", "grpo"),
         "vs_grpo_by_task": paired,
+        # GRPO − starter per env with its 95 % interval, and whether it clears the bar (table1_stats.validity).
+        "validity": valid,
+        # The optimizer step at which each method's held-out curve reached GRPO's final curve value (None: never).
+        "steps_to_grpo_final": reach,
         "results": str(results_path),
         "plots": plots,
         "wall_s": round(sum(r["wall_s"] for r in runs), 1),

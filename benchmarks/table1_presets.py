@@ -68,6 +68,10 @@ class Preset:
     # Token-level gate diagnostics (docs/gate.md) for the methods with a gated term: split gate curves in every
     # run's curve, and a run report with the token heatmap under <output_dir>/gate/ (table1_runner.run_one).
     gate_diagnostics: bool = False
+    # The split of the final evaluation and the curve (None: the env's held-out split). `table1.py --eval_split
+    # train --eval_first_seed ...` evaluates on training tasks no run trains on, to choose a budget (see
+    # `active_preset`): the held-out split is never used to choose anything.
+    eval_split: str | None = None
 
     def batch_size(self, env_name: str) -> int:
         """Step samples per forward/backward chunk (and trajectories per accumulation slice) on `env_name`."""
@@ -214,7 +218,12 @@ def eval_plan(env_name: str, preset: Preset, options: argparse.Namespace) -> tup
     from sdar_trl.starter import DEMO_ENVS
 
     split = DEMO_ENVS[env_name]["eval_split"] if preset.use_demo_envs else _HELD_OUT_SPLIT[env_name]
-    return split, options.eval_tasks or preset.eval_tasks or _SPLIT_SIZE[env_name]
+    if preset.eval_split is not None:
+        split = preset.eval_split
+    tasks = options.eval_tasks or preset.eval_tasks or _SPLIT_SIZE.get(env_name)
+    if split == "train" and not (options.eval_tasks or preset.eval_tasks):
+        raise ValueError(f"--eval_split train on {env_name} needs --eval_tasks N (the train split has no fixed size)")
+    return split, tasks
 
 
 def model_for(env_name: str, preset: Preset, options: argparse.Namespace) -> str:
@@ -232,3 +241,26 @@ def held_out_rows(env_name: str, preset: Preset, options: argparse.Namespace) ->
     """The held-out task rows of the final evaluation (the same for every run of the env)."""
     _, eval_tasks = eval_plan(env_name, preset, options)
     return [{"seed": preset.eval_first_seed + i} for i in range(eval_tasks)]
+
+
+#: The preset fields `table1.py` may override for one call, to choose a budget on training tasks.
+OVERRIDABLE_FIELDS = ("tasks_per_step", "learning_rate", "eval_split", "eval_first_seed")
+#: Training tasks from this seed on are played by no run: starter builds choose on seeds 10,000,000+
+#: (docs/starter.md) and run `seed` trains on 1,000,000 × (seed + 1) + i (table1_runner.make_trainer).
+FIRST_SELECTION_SEED = 20_000_000
+
+
+def active_preset(options: argparse.Namespace) -> Preset:
+    """`options.preset`'s budget with this call's overrides (`OVERRIDABLE_FIELDS` given on the command line).
+
+    Evaluating on the train split is only allowed from `FIRST_SELECTION_SEED` on, so that a budget search never
+    evaluates on tasks a run trained on, nor on the held-out split a table reports.
+    """
+    preset = PRESETS[options.preset]
+    changes = {name: getattr(options, name) for name in OVERRIDABLE_FIELDS if getattr(options, name, None) is not None}
+    if changes.get("eval_split") == "train" and changes.get("eval_first_seed", 0) < FIRST_SELECTION_SEED:
+        raise ValueError(
+            f"--eval_split train evaluates on training tasks: pass --eval_first_seed >= {FIRST_SELECTION_SEED:,} "
+            f"(got {changes.get('eval_first_seed')}), seeds no run trains on and no starter build chose on"
+        )
+    return dataclasses.replace(preset, **changes)

@@ -12,10 +12,46 @@ from pathlib import Path
 from typing import Any
 
 from table1_presets import METHODS
+from table1_stats import VALIDITY_MIN_GAIN
 
 
-def _cell(stats: dict[str, float]) -> str:
-    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+def _cell(stats: dict[str, Any]) -> str:
+    """Success % with its 95 % interval where per-task outcomes were recorded, else mean ± std over seeds."""
+    interval = stats.get("interval")
+    if interval is None:
+        return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+    return f"{100 * interval['mean']:.1f} ({100 * interval['low']:.1f}–{100 * interval['high']:.1f})"
+
+
+def _signed(interval: dict[str, float]) -> str:
+    """A difference in points with its 95 % interval, e.g. `+4.0 (0.4 to 7.6)`."""
+    return f"{100 * interval['mean']:+.1f} ({100 * interval['low']:+.1f} to {100 * interval['high']:+.1f})"
+
+
+def _task_counts(by_method: dict[str, dict[str, Any]], task_type: str | None = None) -> int | None:
+    """The held-out tasks behind an env's (or one task type's) success rates (the most any method recorded)."""
+    counts = [
+        (stats["interval"] if task_type is None else stats["by_task_type"].get(task_type, {}).get("interval"))
+        for stats in by_method.values()
+    ]
+    tasks = [c["tasks"] for c in counts if c]
+    return max(tasks) if tasks else None
+
+
+def render_validity(validity: dict[str, dict[str, Any]], min_gain: float = VALIDITY_MIN_GAIN) -> list[str]:
+    """The table's validity line: GRPO − starter per env, and whether every env clears the bar."""
+    if not validity:
+        return []
+    lines = [
+        f"**Validity** (GRPO − starter ≥ +{100 * min_gain:.0f} points with the 95 % interval above 0, on every "
+        f"env): **{'met' if all(v['met'] for v in validity.values()) else 'not met'}**.",
+        "",
+    ]
+    for env_name, gain in validity.items():
+        verdict = "met" if gain["met"] else "**not met**: change its budget (on training tasks) before comparing"
+        seeds = f"{gain['seeds']} seeds" if gain["seeds"] > 1 else "1 seed (the interval resamples tasks only)"
+        lines.append(f"- {env_name}: {_signed(gain)} points, {gain['tasks']} tasks × {seeds} — {verdict}")
+    return [*lines, ""]
 
 
 def render_markdown(
@@ -24,36 +60,55 @@ def render_markdown(
     paired: dict[str, dict[str, dict[str, Any]]] | None = None,
     baseline: str = "grpo",
     machines: dict[str, dict[str, int]] | None = None,
+    validity: dict[str, dict[str, Any]] | None = None,
+    reach: dict[str, dict[str, int | None]] | None = None,
 ) -> str:
-    """One table per env in the paper's layout: a row per method, a column per task type, then the overall;
-    under it, where recorded, each method's held-out tasks solved against `baseline` (`paired_against`), and the
-    machines the env's runs were made on (`machines_by_env`)."""
+    """One table per env in the paper's layout: a row per method, a column per task type (with its task count),
+    then the overall; under it, where recorded, each method's held-out tasks solved against `baseline`
+    (`paired_against`) with the difference and its interval, and the machines the env's runs were made on
+    (`machines_by_env`). `validity` (table1_stats.validity) heads the page; `reach` (table1_stats.steps_to_reach)
+    adds a column: the step at which each method's held-out curve reached the baseline's final value."""
     paired = paired or {}
     machines = machines or {}
     name = METHODS[baseline]
-    lines = [header, ""]
+    lines = [header, "", *render_validity(validity or {})]
     for env_name, by_method in summary.items():
         types = sorted({t for stats in by_method.values() for t in stats["by_task_type"]})
-        lines += [f"### {env_name} (success %, mean ± std over seeds)", ""]
-        lines.append("| method | " + " | ".join(types) + " | **all** | seeds |")
-        lines.append("|---|" + "---|" * (len(types) + 2))
+        tasks = _task_counts(by_method)
+        unit = (
+            f"success %, mean and 95 % interval over seeds and {tasks} held-out tasks"
+            if tasks
+            else "success %, mean ± std over seeds"
+        )
+        lines += [f"### {env_name} ({unit})", ""]
+        headings = [f"{t} ({n})" if (n := _task_counts(by_method, t)) else t for t in types]
+        steps = (reach or {}).get(env_name)
+        extra = [f"steps to {name}'s final (curve)"] if steps else []
+        lines.append("| method | " + " | ".join([*headings, "**all**", "seeds", *extra]) + " |")
+        lines.append("|---|" + "---|" * (len(types) + 2 + len(extra)))
         for method, stats in by_method.items():
             cells = [_cell(stats["by_task_type"][t]) if t in stats["by_task_type"] else "–" for t in types]
-            overall = f"**{_cell(stats)}**" if method == "sdar" else _cell(stats)
-            lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + f" | {overall} | {stats['n']} |")
+            cells += [f"**{_cell(stats)}**" if method == "sdar" else _cell(stats), str(stats["n"])]
+            if steps:
+                reached = steps.get(method, "–")
+                cells.append("not reached" if reached is None else str(reached))
+            lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
         lines.append("")
         if paired.get(env_name):
             lines += [
-                f"Task by task against {name} (held-out task × seed pairs where both runs recorded each task's "
-                f"outcome; only the discordant pairs count):",
+                f"Against {name}, task by task (held-out task × seed pairs where both runs recorded each task's "
+                f"outcome; McNemar counts only the discordant pairs; the difference's interval resamples seeds and "
+                f"tasks):",
                 "",
-                f"| method | pairs | solved by it, not {name} | solved by {name}, not it | exact McNemar p |",
-                "|---|---|---|---|---|",
+                f"| method | − {name}, points (95 % interval) | pairs | solved by it, not {name} "
+                f"| solved by {name}, not it | exact McNemar p |",
+                "|---|---|---|---|---|---|",
             ]
             for method, counts in paired[env_name].items():
+                difference = _signed(counts["difference"]) if counts.get("difference") else "–"
                 lines.append(
-                    f"| {METHODS[method]} | {counts['pairs']} | {counts['only_method']} | {counts['only_baseline']} "
-                    f"| {counts['p']:.2g} |"
+                    f"| {METHODS[method]} | {difference} | {counts['pairs']} | {counts['only_method']} "
+                    f"| {counts['only_baseline']} | {counts['p']:.2g} |"
                 )
             lines.append("")
         if machines.get(env_name):

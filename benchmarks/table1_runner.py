@@ -20,7 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from _common import machine_info
-from table1_presets import ENV_SETTINGS, PRESETS, Preset, build_config, env_kwargs, eval_plan, held_out_rows, model_for
+from table1_presets import (
+    ENV_SETTINGS,
+    Preset,
+    active_preset,
+    build_config,
+    env_kwargs,
+    eval_plan,
+    held_out_rows,
+    model_for,
+)
 
 
 def make_trainer(
@@ -166,7 +175,7 @@ def _run_in_worker(job: tuple[tuple[str, str, int], argparse.Namespace, int]) ->
     # ends, an hour later. Line buffering shows them as they are logged.
     if isinstance(sys.stdout, io.TextIOWrapper):  # None when the parent had no stdout (pythonw)
         sys.stdout.reconfigure(line_buffering=True)
-    return run_one(*key, PRESETS[options.preset], options)
+    return run_one(*key, active_preset(options), options)
 
 
 def _worker_main(work: Callable[[Any], dict[str, Any]], job: Any, connection: Any) -> None:
@@ -195,7 +204,7 @@ def _run_all(
     """
     if options.jobs == 1 or len(todo) <= 1:
         for key in todo:
-            yield run_one(*key, PRESETS[options.preset], options)
+            yield run_one(*key, active_preset(options), options)
         return
     import multiprocessing
     from multiprocessing.connection import wait

@@ -13,7 +13,9 @@ from table1_presets import METHODS
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """env → method → {mean, std, n, by_task_type: {type: (mean, std)}} over seeds (std: sample std, 0 for n=1)."""
+    """env → method → {mean, std, n, interval, by_task_type: {type: {mean, std, interval}}} over seeds (std: sample
+    std, 0 for n=1; interval: `bootstrap_interval`'s 95 % interval over seeds and tasks, None without per-task
+    outcomes)."""
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for env_name in dict.fromkeys(r["env"] for r in runs):
         summary[env_name] = {}
@@ -25,7 +27,14 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]
             summary[env_name][method] = {
                 **_mean_std([r["success"] for r in chosen]),
                 "n": len(chosen),
-                "by_task_type": {t: _mean_std([r["success_by_task_type"].get(t, 0.0) for r in chosen]) for t in types},
+                "interval": bootstrap_interval(runs, env_name, method),
+                "by_task_type": {
+                    t: {
+                        **_mean_std([r["success_by_task_type"].get(t, 0.0) for r in chosen]),
+                        "interval": bootstrap_interval(runs, env_name, method, task_type=t),
+                    }
+                    for t in types
+                },
                 "wall_s": sum(r["wall_s"] for r in chosen),
             }
     return summary
@@ -67,7 +76,8 @@ def mcnemar_p(only_first: int, only_second: int) -> float:
 
 
 def paired_against(runs: list[dict[str, Any]], baseline: str = "grpo") -> dict[str, dict[str, dict[str, Any]]]:
-    """env → method → {pairs, only_method, only_baseline, p}: every method's task-by-task count against `baseline`.
+    """env → method → {pairs, only_method, only_baseline, p, difference}: every method's task-by-task count against
+    `baseline`, and its success minus the baseline's with a 95 % interval (`bootstrap_interval`).
 
     `paired_outcomes` for each method in table order (those with per-task outcomes and a baseline run on a matching
     seed), with the exact McNemar p of its discordant pairs.
@@ -83,6 +93,7 @@ def paired_against(runs: list[dict[str, Any]], baseline: str = "grpo") -> dict[s
                 "only_method": only_method,
                 "only_baseline": only_baseline,
                 "p": mcnemar_p(only_method, only_baseline),
+                "difference": bootstrap_interval(runs, env_name, method, baseline=baseline),
             }
     return table
 
@@ -101,3 +112,98 @@ def machines_by_env(runs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         by_label = machines.setdefault(run["env"], {})
         by_label[label] = by_label.get(label, 0) + 1
     return machines
+
+
+#: The validity bar of a table (issue "Micro agents", docs/results.md): GRPO must beat the untrained starter by
+#: this much, with the 95 % interval of the difference above zero, before methods are compared on an env.
+VALIDITY_MIN_GAIN = 0.15
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def _outcomes_by_seed(runs: list[dict[str, Any]], env_name: str, method: str) -> dict[int, dict[Any, tuple]]:
+    """seed → held-out task → (won, task type) of `method`'s runs on `env_name` that recorded per-task outcomes."""
+    return {
+        r["seed"]: {o["seed"]: (o["won"], o.get("task_type")) for o in r["eval_outcomes"]}
+        for r in runs
+        if r["env"] == env_name and r["method"] == method and r.get("eval_outcomes")
+    }
+
+
+def bootstrap_interval(
+    runs: list[dict[str, Any]],
+    env_name: str,
+    method: str,
+    baseline: str | None = None,
+    task_type: str | None = None,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    rng_seed: int = 0,
+) -> dict[str, float] | None:
+    """{mean, low, high, seeds, tasks}: `method`'s held-out success on `env_name` (or its difference from
+    `baseline`'s), with a 95 % percentile bootstrap interval that resamples seeds and held-out tasks.
+
+    Both sources of noise count: which tasks were drawn (every run of an env plays the same held-out tasks) and
+    which training run a seed gave. Outcomes are paired: the difference is taken task by task, on the seeds both
+    methods ran, or against the baseline's only run (the untrained starter is evaluated once), over the tasks all
+    of those runs recorded. With one seed only the tasks are resampled, so the interval says nothing about
+    seed-to-seed variation. None when per-task outcomes are missing or nothing can be paired.
+    """
+    import numpy as np
+
+    mine = _outcomes_by_seed(runs, env_name, method)
+    theirs = _outcomes_by_seed(runs, env_name, baseline) if baseline is not None else {}
+    if baseline is not None and len(theirs) > 1:
+        mine = {seed: outcomes for seed, outcomes in mine.items() if seed in theirs}
+    if not mine or (baseline is not None and not theirs):
+        return None
+    seeds = sorted(mine)
+    pairs = [(mine[s], theirs[s] if s in theirs else next(iter(theirs.values()))) for s in seeds] if theirs else []
+    everything = [*mine.values(), *(other for _, other in pairs)]
+    common = set.intersection(*(set(outcomes) for outcomes in everything))
+    tasks = sorted(t for t in common if task_type is None or mine[seeds[0]][t][1] == task_type)
+    if not tasks:
+        return None
+    wins = np.array([[float(mine[s][t][0]) for t in tasks] for s in seeds])  # (S, T)
+    if baseline is not None:
+        wins = wins - np.array([[float(other[t][0]) for t in tasks] for _, other in pairs])  # (S, T) in {-1, 0, 1}
+    rng = np.random.default_rng(rng_seed)
+    num_seeds, num_tasks = wins.shape
+    # A resample's mean is count_s @ wins @ count_t / (S T), with multinomial counts of the drawn seeds and tasks.
+    seed_counts = rng.multinomial(num_seeds, [1 / num_seeds] * num_seeds, size=resamples)  # (R, S)
+    task_counts = rng.multinomial(num_tasks, [1 / num_tasks] * num_tasks, size=resamples)  # (R, T)
+    means = np.einsum("rs,st,rt->r", seed_counts, wins, task_counts) / (num_seeds * num_tasks)  # (R,)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return {"mean": float(wins.mean()), "low": float(low), "high": float(high), "seeds": num_seeds, "tasks": num_tasks}
+
+
+def validity(runs: list[dict[str, Any]], min_gain: float = VALIDITY_MIN_GAIN) -> dict[str, dict[str, Any]]:
+    """env → {gain, low, high, met, ...}: whether GRPO beats the starter by `min_gain` with the 95 % interval of
+    the difference above zero (`bootstrap_interval`), for every env with both runs recorded per task."""
+    table: dict[str, dict[str, Any]] = {}
+    for env_name in dict.fromkeys(r["env"] for r in runs):
+        gain = bootstrap_interval(runs, env_name, "grpo", baseline="starter")
+        if gain is None:
+            continue
+        table[env_name] = {**gain, "met": gain["mean"] >= min_gain and gain["low"] > 0}
+    return table
+
+
+def steps_to_reach(runs: list[dict[str, Any]], baseline: str = "grpo") -> dict[str, dict[str, int | None]]:
+    """env → method → the first optimizer step at which the method's held-out curve (mean over its seeds) reaches
+    the `baseline`'s final curve value (mean over seeds at its last point), or None if it never does.
+
+    The curve's tasks are the first `curve_eval_tasks` of the final evaluation's, so the target is the baseline's
+    success on those tasks, not its final success on the whole split. Envs without a baseline curve are left out.
+    """
+    curves: dict[tuple[str, str], dict[int, list[float]]] = {}
+    for run in runs:
+        for point in run.get("held_out_curve") or []:
+            curves.setdefault((run["env"], run["method"]), {}).setdefault(point["step"], []).append(point["success"])
+    table: dict[str, dict[str, int | None]] = {}
+    for (env_name, method), by_step in curves.items():
+        target_curve = curves.get((env_name, baseline))
+        if not target_curve:
+            continue
+        target = statistics.fmean(target_curve[max(target_curve)])
+        reached = [step for step in sorted(by_step) if statistics.fmean(by_step[step]) >= target]
+        table.setdefault(env_name, {})[method] = reached[0] if reached else None
+    return table

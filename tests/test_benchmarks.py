@@ -329,12 +329,127 @@ def test_table1_pairs_sdar_and_grpo_task_by_task(table1):
     runs.append({"env": "e", "method": "opsd", "seed": 1, "eval_outcomes": _outcomes([False, False])})
     paired = table1.paired_against(runs, "grpo")
     assert list(paired["e"]) == ["opsd", "sdar"] and "old" not in paired
-    assert paired["e"]["sdar"] == {"pairs": 6, "only_method": 3, "only_baseline": 1, "p": 0.625}
-    assert paired["e"]["opsd"] == {"pairs": 2, "only_method": 0, "only_baseline": 1, "p": 1.0}
+    sdar, opsd = ({k: v for k, v in paired["e"][m].items() if k != "difference"} for m in ("sdar", "opsd"))
+    assert sdar == {"pairs": 6, "only_method": 3, "only_baseline": 1, "p": 0.625}
+    assert opsd == {"pairs": 2, "only_method": 0, "only_baseline": 1, "p": 1.0}
+    # The difference pairs the seeds both ran (0 and 1) over the tasks all four runs recorded (24, 25):
+    # SDAR wins 1, 0 | 1, 1 against GRPO's 1, 1 | 0, 1, i.e. differences 0, -1 | +1, 0.
+    assert paired["e"]["sdar"]["difference"]["mean"] == 0.0
+    assert (paired["e"]["sdar"]["difference"]["seeds"], paired["e"]["sdar"]["difference"]["tasks"]) == (2, 2)
     summary = table1.summarize([_stored_run("e", "grpo", 0, 0.5), _stored_run("e", "sdar", 0, 0.75)])
     table = table1.render_markdown(summary, "header", paired)
-    assert "| method | pairs | solved by it, not GRPO | solved by GRPO, not it | exact McNemar p |" in table
-    assert "| SDAR | 6 | 3 | 1 | 0.62 |" in table and "| OPSD | 2 | 0 | 1 | 1 |" in table
+    assert "| method | − GRPO, points (95 % interval) | pairs | solved by it, not GRPO |" in table
+    assert "| SDAR | +0.0 (" in table and "| 6 | 3 | 1 | 0.62 |" in table and "| 2 | 0 | 1 | 1 |" in table
+
+
+def _outcome_run(method, seed, won, env_name="e", types=None):
+    outcomes = [{"seed": i, "task_type": (types or "t" * len(won))[i], "won": bool(w)} for i, w in enumerate(won)]
+    return {"env": env_name, "method": method, "seed": seed, "eval_outcomes": outcomes}
+
+
+def test_bootstrap_interval_by_hand(table1):
+    """The 95 % interval resamples held-out tasks and seeds; its bounds are checked where they can be counted."""
+    interval = table1.bootstrap_interval
+    # Every task solved: no resample can say otherwise.
+    assert interval([_outcome_run("grpo", 0, [1] * 5)], "e", "grpo") == {
+        "mean": 1.0,
+        "low": 1.0,
+        "high": 1.0,
+        "seeds": 1,
+        "tasks": 5,
+    }
+    # Two tasks, one solved: a resample's mean is 0, 1/2 or 1 with chances 1/4, 1/2, 1/4, so the 2.5 % and 97.5 %
+    # quantiles are 0 and 1.
+    found = interval([_outcome_run("grpo", 0, [1, 0])], "e", "grpo")
+    assert (found["mean"], found["low"], found["high"]) == (0.5, 0.0, 1.0)
+    # 400 tasks, half solved: the normal approximation's half-width 1.96 * sqrt(0.25 / 400) = 0.049.
+    found = interval([_outcome_run("grpo", 0, [1, 0] * 200)], "e", "grpo")
+    assert found["mean"] == 0.5 and found["low"] == pytest.approx(0.451, abs=0.01)
+    assert found["high"] == pytest.approx(0.549, abs=0.01)
+    # Two seeds that disagree on everything: resampling the seeds gives 0, 1/2 or 1, so the interval is [0, 1]
+    # although each seed's own rate is exact (tasks alone would give a zero-width interval).
+    runs = [_outcome_run("grpo", 0, [1] * 50), _outcome_run("grpo", 1, [0] * 50)]
+    found = interval(runs, "e", "grpo")
+    assert (found["mean"], found["low"], found["high"], found["seeds"]) == (0.5, 0.0, 1.0, 2)
+    # A difference against the starter's one run: task by task, for every seed; per task type on its tasks only.
+    runs = [
+        _outcome_run("starter", 0, [0, 0, 1, 0], types="aabb"),
+        _outcome_run("grpo", 0, [1, 1, 1, 0], types="aabb"),
+        _outcome_run("grpo", 1, [1, 0, 1, 1], types="aabb"),
+    ]
+    assert interval(runs, "e", "grpo", baseline="starter")["mean"] == pytest.approx((2 + 2) / 8)
+    assert interval(runs, "e", "grpo", baseline="starter", task_type="a")["mean"] == pytest.approx(3 / 4)
+    assert interval(runs, "e", "grpo", baseline="starter", task_type="b")["mean"] == pytest.approx(1 / 4)
+    assert interval(runs, "e", "sdar", baseline="starter") is None  # no SDAR run
+    assert interval([{"env": "e", "method": "grpo", "seed": 0}], "e", "grpo") is None  # no per-task outcomes
+
+
+def test_validity_line_needs_a_15_point_gain_with_its_interval_above_zero(table1):
+    starter = [0] * 60 + [1] * 40
+    runs = [
+        _outcome_run("starter", 0, starter, "clear"),
+        _outcome_run("grpo", 0, [1] * 70 + [0] * 30, "clear"),  # +30 points
+        _outcome_run("starter", 0, starter, "small"),
+        _outcome_run("grpo", 0, [1] * 5 + starter[5:], "small"),  # +5 points
+    ]
+    valid = table1.validity(runs)
+    assert valid["clear"]["met"] and valid["clear"]["mean"] == pytest.approx(0.30) and valid["clear"]["low"] > 0
+    assert not valid["small"]["met"] and valid["small"]["mean"] == pytest.approx(0.05)
+    summary = table1.summarize([{**r, "success": 0.5, "success_by_task_type": {"t": 0.5}, "wall_s": 1} for r in runs])
+    table = table1.render_markdown(summary, "header", validity=valid)
+    assert "(GRPO − starter ≥ +15 points with the 95 % interval above 0, on every env): **not met**" in table
+    assert "- clear: +30.0 (" in table and "100 tasks × 1 seed (the interval resamples tasks only) — met" in table
+    assert "- small: +5.0 (" in table and "**not met**: change its budget (on training tasks)" in table
+    assert "### clear (success %, mean and 95 % interval over seeds and 100 held-out tasks)" in table
+    assert "| method | t (100) | **all** | seeds |" in table and "| GRPO | 70.0 (" in table
+    valid["small"]["met"] = True
+    assert "on every env): **met**" in table1.render_markdown(summary, "header", validity=valid)
+
+
+def test_steps_to_reach_grpos_final_curve_value(table1):
+    def curve(method, seed, values, env_name="e"):
+        points = [{"step": 10 * (i + 1), "success": v, "tasks": 50} for i, v in enumerate(values)]
+        return {"env": env_name, "method": method, "seed": seed, "held_out_curve": points}
+
+    runs = [
+        curve("grpo", 0, [0.2, 0.4, 0.6]),
+        curve("grpo", 1, [0.2, 0.6, 0.4]),  # final mean (0.6 + 0.4) / 2 = 0.5
+        curve("sdar", 0, [0.4, 0.6, 0.6]),
+        curve("sdar", 1, [0.4, 0.2, 0.6]),  # means 0.4, 0.4, 0.6: reaches 0.5 at step 30
+        curve("opsd", 0, [0.0, 0.1, 0.2]),
+        curve("sdar", 0, [0.9], env_name="no-grpo"),
+    ]
+    reach = table1.steps_to_reach(runs)
+    assert reach == {"e": {"grpo": 20, "sdar": 30, "opsd": None}}  # GRPO's own mean is 0.5 at step 20 already
+    summary = table1.summarize([{**r, "success": 0.5, "success_by_task_type": {}, "wall_s": 1} for r in runs[:5]])
+    table = table1.render_markdown(summary, "header", reach=reach)
+    assert "| method | **all** | seeds | steps to GRPO's final (curve) |" in table
+    assert "| OPSD | 50.0 ± 0.0 | 1 | not reached |" in table and "| 2 | 30 |" in table
+
+
+def test_table1_budget_overrides_evaluate_on_unused_training_tasks_only(table1, tmp_path):
+    options = table1.parse_args(["--preset", "cpu-micro", "--learning_rate", "1e-3", "--tasks_per_step", "16"])
+    preset = table1.active_preset(options)
+    assert (preset.learning_rate, preset.tasks_per_step) == (1e-3, 16)
+    assert table1.PRESETS["cpu-micro"].learning_rate == 3e-4  # the preset itself is untouched
+    argv = ["--preset", "cpu-micro", "--eval_split", "train", "--eval_tasks", "200"]
+    with pytest.raises(ValueError, match=r"--eval_first_seed >= 20,000,000 \(got None\)"):
+        table1.active_preset(table1.parse_args(argv))
+    with pytest.raises(ValueError, match="got 10000000"):
+        table1.active_preset(table1.parse_args([*argv, "--eval_first_seed", "10000000"]))
+    options = table1.parse_args([*argv, "--eval_first_seed", "20000000"])
+    preset = table1.active_preset(options)
+    assert table1.eval_plan("searchqa-mini", preset, options) == ("train", 200)
+    assert table1.held_out_rows("searchqa-mini", preset, options)[0] == {"seed": 20_000_000}
+    no_count = table1.parse_args(["--preset", "cpu-micro", "--eval_split", "train", "--eval_first_seed", "20000000"])
+    with pytest.raises(ValueError, match="needs --eval_tasks N"):
+        table1.eval_plan("searchqa-mini", table1.active_preset(no_count), no_count)
+    # One table, one budget: runs made with other overrides (or none) are not mixed in.
+    stored = {"preset": "cpu-micro", "preset_settings": {"bf16": False}, "runs": [_stored_run("e", "grpo", 0, 0.5)]}
+    message = table1.settings_conflict(stored, "cpu-micro", False, {"learning_rate": 1e-3})
+    assert "preset overrides {}" in message and "{'learning_rate': 0.001}" in message and "--output_dir" in message
+    stored["overrides"] = {"learning_rate": 1e-3}
+    assert table1.settings_conflict(stored, "cpu-micro", False, {"learning_rate": 1e-3}) is None
 
 
 @pytest.mark.parametrize(
