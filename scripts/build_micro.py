@@ -2,9 +2,17 @@
 
     python scripts/build_micro.py --env alfworld-mini   # ~11 min on one core (7 training, 4 evaluating)
 
-(webshop-mini and searchqa-mini are built in stages continued with `--init_from`: docs/starter.md has the commands)
+writes the package data (`src/sdar_trl/starter/micro/<env>/`, or `--output_dir`). That is one *stage*; the shipped
+starters of webshop-mini and searchqa-mini took several, each continuing the previous one (`--init_from`), and a
+closing evaluation. One command runs a starter's whole build (`RECIPES`; docs/starter.md):
 
-writes the package data (`src/sdar_trl/starter/micro/<env>/`, or `--output_dir`).
+    python scripts/build_micro.py --recipe webshop-mini [--work_dir DIR] [--output_dir DIR] [--dry_run]
+
+Every stage runs as the documented command in a process of its own, the stages before the last one write to
+`<work_dir>/<stage>` (default `build/micro/<env>/`), the last to the package (or `--output_dir`). A stage's marker
+`<work_dir>/<stage>.done.json` is written when its process exits 0; a rerun skips the stages whose marker still
+matches (same arguments, same input model, its model unchanged), so a stopped build resumes. `--dry_run` prints
+the commands.
 
 Steps (all seeded; the same command on the same torch build gives the same files):
 1. expert episodes on the environment's *train* split at the demo settings (`sdar_trl.starter.DEMO_ENVS`),
@@ -29,13 +37,17 @@ docs/starter.md has the commands and the measured numbers of the shipped files.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import random
 import re
+import shlex
+import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +97,128 @@ COPY_WEIGHT = {"searchqa-mini": 0.2}
 #: Rows and length of the copy batches.
 COPY_BATCH = (8, 32)
 VOCAB_SIZES = {"alfworld-mini": 4096, "webshop-mini": 8192, "searchqa-mini": 3000}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One run of this script in a build recipe.
+
+    `args` are its arguments besides `--env`, the recipe's shared ones, `--init_from` and `--output_dir` (the
+    runner adds those). The stage writes to `<work_dir>/<name>`, except the recipe's last training stage, which
+    writes the final model (the package's `micro/<env>/`, or the recipe's `--output_dir`).
+    """
+
+    name: str
+    args: tuple[str, ...]
+    note: str
+    # the name of the earlier stage whose model this one continues
+    init_from: str | None = field(default=None, kw_only=True)
+    # a closing `--eval_only --write_eval` run on the final model (no training)
+    eval_only: bool = field(default=False, kw_only=True)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    env: str
+    shared: tuple[str, ...]  # arguments of every training stage (after `--env`)
+    stages: tuple[Stage, ...]
+    summary: str  # the total cost, printed first by --dry_run
+
+
+#: The build recipes of the shipped micro starters: the commands that wrote the files in `sdar_trl/starter/micro/`
+#: (their `metrics.json` records every stage's arguments, `build_chain`; tests/test_build_recipes.py checks the two
+#: agree, and that docs/starter.md shows `--recipe <env> --dry_run`'s output). The per-stage evaluations measure
+#: unseen *train* tasks (seeds from 10,000,000), never the held-out split, which only the closing run measures.
+RECIPES: dict[str, Recipe] = {
+    "alfworld-mini": Recipe(
+        env="alfworld-mini",
+        shared=(),
+        stages=(Stage("alfworld", (), "3,000 steps, then the whole valid_unseen split with each context"),),
+        summary="11 min on one core (7 training, 4 evaluating)",
+    ),
+    "webshop-mini": Recipe(
+        env="webshop-mini",
+        shared=(
+            *("--eval_split", "train", "--eval_first_seed", "10000000", "--eval_tasks", "200"),
+            *("--eval_sources", "none,facts"),
+        ),
+        stages=(
+            Stage("ws1", ("--hasty", "0", "--max_steps", "2000"), "the expert alone (25 min)"),
+            Stage(
+                "ws2",
+                ("--hasty", "0", "--max_steps", "2000", "--learning_rate", "1.5e-3", "--warmup_steps", "50"),
+                "continued: the copying of ids and options is learnt late (30 min)",
+                init_from="ws1",
+            ),
+            Stage(
+                "ws3",
+                ("--hasty", "0.5", "--max_steps", "800", "--learning_rate", "1e-3", "--warmup_steps", "50"),
+                "half the no-context episodes by the hasty expert (12 min)",
+                init_from="ws2",
+            ),
+            Stage(
+                "ws4",
+                ("--hasty", "0.6", "--max_steps", "800", "--learning_rate", "1e-3", "--warmup_steps", "50"),
+                "60 % hasty: the facts now decide the options (13 min); writes the final model",
+                init_from="ws3",
+            ),
+            Stage(
+                "eval",
+                ("--eval_only", "--write_eval", "--eval_sources", "none,facts"),
+                "all 500 test tasks, recorded as metrics.json's 'eval' (~4 min)",
+                eval_only=True,
+            ),
+        ),
+        summary="80 min of training on one core, 4 min of evaluation",
+    ),
+    "searchqa-mini": Recipe(
+        env="searchqa-mini",
+        shared=(),
+        stages=(
+            Stage(
+                "sq1",
+                (
+                    *("--sources", "facts", "--max_steps", "2000"),
+                    *("--eval_split", "train", "--eval_first_seed", "10000000", "--eval_tasks", "100"),
+                    *("--eval_sources", "facts"),
+                ),
+                "copy warm-up, then the facts rows (5 min)",
+            ),
+            Stage(
+                "sq2",
+                (
+                    *("--sources", "facts", "--episodes", "6000", "--copy_steps", "0", "--max_steps", "4000"),
+                    *("--learning_rate", "1.5e-3", "--warmup_steps", "50"),
+                    *("--eval_split", "train", "--eval_first_seed", "10000000", "--eval_tasks", "100"),
+                    *("--eval_sources", "facts"),
+                ),
+                "the facts rows, 6,000 worlds (10 min)",
+                init_from="sq1",
+            ),
+            Stage(
+                "sq3",
+                (
+                    *("--copy_steps", "0", "--max_steps", "3000", "--learning_rate", "1.5e-3", "--warmup_steps", "50"),
+                    *("--eval_split", "train", "--eval_first_seed", "10000000", "--eval_tasks", "200"),
+                    *("--eval_sources", "none,facts"),
+                ),
+                "both sources (15 min); writes the final model",
+                init_from="sq2",
+            ),
+            Stage(
+                "eval",
+                ("--eval_only", "--write_eval", "--eval_sources", "none,facts"),
+                "all 500 test tasks, recorded as metrics.json's 'eval' (~20 s)",
+                eval_only=True,
+            ),
+        ),
+        summary="30 min of training on one core, 20 s of evaluation",
+    ),
+}
+#: Where --recipe keeps the stages before the last one (and its progress markers) unless --work_dir is given.
+DEFAULT_WORK_DIR = Path("build") / "micro"
+#: The options of a recipe run; every other option of this script belongs to a single stage.
+RECIPE_OPTIONS = ("--recipe", "--work_dir", "--output_dir", "--dry_run")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -515,7 +649,233 @@ def earlier_stages(init_from: Path | None) -> list[dict[str, Any]]:
     return [*previous.get("build_chain", []), previous["build"]]
 
 
+def parse_recipe_args(argv: list[str]) -> argparse.Namespace:
+    """The options of `--recipe <env>`; a per-stage option among them is an error (the recipe fixes those)."""
+    parser = argparse.ArgumentParser(
+        prog="build_micro.py",
+        description="Build a micro starter with all its stages (RECIPES), then its closing evaluation.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--recipe", required=True, help=f"the environment: {', '.join(RECIPES)}")
+    parser.add_argument(
+        "--work_dir",
+        type=Path,
+        default=None,
+        help=f"where the stages before the last one write their models, and every stage its marker (default: "
+        f"{DEFAULT_WORK_DIR}/<env>)",
+    )
+    parser.add_argument("--output_dir", type=Path, default=None, help="the final model (default: the package's)")
+    parser.add_argument("--dry_run", action="store_true", help="print the stages' commands and exit")
+    args, rest = parser.parse_known_args(argv)
+    if args.recipe not in RECIPES:
+        parser.error(
+            f"--recipe {args.recipe!r}: no build recipe for it; expected one of {', '.join(RECIPES)} (the micro "
+            f"starters' environments). A new environment is built stage by stage with --env."
+        )
+    if rest:
+        parser.error(
+            f"--recipe {args.recipe} runs fixed stages, but got the per-stage option(s) {' '.join(rest)}. Drop them "
+            f"(a recipe run takes only {', '.join(RECIPE_OPTIONS)}), or run the stages yourself: --dry_run prints "
+            f"their commands."
+        )
+    if args.work_dir is None:
+        args.work_dir = DEFAULT_WORK_DIR / args.recipe
+    return args
+
+
+def stage_commands(recipe: Recipe, work_dir: Path, output_dir: Path | None) -> list[tuple[Stage, list[str], Path]]:
+    """Each stage with its arguments to this script and the directory its model ends up in.
+
+    The last training stage (and the closing evaluation) use `output_dir`, or no `--output_dir` at all when it is
+    None (this script's default, the package's `micro/<env>/`), as the documented commands do.
+    """
+    from sdar_trl.starter.load import MICRO_PATH
+
+    training = [stage for stage in recipe.stages if not stage.eval_only]
+    final = output_dir if output_dir is not None else MICRO_PATH / recipe.env
+    where: dict[str, Path] = {}
+    commands = []
+    for stage in recipe.stages:
+        last = stage.eval_only or stage is training[-1]
+        argv = ["--env", recipe.env, *(() if stage.eval_only else recipe.shared), *stage.args]
+        if stage.init_from is not None:
+            if stage.init_from not in where:
+                raise ValueError(
+                    f"recipe {recipe.env}: stage {stage.name!r} continues {stage.init_from!r}, which is not an "
+                    f"earlier stage ({', '.join(where) or 'none'}); list the stages in the order they run."
+                )
+            argv += ["--init_from", str(where[stage.init_from])]
+        out = final if last else work_dir / stage.name
+        if not last or output_dir is not None:
+            argv += ["--output_dir", str(out)]
+        where[stage.name] = out
+        commands.append((stage, argv, out))
+    return commands
+
+
+def shell_line(argv: list[str], width: int = 110) -> str:
+    """`python scripts/build_micro.py <argv>` for a shell, cut with backslashes between options past `width`."""
+    groups: list[str] = []
+    for token in argv:
+        if token.startswith("--") or not groups:
+            groups.append(shlex.quote(token))
+        else:
+            groups[-1] += " " + shlex.quote(token)
+    lines, line = [], "python scripts/build_micro.py"
+    for group in groups:
+        if len(line) + 1 + len(group) > width:
+            lines.append(line + " \\")
+            line = "    " + group
+        else:
+            line += " " + group
+    return "\n".join([*lines, line])
+
+
+def dry_run_text(recipe: Recipe, work_dir: Path, output_dir: Path | None) -> str:
+    """What --dry_run prints (and docs/starter.md shows): a comment line and the command of every stage."""
+    text = f"# {recipe.env}: {recipe.summary}\n"
+    for stage, argv, _ in stage_commands(recipe, work_dir, output_dir):
+        text += f"# {stage.name}: {stage.note}\n{shell_line(argv)}\n"
+    return text
+
+
+def model_digest(directory: Path) -> str | None:
+    """SHA-256 over a model directory's weights, config and tokenizer; None when one of them is missing."""
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "config.json", "tokenizer.json"):
+        path = directory / name
+        if not path.is_file():
+            return None
+        digest.update(name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
+def stage_state(argv: list[str], init_from: Path | None, output: Path, eval_only: bool) -> dict[str, Any]:
+    """What a finished stage's marker records: a stage is finished when all of it still holds."""
+    return {
+        "argv": argv,
+        # The model it started from (an evaluation's is the one it measures): when an earlier stage is rebuilt
+        # differently, the later ones run again.
+        "input": model_digest(output if eval_only else init_from) if eval_only or init_from else None,
+        # What it wrote: replaced or half-written files run it again. An evaluation writes only metrics.json, which a
+        # rerun of the stage before it overwrites (with that stage's own measurement): then it runs again too.
+        "output": file_digest(output / "metrics.json") if eval_only else model_digest(output),
+    }
+
+
+def read_marker(path: Path) -> dict[str, Any] | None:
+    """A marker's recorded state (as `stage_state` returns it); None for one that is not a marker of this script."""
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(recorded, dict):
+        return None
+    return {key: recorded.get(key) for key in ("argv", "input", "output")}
+
+
+def unfinished(output: Path) -> str | None:
+    """Why the training stage that wrote `output` (and exited 0) did not build the recipe's model, or None.
+
+    A stage stopped by its wall-clock cap (`--minutes`) before `--max_steps` is not the recipe's model: the
+    learning-rate schedule follows --max_steps, so only a machine fast enough builds the documented files.
+    """
+    path = output / "metrics.json"
+    if not path.is_file():
+        return f"wrote no {path}"
+    metrics = json.loads(path.read_text(encoding="utf-8"))
+    steps, planned = metrics["training"]["steps"], metrics["build"]["max_steps"]
+    if planned and steps < planned:
+        return (
+            f"stopped at its --minutes wall-clock cap after {steps:,} of {planned:,} steps (a slow or busy machine; "
+            f"run the recipe where a stage fits in the cap, docs/starter.md gives each stage's time on one core, or "
+            f"run this stage's command with a larger --minutes and continue by hand)"
+        )
+    return None
+
+
+def duration(seconds: float) -> str:
+    """'12 s', '25 min 3 s'."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def run_recipe(recipe: Recipe, work_dir: Path, output_dir: Path | None) -> int:
+    """Run the recipe's stages in order, each as `python build_micro.py <argv>` in a process of its own (the
+    documented command itself, so a recipe build is the same as running the stages by hand).
+
+    A stage is finished when `<work_dir>/<stage>.done.json`, written after the stage's process exited 0, records the
+    same arguments, the same input model and the model its output directory holds now; finished stages are skipped.
+    The first failing stage stops the chain and its exit code is returned.
+    """
+    commands = stage_commands(recipe, work_dir, output_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    print(f"recipe {recipe.env}: {len(commands)} stages, work_dir {work_dir} ({recipe.summary})", flush=True)
+    outputs = {stage.name: out for stage, _, out in commands}
+    times: list[tuple[str, str]] = []
+    for number, (stage, argv, out) in enumerate(commands, 1):
+        init_from = outputs[stage.init_from] if stage.init_from else None
+        marker = work_dir / f"{stage.name}.done.json"
+        header = f"[{number}/{len(commands)}] {stage.name}"
+        if marker.is_file():
+            if read_marker(marker) == stage_state(argv, init_from, out, stage.eval_only):
+                print(f"{header}: finished earlier ({marker}), skipped", flush=True)
+                times.append((stage.name, "skipped"))
+                continue
+            marker.unlink()  # stale: another recipe, another input, or its output was replaced
+        print(f"{header}: {stage.note}\n{shell_line(argv)}", flush=True)
+        start = time.perf_counter()
+        completed = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv], check=False)
+        seconds = time.perf_counter() - start
+        if completed.returncode != 0:
+            print(
+                f"{header} failed with exit code {completed.returncode} after {duration(seconds)}; the chain stops "
+                f"here. Fix the cause and run the same command again: the finished stages are skipped.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return completed.returncode
+        reason = None if stage.eval_only else unfinished(out)
+        if reason is not None:
+            print(
+                f"{header} {reason}: its model is not the recipe's, and the chain stops here.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
+        state = stage_state(argv, init_from, out, stage.eval_only)
+        # Written to a temporary name and renamed: a marker is either whole or absent.
+        partial = marker.with_suffix(".partial")
+        partial.write_text(json.dumps({**state, "seconds": round(seconds, 1)}, indent=1) + "\n", encoding="utf-8")
+        partial.replace(marker)
+        print(f"{header} done in {duration(seconds)}", flush=True)
+        times.append((stage.name, duration(seconds)))
+    print("recipe " + recipe.env + " done: " + ", ".join(f"{name} {took}" for name, took in times), flush=True)
+    return 0
+
+
+def recipe_main(argv: list[str]) -> int:
+    args = parse_recipe_args(argv)
+    recipe = RECIPES[args.recipe]
+    if args.dry_run:
+        print(dry_run_text(recipe, args.work_dir, args.output_dir), end="")
+        return 0
+    return run_recipe(recipe, args.work_dir, args.output_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(token == "--recipe" or token.startswith("--recipe=") for token in argv):
+        return recipe_main(argv)
+    for token in argv:
+        if token.split("=", 1)[0] in ("--work_dir", "--dry_run"):
+            raise SystemExit(
+                f"{token} goes with --recipe <env> (a whole build); a single stage (--env) has no work_dir or dry run."
+            )
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

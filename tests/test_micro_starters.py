@@ -51,7 +51,7 @@ def test_an_unknown_micro_name_lists_the_ones_that_exist():
 
 def test_missing_files_name_the_build_command(tmp_path, monkeypatch):
     monkeypatch.setattr(starter_load, "MICRO_PATH", tmp_path)  # where micro_starter_path reads it
-    with pytest.raises(FileNotFoundError, match=r"python scripts/build_micro.py --env webshop-mini"):
+    with pytest.raises(FileNotFoundError, match=r"python scripts/build_micro.py --recipe webshop-mini"):
         micro_starter_path("webshop-mini")
 
 

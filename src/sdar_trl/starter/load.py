@@ -257,7 +257,8 @@ def micro_starter_path(env: str) -> Path:
     if not ((path / "config.json").is_file() and (path / "tokenizer.json").is_file()):
         raise FileNotFoundError(
             f"the micro starter for {env} is not in {path}. Rebuild it with "
-            f"`python scripts/build_micro.py --env {env}` or reinstall sdar-trl so that its package data is present."
+            f"`python scripts/build_micro.py --recipe {env}` (docs/starter.md) or reinstall sdar-trl so that its "
+            f"package data is present."
         )
     return path
 
