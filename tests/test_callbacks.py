@@ -8,10 +8,10 @@ import torch
 from datasets import Dataset
 from transformers import TrainerControl, TrainerState
 
-from sdar_trl import SDARConfig, SDARTrainer
+from sdar_trl import SDARTrainer
 from sdar_trl import callbacks as callbacks_module
 from sdar_trl.callbacks import StepTimeCallback
-from sdar_trl.testing import build_tiny_model
+from sdar_trl.testing import build_tiny_model, tiny_single_turn_config
 
 
 def _drive(callback: StepTimeCallback, steps: int) -> None:
@@ -53,21 +53,7 @@ def test_peak_memory_is_the_largest_reading_over_the_step_ends(monkeypatch):
 
 def test_one_entry_per_optimizer_step_of_a_real_run(tmp_path, tiny_tokenizer):
     # Two micro-batches per optimizer step: the callback times the optimizer step, not each micro-batch.
-    args = SDARConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=3,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
+    args = tiny_single_turn_config(tmp_path, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=3)
     dataset = Dataset.from_list(
         [
             {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "privileged_context": "Twice."}
