@@ -138,7 +138,7 @@ def fit_micro_tokenizer(
         )
     atomic = _check_atomic_pieces(atomic_pieces, lowercase=lowercase, implicit_spaces=implicit_spaces)
     prefix = CONTINUATION_PREFIX if implicit_spaces else None
-    tokenizer = Tokenizer(models.BPE(continuing_subword_prefix=prefix))
+    tokenizer = Tokenizer(models.BPE(continuing_subword_prefix=prefix) if prefix else models.BPE())
     if lowercase:
         tokenizer.normalizer = normalizers.Lowercase()
     splits = [pre_tokenizers.Split(Regex(split_pattern(separate_spaces, atomic)), behavior="isolated")]
