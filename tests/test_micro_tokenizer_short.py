@@ -126,6 +126,8 @@ def test_chat_template_and_special_tokens_decode_exactly(short):
     text = short.apply_chat_template([{"role": "user", "content": "a b"}], add_generation_prompt=True, tokenize=False)
     assert short.decode(ids(short, text + "x y<|im_end|>")) == text + "x y<|im_end|>"
     assert short.decode(ids(short, text + "x y<|im_end|>"), skip_special_tokens=True) == "user\na b\nassistant\nx y"
+    # The documented difference: a skipped special token between two words leaves a space (docs/starter.md).
+    assert short.decode(ids(short, "a<|im_end|>b"), skip_special_tokens=True) == "a b"
 
 
 def test_saved_and_reloaded_offline_it_encodes_and_decodes_the_same(short, tmp_path):
