@@ -113,9 +113,10 @@ def fit_micro_tokenizer(
             right after a bracket (`search[tea tree oil shampoo]`, `click[b07e4273ok]`, `answer[Velmora]`): with
             leading spaces, " tea" on the page and "tea" in the action are unrelated tokens, and a small model cannot
             learn that mapping for words it has rarely seen. Text costs ~1.5x more tokens.
-        atomic_pieces: strings the pre-tokenizer keeps as one piece wherever they occur (tried before words and
-            punctuation), so that BPE can make each frequent one a single token: webshop-mini's `" [SEP] "` is
-            otherwise three tokens. Compared after lower-casing when `lowercase` is on.
+        atomic_pieces: strings the pre-tokenizer keeps as one piece (tried before words and punctuation at each
+            position, and a run of punctuation stops where one starts; one that starts with a letter is not found
+            inside a longer word), so that BPE can make each frequent one a single token: webshop-mini's
+            `" [SEP] "` is otherwise three tokens. Compared after lower-casing when `lowercase` is on.
         implicit_spaces: with `separate_spaces`, drop the single space between two words instead of making it a
             token (a quarter of webshop-mini's prompt tokens); the decoder puts it back between two tokens that
             end and start a word. A word is still the same token after a space, a bracket or a newline. Pieces
