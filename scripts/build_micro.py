@@ -83,6 +83,13 @@ LOWERCASE_ENVS = ("webshop-mini",)
 #: the action are one token (`fit_micro_tokenizer(separate_spaces=True)`). With leading-space words, a 333k model
 #: copied 3 of 30 held-out option values and 11 of 30 search queries right (webshop-mini, teacher-forced).
 SEPARATE_SPACES_ENVS = ("webshop-mini", "searchqa-mini")
+#: Shorter sequences, measured but not shipped (docs/starter.md, "Shorter sequences"; benchmarks/token_lengths.py):
+#: strings kept as one pre-tokenizer piece (`fit_micro_tokenizer(atomic_pieces=...)`, e.g. webshop-mini's " [SEP] ",
+#: 3 tokens otherwise), and the environments whose single space between two words is no token
+#: (`implicit_spaces=True`, needs `SEPARATE_SPACES_ENVS`). Both empty: the shipped starters use neither; a rebuild
+#: with them is `--recipe <env>` after filling them in.
+ATOMIC_PIECES: dict[str, tuple[str, ...]] = {}
+IMPLICIT_SPACES_ENVS: tuple[str, ...] = ()
 #: The examples' and benchmarks' first RL train seed: the build must stay below it, so RL meets unseen tasks.
 FIRST_RL_SEED = 1_000_000
 #: Seed stride of the SFT episodes (see collect_rows). searchqa-mini's task i is question i % 100 of world i // 100.
@@ -407,7 +414,15 @@ def render_rows(rows: list[dict[str, Any]], tokenizer) -> list[tuple[list[int], 
     return encoded
 
 
-def make_tokenizer(args: argparse.Namespace, rows: list[dict[str, Any]]):
+def make_tokenizer(
+    args: argparse.Namespace,
+    rows: list[dict[str, Any]],
+    *,
+    atomic_pieces: tuple[str, ...] | None = None,
+    implicit_spaces: bool | None = None,
+):
+    """The tokenizer fitted to `rows`; `atomic_pieces` and `implicit_spaces` override `ATOMIC_PIECES` and
+    `IMPLICIT_SPACES_ENVS` (benchmarks/token_lengths.py measures candidates that way)."""
     from sdar_trl.sft import _HEADER, _SEPARATOR, SKILL_BANKS
     from sdar_trl.skills import SkillBank
     from sdar_trl.starter.micro_tokenizer import fit_micro_tokenizer, render_micro_chat
@@ -429,6 +444,8 @@ def make_tokenizer(args: argparse.Namespace, rows: list[dict[str, Any]]):
         vocab_size=args.vocab_size,
         lowercase=args.env in LOWERCASE_ENVS,
         separate_spaces=args.env in SEPARATE_SPACES_ENVS,
+        atomic_pieces=ATOMIC_PIECES.get(args.env, ()) if atomic_pieces is None else atomic_pieces,
+        implicit_spaces=args.env in IMPLICIT_SPACES_ENVS if implicit_spaces is None else implicit_spaces,
     )
 
 
