@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-import time
 from typing import Any
-
-from transformers import TrainerCallback
 
 
 def resolve_model(model: str | None) -> str:
@@ -83,17 +80,3 @@ def machine_info() -> dict[str, Any]:
         "transformers": transformers.__version__,
         "trl": trl.__version__,
     }
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of every optimizer step (`times`, seconds), from TRL's step callbacks."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-        self._start = 0.0
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)

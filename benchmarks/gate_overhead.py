@@ -30,11 +30,11 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch
-from _common import StepTimer
 from datasets import Dataset
 from transformers import TrainerCallback
 
 from sdar_trl import SDARTrainer
+from sdar_trl.callbacks import StepTimeCallback
 from sdar_trl.skills import SkillBank
 from sdar_trl.testing import ScriptedEnv, build_tiny_model, build_tiny_tokenizer, tiny_agent_config
 
@@ -73,7 +73,7 @@ def run(options: argparse.Namespace, tokenizer: Any, *, diagnostics: bool) -> tu
             gate_diagnostics_every=options.every,
             seed=options.seed,
         )
-        timer = StepTimer()
+        timer = StepTimeCallback()
         model = build_tiny_model(tokenizer, hidden_size=options.hidden_size, num_hidden_layers=2, seed=options.seed)
         trainer = SDARTrainer(
             model,
@@ -96,7 +96,7 @@ def run(options: argparse.Namespace, tokenizer: Any, *, diagnostics: bool) -> tu
         trainer.add_callback(Mark())
         trainer.train()
     measured = sum(spent[marks[options.warmup] :]) if diagnostics else 0.0
-    return timer.times[options.warmup :], measured
+    return timer.seconds[options.warmup :], measured
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -23,10 +23,10 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 import torch
-from _common import StepTimer
 from datasets import Dataset
 
 from sdar_trl import SDARConfig, SDARTrainer
+from sdar_trl.callbacks import StepTimeCallback
 from sdar_trl.testing import build_tiny_model, build_tiny_tokenizer
 
 
@@ -60,7 +60,7 @@ def run(method: str, options: argparse.Namespace, tokenizer) -> list[float]:
             logging_steps=10_000,
             seed=options.seed,
         )
-        timer = StepTimer()
+        timer = StepTimeCallback()
         model = build_tiny_model(
             tokenizer, hidden_size=options.hidden_size, num_hidden_layers=options.layers, seed=options.seed
         )
@@ -68,7 +68,7 @@ def run(method: str, options: argparse.Namespace, tokenizer) -> list[float]:
             model, reward_funcs=reward, args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer]
         )
         trainer.train()
-    return timer.times[options.warmup :]
+    return timer.seconds[options.warmup :]
 
 
 def main(argv: list[str] | None = None) -> None:

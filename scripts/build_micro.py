@@ -557,7 +557,12 @@ def copy_words(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def copy_warmup(args: argparse.Namespace, model, task: CopyTask) -> dict[str, Any]:
-    """`args.copy_steps` steps on the copy task alone (constant learning rate after a short warm-up)."""
+    """`args.copy_steps` steps on the copy task alone (constant learning rate after a short warm-up).
+
+    The warm-up has its own AdamW, dropped when it returns: `train` starts a fresh one, so its moments are not carried
+    into SFT. Their estimates describe the copy task's gradients, not the SFT loss's, and a fresh optimizer gives the
+    SFT stage the same warm-up and schedule with or without this warm-up (the shipped starters were built so).
+    """
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.95), weight_decay=0.01)
     model.train()
     start, losses = time.perf_counter(), []
@@ -931,7 +936,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{lengths[len(lengths) // 2]} max {lengths[-1]}",
         flush=True,
     )
-    first_id = len(tokenizer.all_special_ids) and max(tokenizer.all_special_ids) + 1
+    # The repeat copy task draws random token ids from `first_id` up, above every special token, so that no copied
+    # string holds a pad or end-of-sequence token; a tokenizer without special tokens lets it draw from id 0.
+    special_ids = tokenizer.all_special_ids
+    first_id = max(special_ids) + 1 if special_ids else 0
     task = CopyTask(args.copy_task, tokenizer, copy_words(rows), first_id, args.seed + 1)
     copying = copy_warmup(args, model, task) if args.copy_steps > 0 else None
     training = train(args, model, encoded, tokenizer.pad_token_id, task)

@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -231,33 +230,16 @@ def _trainer_pieces(path: str, model: str, output_dir: str, cpu: bool) -> dict[s
 def run_worker(path: str, *, result_file: str, model: str | None, cpu: bool) -> None:
     """Train `path` for 2 steps and write its measurements to `result_file` (rank 0)."""
     import torch
-    from transformers import TrainerCallback
 
     from sdar_trl import SDARTrainer
+    from sdar_trl.callbacks import StepTimeCallback
 
     if model is None:
         from sdar_trl.starter import starter_model_path
 
         model = str(starter_model_path())
 
-    class StepClock(TrainerCallback):
-        """Seconds per optimizer step and the peak GPU memory at step ends."""
-
-        def __init__(self) -> None:
-            self.started = 0.0
-            self.seconds: list[float] = []
-            self.peak_bytes = 0
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self.seconds.append(time.perf_counter() - self.started)
-            if torch.cuda.is_available():
-                free, total = torch.cuda.mem_get_info()
-                self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_reserved(), total - free)
-
-    clock = StepClock()
+    clock = StepTimeCallback()
     with tempfile.TemporaryDirectory(prefix="gpu-check-out-") as output_dir:
         trainer = SDARTrainer(**_trainer_pieces(path, model, output_dir, cpu), callbacks=[clock])
         trainer.train()
@@ -266,7 +248,9 @@ def run_worker(path: str, *, result_file: str, model: str | None, cpu: bool) -> 
             result = {
                 "steps": trainer.state.global_step,
                 "step_seconds": round(sum(clock.seconds) / max(1, len(clock.seconds)), 2),
-                "peak_gpu_memory_gb": round(clock.peak_bytes / 2**30, 2) if torch.cuda.is_available() else None,
+                "peak_gpu_memory_gb": (
+                    round((clock.peak_memory_bytes or 0) / 2**30, 2) if torch.cuda.is_available() else None
+                ),
                 "sdar/gate_mean": float(gates[-1]) if gates else None,
             }
             Path(result_file).write_text(json.dumps(result))

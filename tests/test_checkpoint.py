@@ -9,9 +9,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from sdar_trl import SDARConfig, SDARTrainer
+from sdar_trl import SDARTrainer
 from sdar_trl.checkpoint import SDAR_STATE_NAME, find_missing_checkpoint_files, resolve_resume_checkpoint
-from sdar_trl.testing import build_tiny_model
+from sdar_trl.testing import build_tiny_model, tiny_single_turn_config
 
 TEACHER_METHODS = ("sdar", "grpo_opsd", "opsd", "skill_sd", "rlsd")
 #: Every method with every teacher mode it can use (methods without a teacher ignore teacher_mode).
@@ -43,28 +43,14 @@ def make_dataset(n: int = 8) -> Dataset:
     )
 
 
-def make_args(output_dir, **overrides):
-    kwargs = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=8,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        disable_tqdm=True,
-    )
-    return SDARConfig(**{**kwargs, **overrides})
-
-
 def run(output_dir, tokenizer, *, resume=None, max_steps=3, save_steps=2, **config):
     config = {"teacher_ema_rate": 0.5, "rlsd_decay_steps": 4, **config}
     trainer = SDARTrainer(
         build_tiny_model(tokenizer),
         reward_funcs=length_reward,
-        args=make_args(output_dir, max_steps=max_steps, save_strategy="steps", save_steps=save_steps, **config),
+        args=tiny_single_turn_config(
+            output_dir, max_steps=max_steps, save_strategy="steps", save_steps=save_steps, **config
+        ),
         train_dataset=make_dataset(),
         processing_class=tokenizer,
     )

@@ -12,6 +12,7 @@ import pytest
 from datasets import Dataset
 
 from sdar_trl import SDARTrainer
+from sdar_trl._mistakes import check_environment_protocol
 from sdar_trl.env_guard import EnvStepTimeoutError, EnvWorkerDiedError, classify_fault
 from sdar_trl.env_workers import EnvWorkerPool, check_picklable_factory
 from sdar_trl.rollout import play_episodes
@@ -98,6 +99,16 @@ def test_a_factory_that_cannot_be_pickled_is_named_with_the_fix():
 def test_a_worker_dying_while_building_names_the_main_guard():
     with EnvWorkerPool(1) as pool, pytest.raises(EnvWorkerDiedError, match=r"exit code 1.*__name__ == \"__main__\""):
         pool.make_env(dying_factory)
+
+
+def test_a_worker_refuses_a_non_environment_with_the_trainers_message():
+    # The worker and the trainer's pool share one protocol check, so env_workers changes only the wrapper.
+    with pytest.raises(TypeError) as in_process:
+        check_environment_protocol(object(), factory_name="env_factory")
+    with EnvWorkerPool(1) as pool, pytest.raises(RuntimeError) as in_worker:
+        pool.make_env(object)
+    assert f"TypeError: {in_process.value}" in str(in_worker.value)
+    assert "lacks ['reset', 'step', 'close']" in str(in_process.value)
 
 
 def test_a_closed_pool_refuses_calls_and_closing_twice_is_harmless():

@@ -17,7 +17,13 @@ from sdar_trl import SDARConfig, SDARTrainer, gate_branch
 from sdar_trl.diagnostics import TOKEN_CLASSES
 from sdar_trl.report import write_run_report
 from sdar_trl.skills import SkillBank
-from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, tiny_agent_config
+from sdar_trl.testing import (
+    ScriptedEnv,
+    build_tiny_model,
+    patch_generation,
+    tiny_agent_config,
+    tiny_single_turn_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -152,19 +158,10 @@ def test_single_turn_outcomes_come_from_the_advantage_sign(tmp_path, tiny_tokeni
         {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "privileged_context": "Add."}
         for i in range(4)
     ]
-    args = SDARConfig(
-        output_dir=str(tmp_path),
+    args = tiny_single_turn_config(
+        tmp_path,
         per_device_train_batch_size=8,
-        num_generations=4,
         max_completion_length=16,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
         gate_diagnostics=True,
         gate_diagnostics_every=1,
     )

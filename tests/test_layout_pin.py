@@ -15,9 +15,16 @@ import pytest
 import torch
 from datasets import Dataset
 
-from sdar_trl import SDARConfig, SDARTrainer
+from sdar_trl import SDARTrainer
 from sdar_trl.skills import SkillBank
-from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, save_tiny, tiny_agent_config
+from sdar_trl.testing import (
+    ScriptedEnv,
+    build_tiny_model,
+    patch_generation,
+    save_tiny,
+    tiny_agent_config,
+    tiny_single_turn_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,20 +101,7 @@ def test_single_turn_first_two_steps_are_pinned(tmp_path, tiny_tokenizer, one_th
         }
         for i in range(8)
     ]
-    args = SDARConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
+    args = tiny_single_turn_config(tmp_path, per_device_train_batch_size=8)
     trainer = SDARTrainer(
         build_tiny_model(tiny_tokenizer),
         reward_funcs=lambda completions, **kwargs: [len(c[0]["content"]) / 10.0 for c in completions],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -73,6 +75,30 @@ def test_rendered_history_actions_read_back_what_render_history_wrote():
     assert rendered_history_actions(prompt) == ["search[men's boots]", "click[it's [odd]]"]
     assert rendered_history_actions(render_history(history, first_step=1)) == [a for _, a in history]
     assert rendered_history_actions("no history here") == []
+
+
+def test_rendered_history_actions_edge_cases_match_the_line_format():
+    # The action runs from the line's first ", Action N: '" to its closing "']"; lines that do not close are skipped.
+    text = "\n".join(
+        [
+            "[Observation 1: 'o', Action 1: 'a', Action 2: 'b']",  # first marker wins: the rest is the action
+            "[Observation 2: 'o', Action 2: 'no close'",  # no closing "']": not a history line
+            "[Observation 3: 'o', Action 3: '']",  # an empty action is still an action
+            "x, Action 4: ']",  # the marker's quote cannot double as the closing quote
+            "[Observation 5: 'o', Action 55: 'go']",
+        ]
+    )
+    assert rendered_history_actions(text) == ["a', Action 2: 'b", "", "go"]
+    assert rendered_history_actions("[Observation 1: 'o', Action 1: 'go']\n") == ["go"]
+
+
+def test_rendered_history_actions_is_linear_on_a_long_unclosed_line():
+    # Many action markers and no closing "']": a backtracking pattern rescans the line from every marker
+    # (about 3.7 s for this line), a linear scan reads it once.
+    line = ", Action 1: 'x" * 7700  # (107,800 characters)
+    start = time.perf_counter()
+    assert rendered_history_actions(line) == []
+    assert time.perf_counter() - start < 0.5
 
 
 def test_step_prompt_shows_only_the_history_window():

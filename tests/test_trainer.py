@@ -11,7 +11,7 @@ from trl import GRPOConfig, GRPOTrainer
 
 from sdar_trl import SDARConfig, SDARTrainer, compute_sdar_loss
 from sdar_trl.teacher import prefix_cached_logps, render_teacher_prefix
-from sdar_trl.testing import build_tiny_model
+from sdar_trl.testing import build_tiny_model, tiny_single_turn_config
 
 SDAR_METRICS = ("sdar/gate_mean", "sdar/gate_active_ratio", "sdar/teacher_gap_mean", "sdar/distill_loss")
 
@@ -35,6 +35,10 @@ def make_dataset(
 
 
 def make_args(tmp_path, config_class=SDARConfig, **overrides):
+    if config_class is SDARConfig:
+        return tiny_single_turn_config(tmp_path, **overrides)
+    # Plain TRL configs (the GRPO baseline, the wrong-config check) take tiny_single_turn_config's values by hand:
+    # it builds SDARConfigs only.
     kwargs = dict(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,

@@ -98,6 +98,28 @@ def _looks_like_path(name: str) -> bool:
     return path.parent != Path(".") and path.parent.is_dir()
 
 
+def _add_skill_retrieval_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--skill_retrieval` and `--skill_retrieval_k`: how a skills context picks its skills, as in SDARConfig."""
+    modes = ", ".join(EVAL_SKILL_RETRIEVAL_MODES)
+    for flag, kind, default, help_text in (
+        (
+            "--skill_retrieval",
+            _skill_retrieval,
+            "rules",
+            f"which skills a skills context shows, as SDARConfig.skill_retrieval chooses them: {modes} (default: "
+            "rules; kmeans needs pip install 'sdar-trl[retrieval]')",
+        ),
+        (
+            "--skill_retrieval_k",
+            _int_at_least(1),
+            DEFAULT_SKILL_RETRIEVAL_K,
+            f"skills per episode of bm25; kmeans makes round(bank size / k) clusters (default "
+            f"{DEFAULT_SKILL_RETRIEVAL_K})",
+        ),
+    ):
+        parser.add_argument(flag, type=kind, default=default, help=help_text)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; invalid values exit with an argparse error that names the value and the fix."""
     parser = argparse.ArgumentParser(
@@ -136,20 +158,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         choices=CONTEXT_SOURCES,
         help="context put in front of every prompt, as the teacher sees it (default: none)",
     )
-    parser.add_argument(
-        "--skill_retrieval",
-        type=_skill_retrieval,
-        default="rules",
-        help=f"which skills a skills context shows, as SDARConfig.skill_retrieval chooses them: "
-        f"{', '.join(EVAL_SKILL_RETRIEVAL_MODES)} (default: rules; kmeans needs pip install 'sdar-trl[retrieval]')",
-    )
-    parser.add_argument(
-        "--skill_retrieval_k",
-        type=_int_at_least(1),
-        default=DEFAULT_SKILL_RETRIEVAL_K,
-        help=f"skills per episode of bm25; kmeans makes round(bank size / k) clusters (default "
-        f"{DEFAULT_SKILL_RETRIEVAL_K})",
-    )
+    _add_skill_retrieval_arguments(parser)
     parser.add_argument(
         "--batch_size",
         type=_int_at_least(1),

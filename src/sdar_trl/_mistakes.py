@@ -11,7 +11,7 @@ import functools
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["TRL_ENVIRONMENT_HINT", "check_single_turn_arguments"]
+__all__ = ["TRL_ENVIRONMENT_HINT", "check_environment_protocol", "check_single_turn_arguments"]
 
 
 #: Appended to the error for an env_factory whose environment has reset() but no step(): TRL's style.
@@ -20,6 +20,22 @@ TRL_ENVIRONMENT_HINT = (
     "row, its methods called as tools, rewards from reward_funcs). Pass it as environment_factory=... with "
     "reward_funcs, or write an AgentEnvironment for SDAR's step-level agent mode."
 )
+
+
+def check_environment_protocol(env: Any, *, factory_name: str) -> None:
+    """Raise TypeError when `env`, built by `factory_name()`, lacks a callable reset, step or close.
+
+    One message for both places an environment is built: the trainer's pool and an `env_workers` worker process.
+    """
+    missing = [name for name in ("reset", "step", "close") if not callable(getattr(env, name, None))]
+    if missing:
+        raise TypeError(
+            f"{factory_name}() returned {type(env).__name__}, which lacks {missing}; it must return an "
+            "AgentEnvironment (reset(*, seed, options) -> (obs, info), step(action) -> (obs, reward, terminated, "
+            "truncated, info), close()). See docs/agents.md."
+            + TRL_ENVIRONMENT_HINT
+            * (callable(getattr(env, "reset", None)) and "step" in missing)
+        )
 
 
 def _makes_agent_environment(factory: Any) -> bool:

@@ -5,14 +5,17 @@
 and `on_evaluate_progress(args, state, control, done, total)` after every batch of eval episodes.
 
 The two callbacks `SDARTrainer` adds itself live here too: `EMAUpdateCallback` (`teacher_mode="ema"`) and
-`CloseEnvironmentsCallback` (agent mode).
+`CloseEnvironmentsCallback` (agent mode). `StepTimeCallback` records the wall time (and on CUDA the peak memory) of
+every optimizer step, for benchmarks and hardware checks.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import torch
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
@@ -23,7 +26,7 @@ from transformers import TrainerCallback
 if TYPE_CHECKING:
     from .teacher import EMATeacherWeights
 
-__all__ = ["AgentProgressCallback", "CloseEnvironmentsCallback", "EMAUpdateCallback"]
+__all__ = ["AgentProgressCallback", "CloseEnvironmentsCallback", "EMAUpdateCallback", "StepTimeCallback"]
 
 _SHOWN = ("env/success", "env/invalid_action_rate", "env/episode_length", "sdar/gate_mean", "sdar/teacher_gap_mean")
 
@@ -173,3 +176,32 @@ class CloseEnvironmentsCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.close()
+
+
+class StepTimeCallback(TrainerCallback):
+    """Wall seconds of every optimizer step and, on CUDA, the peak GPU memory seen at the steps' ends.
+
+    Add it with `callbacks=[StepTimeCallback()]` (or `trainer.add_callback`); after training read
+
+    - `seconds`: one entry per optimizer step, from `on_step_begin` to `on_step_end` (all its micro-batches,
+      generation included, since TRL generates inside the step);
+    - `peak_memory_bytes`: the largest of torch's peak reserved memory and the device's used memory (which also
+      counts the CUDA context and other processes) at any step end; None when CUDA is not available.
+
+    It only records: nothing is logged, so it adds no work to the step it times.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.peak_memory_bytes: int | None = None
+        self._started = 0.0
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.seconds.append(time.perf_counter() - self._started)
+        if torch.cuda.is_available():
+            free, total = torch.cuda.mem_get_info()
+            used = max(torch.cuda.max_memory_reserved(), total - free)
+            self.peak_memory_bytes = max(self.peak_memory_bytes or 0, used)

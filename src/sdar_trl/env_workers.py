@@ -23,6 +23,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ._mistakes import check_environment_protocol
 from .env_guard import EnvStepTimeoutError, EnvWorkerDiedError
 
 __all__ = ["EnvWorkerPool", "WorkerEnvironment", "check_picklable_factory"]
@@ -58,12 +59,7 @@ def _worker_main(conn: Connection) -> None:
         try:
             if op == "create":
                 env = payload()
-                missing = [name for name in ("reset", "step", "close") if not callable(getattr(env, name, None))]
-                if missing:
-                    raise TypeError(
-                        f"env_factory() returned {type(env).__name__}, which lacks {missing}; it must return an "
-                        "AgentEnvironment (reset, step, close). See docs/agents.md."
-                    )
+                check_environment_protocol(env, factory_name="env_factory")
                 envs[env_id] = env
                 reply: Any = {
                     "class_name": type(env).__name__,

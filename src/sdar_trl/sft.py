@@ -253,7 +253,8 @@ def _webshop_hasty_response(env: Any, prompt: str) -> str | None:
     """On an item page where the expert would select an option, buy at once instead (the options are skipped)."""
     segments = _current_observation(prompt).split(" [SEP] ")
     action = env.expert_action()
-    if not segments or segments[-1] != "Buy Now" or action in ("click[buy now]", "click[< prev]"):
+    # str.split always returns at least one segment, so the last one is there to compare.
+    if segments[-1] != "Buy Now" or action in ("click[buy now]", "click[< prev]"):
         return None
     reason = "This item matches the request and is under budget, so I buy it now."
     return _think_action(reason, "click[buy now]")
@@ -357,7 +358,7 @@ def collect_expert_steps(
     steps: list[ExpertStep] = []
     for seed in seeds:
         in_a_hurry = bool(hasty) and "facts" not in context_source and hasty_rng.random() < hasty
-        record: dict[str, Any] = {"facts": "", "noisy": [], "observation": "", "hasty": in_a_hurry}
+        record: dict[str, Any] = {"facts": "", "noisy": [], "hasty": in_a_hurry}
 
         def capture(episode: EpisodeRecord, record: dict[str, Any] = record) -> str:
             record["facts"] = episode.privileged_facts

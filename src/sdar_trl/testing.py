@@ -36,6 +36,7 @@ __all__ = [
     "patch_generation",
     "save_tiny",
     "tiny_agent_config",
+    "tiny_single_turn_config",
 ]
 
 #: Special tokens of the Qwen chat format (plus the reasoning/action tags agents emit), each a single id.
@@ -322,6 +323,33 @@ def tiny_agent_config(output_dir: str | Path, **overrides: object) -> SDARConfig
         save_strategy="no",
         disable_tqdm=True,
         max_steps_per_episode=3,
+    )
+    kwargs.update(overrides)
+    return SDARConfig(**kwargs)
+
+
+def tiny_single_turn_config(output_dir: str | Path, **overrides: object) -> SDARConfig:
+    """An `SDARConfig` for a few single-turn steps of a `build_tiny_model` model on a CPU (tests, smoke runs).
+
+    The single-turn twin of `tiny_agent_config`: one group of four completions a step, short completions, two
+    optimizer steps, a large learning rate (so a tiny model visibly moves), no checkpoints, no reporting, fp32.
+    `overrides` replace any of these or set other `SDARConfig` fields.
+    """
+    from .config import SDARConfig
+
+    kwargs: dict[str, object] = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to="none",
+        bf16=False,
+        seed=0,
+        save_strategy="no",
+        disable_tqdm=True,
     )
     kwargs.update(overrides)
     return SDARConfig(**kwargs)

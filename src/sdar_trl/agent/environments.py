@@ -11,7 +11,7 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .._mistakes import TRL_ENVIRONMENT_HINT
+from .._mistakes import check_environment_protocol
 from ..env_guard import close_environments
 from ..env_workers import EnvWorkerPool, check_picklable_factory
 from ..environments.base import AgentEnvironment
@@ -71,15 +71,7 @@ class EnvironmentPools:
             raise RuntimeError("no env_factory was given: environments are only used in agent mode.")
         while len(pool) < count:
             env = factory()  # also replaces abandoned (timed-out) environments, dropped from the pool by `drop`
-            missing = [name for name in ("reset", "step", "close") if not callable(getattr(env, name, None))]
-            if missing:
-                raise TypeError(
-                    f"{'eval_env_factory' if pool is self.eval else 'env_factory'}() returned {type(env).__name__}, "
-                    f"which lacks {missing}; it must return an AgentEnvironment (reset(*, seed, options) -> (obs, "
-                    "info), step(action) -> (obs, reward, terminated, truncated, info), close()). See docs/agents.md."
-                    + TRL_ENVIRONMENT_HINT
-                    * (callable(getattr(env, "reset", None)) and "step" in missing)
-                )
+            check_environment_protocol(env, factory_name="eval_env_factory" if pool is self.eval else "env_factory")
             pool.append(env)
         return pool[:count]
 

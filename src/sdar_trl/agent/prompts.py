@@ -73,7 +73,10 @@ def render_history(history: Sequence[tuple[str, str]], *, first_step: int) -> st
     )
 
 
-_HISTORY_ACTION = re.compile(r", Action \d+: '(.*)'\]$", re.M)
+# Only the marker is matched by a pattern: `, Action \d+: '(.*)'\]$` as one pattern retries `.*` from every marker
+# of a line that never closes, which is quadratic in the line length.
+_HISTORY_ACTION_MARKER = re.compile(r", Action \d+: '")
+_HISTORY_LINE_END = "']"
 
 
 def rendered_history_actions(text: str) -> list[str]:
@@ -81,7 +84,16 @@ def rendered_history_actions(text: str) -> list[str]:
 
     The action is the line's last quoted field, so an action holding quotes or brackets is read back whole.
     """
-    return _HISTORY_ACTION.findall(text)
+    actions = []
+    for line in text.split("\n"):
+        if not line.endswith(_HISTORY_LINE_END):
+            continue
+        # The first marker of the line opens the action and the closing `']` ends it; a marker whose opening quote
+        # would overlap that closing quote does not open one (nor does any later marker, which ends later still).
+        marker = _HISTORY_ACTION_MARKER.search(line)
+        if marker is not None and marker.end() <= len(line) - len(_HISTORY_LINE_END):
+            actions.append(line[marker.end() : -len(_HISTORY_LINE_END)])
+    return actions
 
 
 def render_step_prompt(
