@@ -168,6 +168,11 @@ class SDARConfig(GRPOConfig):
             identical prompt share that prompt too). Same log-probs up to float rounding; an
             implementation choice, not part of the paper. Off under FSDP and DeepSpeed ZeRO-3, whose
             processes must run the same number of forwards.
+        unpadded_logps (`str`, *optional*, defaults to `"auto"`):
+            Run the log-prob forwards one row at a time on the row's real tokens instead of as one padded batch:
+            `"auto"` (row by row when the model is on CPU, batched on accelerators), `"always"` or `"never"`
+            (TRL's batched forward). Same log-probs up to float rounding for rotary-position models; multimodal
+            and MoE aux-loss forwards stay batched (docs/trainer.md).
         distill_empty_context (`bool`, *optional*, defaults to `False`):
             Keep rows with an empty privileged context in the distillation term (their teacher equals
             the student). By default they are left out of it (never arises in the reference).
