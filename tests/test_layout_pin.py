@@ -107,10 +107,6 @@ def test_single_turn_first_two_steps_are_pinned(tmp_path, tiny_tokenizer, one_th
         seed=0,
         save_strategy="no",
         disable_tqdm=True,
-        # Pinned with TRL's batched log-prob forward. The default ("auto": row by row on CPU) moves step 2's
-        # sdar/teacher_gap_mean by 1.1e-4 relative (1.9e-7 absolute) and sdar/distill_loss by 1.9e-5 relative, float
-        # rounding of a small difference of log-probs; tests/test_unpadded_logps.py compares the two forwards.
-        unpadded_logps="never",
     )
     trainer = SDARTrainer(
         build_tiny_model(tiny_tokenizer),

@@ -10,7 +10,7 @@ from trl import GRPOTrainer
 from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.skills import SkillBank
 from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, save_tiny, tiny_agent_config
-from sdar_trl.unpadded import RowSpan, reassemble_rows, row_spans, use_unpadded_logps
+from sdar_trl.unpadded import UNPADDED_AUTO_MIN_TOKENS, RowSpan, reassemble_rows, row_spans, use_unpadded_logps
 
 BANK = SkillBank.from_dict(
     {
@@ -75,11 +75,17 @@ def test_reassemble_rows_right_fills_with_zeros_and_keeps_gradients():
 
 def test_use_unpadded_logps_modes():
     cpu, meta = torch.device("cpu"), torch.device("meta")  # meta stands for any non-CPU device
-    assert use_unpadded_logps("auto", cpu) and not use_unpadded_logps("auto", meta)
-    assert use_unpadded_logps("always", cpu) and use_unpadded_logps("always", meta)
-    assert not use_unpadded_logps("never", cpu) and not use_unpadded_logps("never", meta)
+    long = torch.ones(2, UNPADDED_AUTO_MIN_TOKENS)  # (2, 384): 384 real tokens a row
+    short = long.clone()
+    short[1, 0] = 0  # 383.5 real tokens a row on average
+    assert use_unpadded_logps("auto", cpu, long) and not use_unpadded_logps("auto", cpu, short)
+    assert not use_unpadded_logps("auto", meta, long)  # accelerators: batched
+    assert not use_unpadded_logps("auto", cpu, long[:1])  # one row: nothing to cut
+    for mask in (long, short, long[:1]):
+        assert use_unpadded_logps("always", cpu, mask) and use_unpadded_logps("always", meta, mask)
+        assert not use_unpadded_logps("never", cpu, mask) and not use_unpadded_logps("never", meta, mask)
     with pytest.raises(ValueError, match="unpadded_logps='cpu' is not supported"):
-        use_unpadded_logps("cpu", cpu)
+        use_unpadded_logps("cpu", cpu, long)
 
 
 def test_config_rejects_unknown_value(tmp_path):
@@ -103,7 +109,9 @@ def _trainer(tmp_path, tokenizer, **config) -> SDARTrainer:
         disable_tqdm=True,
         **config,
     )
-    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "privileged_context": "x"} for i in range(4)]
+    rows = [
+        {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "privileged_context": "x"} for i in range(4)
+    ]
     return SDARTrainer(
         build_tiny_model(tokenizer),
         reward_funcs=lambda completions, **kwargs: [0.0] * len(completions),
@@ -182,7 +190,7 @@ def test_dispatch_auto_multimodal_and_aux_loss(tmp_path, tiny_tokenizer, monkeyp
         trainer._get_per_token_logps_and_entropies(model, input_ids, attention_mask, keep, **kwargs)
         return list(calls)
 
-    assert trainer.args.unpadded_logps == "auto"  # the default: per row on CPU
+    trainer.args.unpadded_logps = "always"
     assert run() == [(1, 2, False), (1, 6, False), (1, 4, False), (1, 1, False)]
     # The MoE aux loss pools router statistics over the batch, and multimodal inputs are indexed per image: batched.
     assert run(compute_aux_loss=True) == [(4, 6, True)]
@@ -190,6 +198,14 @@ def test_dispatch_auto_multimodal_and_aux_loss(tmp_path, tiny_tokenizer, monkeyp
     assert run(pixel_values=None, token_type_ids=None)[0][0] == 1  # absent multimodal inputs do not count
     trainer.args.unpadded_logps = "never"
     assert run() == [(4, 6, False)]
+    # The default, "auto", on CPU: batched for these short rows, per row once they reach the threshold on average.
+    trainer.args.unpadded_logps = "auto"
+    assert run() == [(4, 6, False)]
+    width = UNPADDED_AUTO_MIN_TOKENS
+    input_ids = torch.randint(10, 100, (2, width + 6))  # (2, 390)
+    attention_mask = torch.ones_like(input_ids)  # (2, 390)
+    attention_mask[0, width + 1 :] = 0  # row 0: 1 completion token, row 1: 6
+    assert run() == [(1, 1, False), (1, 6, False)]
 
 
 # ------------------------------------------------------------------ training: "always" trains like "never"

@@ -164,7 +164,7 @@ def check_sdar_fields(config: SDARConfig) -> None:
     if config.unpadded_logps not in UNPADDED_LOGPS_MODES:
         raise ValueError(
             f"unpadded_logps={config.unpadded_logps!r} is not supported; expected one of {list(UNPADDED_LOGPS_MODES)} "
-            "('auto': row by row when the model is on CPU, batched on accelerators; 'never': TRL's batched forward)."
+            "('auto': row by row for long rows on CPU, batched otherwise; 'never': TRL's batched forward)."
         )
     if config.max_teacher_prompt_length is not None and config.max_teacher_prompt_length < 1:
         raise ValueError(

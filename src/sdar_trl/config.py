@@ -170,7 +170,8 @@ class SDARConfig(GRPOConfig):
             processes must run the same number of forwards.
         unpadded_logps (`str`, *optional*, defaults to `"auto"`):
             Run the log-prob forwards one row at a time on the row's real tokens instead of as one padded batch:
-            `"auto"` (row by row when the model is on CPU, batched on accelerators), `"always"` or `"never"`
+            `"auto"` (row by row when the model is on CPU and rows hold 384+ real tokens on average, batched
+            otherwise), `"always"` or `"never"`
             (TRL's batched forward). Same log-probs up to float rounding for rotary-position models; multimodal
             and MoE aux-loss forwards stay batched (docs/trainer.md).
         distill_empty_context (`bool`, *optional*, defaults to `False`):
@@ -360,8 +361,9 @@ class SDARConfig(GRPOConfig):
         metadata={
             "help": "Run the log-prob forwards (the loss's, and the old, reference and teacher log-probs) one row at "
             "a time on the row's real tokens instead of as one padded batch: 'auto' (row by row when the model is "
-            "on CPU, where every padding position costs a full token; batched on accelerators), 'always' or "
-            "'never' (TRL's batched forward). Same log-probs up to float rounding for rotary-position models "
+            "on CPU and rows hold 384+ real tokens on average: there every padding position costs a full token, "
+            "while shorter rows pay more for the separate forwards; batched on accelerators), 'always' or 'never' "
+            "(TRL's batched forward). Same log-probs up to float rounding for rotary-position models "
             "(Llama, Qwen). Multimodal and MoE load-balancing (aux loss) forwards always run batched.",
             "choices": list(UNPADDED_LOGPS_MODES),
         },

@@ -366,7 +366,8 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GateDiagnosticsMixin, GRPO
         # Row by row only for text: multimodal inputs are indexed per image/tile, and the MoE load-balancing loss of
         # separate rows would not average to the batch's (its router statistics are pooled over the batch).
         multimodal = any(value is not None for value in kwargs.values())
-        if compute_aux_loss or multimodal or not use_unpadded_logps(self.args.unpadded_logps, input_ids.device):
+        unpadded = use_unpadded_logps(self.args.unpadded_logps, input_ids.device, attention_mask)
+        if compute_aux_loss or multimodal or not unpadded:
             result = super()._get_per_token_logps_and_entropies(
                 model,
                 input_ids,

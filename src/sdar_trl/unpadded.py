@@ -17,10 +17,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-__all__ = ["UNPADDED_LOGPS_MODES", "RowSpan", "reassemble_rows", "row_spans", "use_unpadded_logps"]
+__all__ = [
+    "UNPADDED_AUTO_MIN_TOKENS",
+    "UNPADDED_LOGPS_MODES",
+    "RowSpan",
+    "reassemble_rows",
+    "row_spans",
+    "use_unpadded_logps",
+]
 
-#: `SDARConfig.unpadded_logps` values: "auto" (per row on CPU, batched elsewhere), "always", "never".
+#: `SDARConfig.unpadded_logps` values: "auto" (per row on CPU for long rows, batched elsewhere), "always", "never".
 UNPADDED_LOGPS_MODES: tuple[str, ...] = ("auto", "always", "never")
+#: "auto" runs a CPU forward row by row from this mean number of real tokens per row. Measured on one CPU thread
+#: (docs/trainer.md): per row was 1.3-5x slower for rows of 30-100 tokens (micro starters and SmolLM2-135M), even
+#: at ~260 tokens, and 1.5-1.8x faster for rows of 500-900 tokens.
+UNPADDED_AUTO_MIN_TOKENS: int = 384
 
 
 @dataclass(frozen=True)
@@ -87,15 +98,21 @@ def reassemble_rows(pieces: Sequence[torch.Tensor], spans: Sequence[RowSpan], lo
     return torch.cat(rows, dim=0)  # (B, logits_to_keep)
 
 
-def use_unpadded_logps(mode: str, device: torch.device) -> bool:
-    """Whether `unpadded_logps=mode` runs the log-prob forwards row by row for a model on `device`.
+def use_unpadded_logps(mode: str, device: torch.device, attention_mask: torch.Tensor) -> bool:
+    """Whether `unpadded_logps=mode` runs this log-prob forward (mask `attention_mask` (B, T)) row by row.
 
-    "auto" chooses per row on CPU only: there every padded position costs a full token, while on accelerators the
-    padding is cheap and one batched kernel beats many small ones.
+    "auto" chooses per row on CPU for rows of at least `UNPADDED_AUTO_MIN_TOKENS` real tokens on average: there every
+    padded position costs a full token, while each separate forward adds a fixed cost per layer that dominates short
+    rows (docs/trainer.md has the measurements). On accelerators padding is cheap and one batched kernel wins.
     """
     if mode not in UNPADDED_LOGPS_MODES:
         raise ValueError(
             f"unpadded_logps={mode!r} is not supported; expected one of {list(UNPADDED_LOGPS_MODES)} ('auto': row by "
-            "row on CPU, batched elsewhere)."
+            "row on CPU for long rows, batched elsewhere)."
         )
-    return mode == "always" or (mode == "auto" and device.type == "cpu")
+    if mode != "auto":
+        return mode == "always"
+    if device.type != "cpu" or attention_mask.size(0) < 2:
+        return False  # a single row has no padding to cut
+    mean_tokens = float(attention_mask.count_nonzero()) / attention_mask.size(0)
+    return mean_tokens >= UNPADDED_AUTO_MIN_TOKENS
