@@ -206,6 +206,11 @@ def test_dispatch_auto_multimodal_and_aux_loss(tmp_path, tiny_tokenizer, monkeyp
     attention_mask = torch.ones_like(input_ids)  # (2, 390)
     attention_mask[0, width + 1 :] = 0  # row 0: 1 completion token, row 1: 6
     assert run() == [(1, 1, False), (1, 6, False)]
+    # FSDP / ZeRO-3 (simulated): "auto" decides per process from its own rows, so it stays batched there.
+    monkeypatch.setattr(SDARTrainer, "_weights_sharded", lambda self: True)
+    assert run() == [(2, 6, False)]
+    trainer.args.unpadded_logps = "always"
+    assert run() == [(1, 1, False), (1, 6, False)]
 
 
 # ------------------------------------------------------------------ training: "always" trains like "never"

@@ -366,7 +366,10 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GateDiagnosticsMixin, GRPO
         # Row by row only for text: multimodal inputs are indexed per image/tile, and the MoE load-balancing loss of
         # separate rows would not average to the batch's (its router statistics are pooled over the batch).
         multimodal = any(value is not None for value in kwargs.values())
-        unpadded = use_unpadded_logps(self.args.unpadded_logps, input_ids.device, attention_mask)
+        # Under FSDP / ZeRO-3 every process must run as many forwards as the others: "auto" decides from this
+        # process's rows, so it stays batched there ("always" runs one forward per row, and row counts are equal).
+        mode = "never" if self.args.unpadded_logps == "auto" and self._weights_sharded() else self.args.unpadded_logps
+        unpadded = use_unpadded_logps(mode, input_ids.device, attention_mask)
         if compute_aux_loss or multimodal or not unpadded:
             result = super()._get_per_token_logps_and_entropies(
                 model,
