@@ -18,6 +18,7 @@ Prints a human table on stderr and one JSON line on stdout with the keys `full_s
     python benchmarks/step_cost.py --env searchqa-mini --steps 3 --warmup 1 --context skills+facts  # longer context
     python benchmarks/step_cost.py --model /path/to/model --env webshop-mini --steps 10
     python benchmarks/step_cost.py --preset cpu-micro --env alfworld-mini --steps 10 --warmup 2   # the micro preset
+    python benchmarks/step_cost.py --preset cpu-micro --env webshop-mini --unpadded_logps never   # padded forwards
 
 With the packaged starter (SmolLM2-135M) a step costs minutes on one CPU thread; the default env
 (alfworld-mini, the longest episodes) takes hours there. docs/results.md has the measured numbers.
@@ -80,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no_teacher_prefix_cache",
         action="store_true",
         help="SDAR scores every teacher prompt with a full forward (SDARConfig.teacher_prefix_cache=False)",
+    )
+    parser.add_argument(
+        "--unpadded_logps",
+        default="auto",
+        choices=["auto", "always", "never"],
+        help="SDARConfig.unpadded_logps for both methods: log-prob forwards row by row without padding ('auto': on "
+        "CPU) or batched ('never')",
     )
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)  # internal: run one method
     options = parser.parse_args(argv)
@@ -183,6 +191,7 @@ def run_child(options: argparse.Namespace) -> dict[str, Any]:
             **checkpointing,
             privileged_context_source=options.context,
             teacher_prefix_cache=not options.no_teacher_prefix_cache,
+            unpadded_logps=options.unpadded_logps,
             logging_steps=1,
             save_strategy="no",
             report_to="none",
@@ -249,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_memory_ratio": sdar["peak_memory_bytes"] / grpo["peak_memory_bytes"],
         "env_time_share": max(sdar["env_time_share"], grpo["env_time_share"]),
         "teacher_prefix_cache": not options.no_teacher_prefix_cache,
+        "unpadded_logps": options.unpadded_logps,
         "context": options.context,
         "preset": options.preset,
         "tasks": options.tasks,

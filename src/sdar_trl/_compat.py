@@ -86,8 +86,18 @@ GRPO_METHODS: tuple[TRLMember, ...] = (
     TRLMember(
         GRPOTrainer,
         "_get_per_token_logps_and_entropies",
-        ("self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size"),
-        "called for the teacher forward; wrapped to capture the student's grad-carrying log-probs in _compute_loss",
+        (
+            "self",
+            "model",
+            "input_ids",
+            "attention_mask",
+            "logits_to_keep",
+            "batch_size",
+            "compute_entropy",
+            "compute_aux_loss",
+        ),
+        "called for the teacher forward; wrapped to capture the student's grad-carrying log-probs in _compute_loss "
+        "and, with unpadded_logps, called once per row on the row's real columns (sdar_trl.unpadded)",
     ),
     TRLMember(
         GRPOTrainer,

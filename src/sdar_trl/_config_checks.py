@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from ._validation import FieldKind
 from .retrieval import SKILL_RETRIEVAL_MODES, require_scikit_learn
+from .unpadded import UNPADDED_LOGPS_MODES
 
 if TYPE_CHECKING:
     from .config import SDARConfig
@@ -43,6 +44,7 @@ SDAR_FIELD_KINDS: dict[str, FieldKind] = {
     "teacher_context_separator": ("str", False, "\n\n"),
     "max_teacher_prompt_length": ("int", True, 2048),
     "teacher_prefix_cache": ("bool", False, True),
+    "unpadded_logps": ("str", False, "auto"),
     "distill_empty_context": ("bool", False, False),
     "privileged_context_column": ("str", False, "privileged_context"),
     "gate_diagnostics": ("bool", False, True),
@@ -159,6 +161,11 @@ def check_sdar_fields(config: SDARConfig) -> None:
         )
     if config.teacher_ema_sync_steps < 1:
         raise ValueError(f"teacher_ema_sync_steps={config.teacher_ema_sync_steps} must be >= 1 optimizer step.")
+    if config.unpadded_logps not in UNPADDED_LOGPS_MODES:
+        raise ValueError(
+            f"unpadded_logps={config.unpadded_logps!r} is not supported; expected one of {list(UNPADDED_LOGPS_MODES)} "
+            "('auto': row by row for long rows on CPU, batched otherwise; 'never': TRL's batched forward)."
+        )
     if config.max_teacher_prompt_length is not None and config.max_teacher_prompt_length < 1:
         raise ValueError(
             f"max_teacher_prompt_length={config.max_teacher_prompt_length} must be a positive number of tokens or "

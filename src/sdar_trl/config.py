@@ -20,6 +20,7 @@ from ._config_checks import (
 )
 from ._config_checks import PRIVILEGED_CONTEXT_SOURCES as PRIVILEGED_CONTEXT_SOURCES
 from ._validation import check_field_types
+from .unpadded import UNPADDED_LOGPS_MODES
 
 __all__ = ["CHECKPOINTING_FIELD", "DISTILL_LOSSES", "METHOD_PRESETS", "TEACHER_MODES", "SDARConfig"]
 
@@ -167,6 +168,12 @@ class SDARConfig(GRPOConfig):
             identical prompt share that prompt too). Same log-probs up to float rounding; an
             implementation choice, not part of the paper. Off under FSDP and DeepSpeed ZeRO-3, whose
             processes must run the same number of forwards.
+        unpadded_logps (`str`, *optional*, defaults to `"auto"`):
+            Run the log-prob forwards one row at a time on the row's real tokens instead of as one padded batch:
+            `"auto"` (row by row when the model is on CPU and rows hold 384+ real tokens on average, batched
+            otherwise), `"always"` or `"never"`
+            (TRL's batched forward). Same log-probs up to float rounding for rotary-position models; multimodal
+            and MoE aux-loss forwards stay batched (docs/trainer.md).
         distill_empty_context (`bool`, *optional*, defaults to `False`):
             Keep rows with an empty privileged context in the distillation term (their teacher equals
             the student). By default they are left out of it (never arises in the reference).
@@ -347,6 +354,18 @@ class SDARConfig(GRPOConfig):
             "fraction of the cost when the context is longer than the prompt. Not part of the paper (an "
             "implementation choice); False: one full forward per row. Not used under FSDP or DeepSpeed ZeRO-3 (every "
             "process must run the same number of forwards)."
+        },
+    )
+    unpadded_logps: str = field(
+        default="auto",
+        metadata={
+            "help": "Run the log-prob forwards (the loss's, and the old, reference and teacher log-probs) one row at "
+            "a time on the row's real tokens instead of as one padded batch: 'auto' (row by row when the model is "
+            "on CPU and rows hold 384+ real tokens on average: there every padding position costs a full token, "
+            "while shorter rows pay more for the separate forwards; batched on accelerators), 'always' or 'never' "
+            "(TRL's batched forward). Same log-probs up to float rounding for rotary-position models "
+            "(Llama, Qwen). Multimodal and MoE load-balancing (aux loss) forwards always run batched.",
+            "choices": list(UNPADDED_LOGPS_MODES),
         },
     )
     distill_empty_context: bool = field(

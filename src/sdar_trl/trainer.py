@@ -53,6 +53,7 @@ from .model_card import SDAR_PAPER, base_model_name, render_model_card
 from .retrieval import SkillRetriever
 from .skills import SkillBank
 from .teacher_branch import TeacherBranchMixin, frozen_base_copy
+from .unpadded import reassemble_rows, row_spans, use_unpadded_logps
 
 __all__ = ["SDARTrainer"]
 
@@ -351,11 +352,71 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GateDiagnosticsMixin, GRPO
         return metrics
 
     # ------------------------------------------------------------------ loss
-    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, *args: Any, **kwargs: Any):
-        result = super()._get_per_token_logps_and_entropies(model, input_ids, *args, **kwargs)
+    def _get_per_token_logps_and_entropies(
+        self,
+        model: Any,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        logits_to_keep: int,
+        batch_size: int | None = None,
+        compute_entropy: bool = False,
+        compute_aux_loss: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        # Row by row only for text: multimodal inputs are indexed per image/tile, and the MoE load-balancing loss of
+        # separate rows would not average to the batch's (its router statistics are pooled over the batch).
+        multimodal = any(value is not None for value in kwargs.values())
+        # Under FSDP / ZeRO-3 every process must run as many forwards as the others: "auto" decides from this
+        # process's rows, so it stays batched there ("always" runs one forward per row, and row counts are equal).
+        mode = "never" if self.args.unpadded_logps == "auto" and self._weights_sharded() else self.args.unpadded_logps
+        unpadded = use_unpadded_logps(mode, input_ids.device, attention_mask)
+        if compute_aux_loss or multimodal or not unpadded:
+            result = super()._get_per_token_logps_and_entropies(
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size=batch_size,
+                compute_entropy=compute_entropy,
+                compute_aux_loss=compute_aux_loss,
+                **kwargs,
+            )
+        else:
+            result = self._unpadded_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, compute_entropy=compute_entropy
+            )
         if self._sdar_capture:
             self._sdar_captured.append(result[0])  # (B, C) the student's log-probs, with grad in training
         return result
+
+    def _unpadded_logps_and_entropies(
+        self,
+        model: Any,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        logits_to_keep: int,
+        *,
+        compute_entropy: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+        """TRL's log-prob forward once per row on the row's real columns (`sdar_trl.unpadded`), reassembled (B, C)."""
+        spans = row_spans(attention_mask, logits_to_keep)
+        logps, entropies = [], []
+        for row, span in enumerate(spans):
+            row_logps, row_entropy, _ = super()._get_per_token_logps_and_entropies(
+                model,
+                input_ids[row : row + 1, span.start : span.stop],  # (1, span)
+                attention_mask[row : row + 1, span.start : span.stop],  # (1, span) all ones unless the row has holes
+                span.keep,
+                batch_size=1,
+                compute_entropy=compute_entropy,
+            )
+            logps.append(row_logps)  # (1, keep)
+            entropies.append(row_entropy)  # (1, keep) or None
+        return (
+            reassemble_rows(logps, spans, logits_to_keep),  # (B, C)
+            reassemble_rows(entropies, spans, logits_to_keep) if compute_entropy else None,  # (B, C)
+            None,
+        )
 
     def compute_loss(
         self,
