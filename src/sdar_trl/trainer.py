@@ -19,6 +19,7 @@ chunks, held-out evaluation). Per generation batch:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable
@@ -53,7 +54,7 @@ from .model_card import SDAR_PAPER, base_model_name, render_model_card
 from .retrieval import SkillRetriever
 from .skills import SkillBank
 from .teacher_branch import TeacherBranchMixin, frozen_base_copy
-from .unpadded import reassemble_rows, row_spans, use_unpadded_logps
+from .unpadded import unpadded_logps_and_entropies, use_unpadded_logps
 
 __all__ = ["SDARTrainer"]
 
@@ -382,41 +383,13 @@ class SDARTrainer(AgentModeMixin, TeacherBranchMixin, GateDiagnosticsMixin, GRPO
                 **kwargs,
             )
         else:
-            result = self._unpadded_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, compute_entropy=compute_entropy
+            trl_forward = functools.partial(super()._get_per_token_logps_and_entropies, model)
+            result = unpadded_logps_and_entropies(
+                trl_forward, input_ids, attention_mask, logits_to_keep, compute_entropy=compute_entropy
             )
         if self._sdar_capture:
             self._sdar_captured.append(result[0])  # (B, C) the student's log-probs, with grad in training
         return result
-
-    def _unpadded_logps_and_entropies(
-        self,
-        model: Any,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        logits_to_keep: int,
-        *,
-        compute_entropy: bool,
-    ) -> tuple[torch.Tensor, torch.Tensor | None, None]:
-        """TRL's log-prob forward once per row on the row's real columns (`sdar_trl.unpadded`), reassembled (B, C)."""
-        spans = row_spans(attention_mask, logits_to_keep)
-        logps, entropies = [], []
-        for row, span in enumerate(spans):
-            row_logps, row_entropy, _ = super()._get_per_token_logps_and_entropies(
-                model,
-                input_ids[row : row + 1, span.start : span.stop],  # (1, span)
-                attention_mask[row : row + 1, span.start : span.stop],  # (1, span) all ones unless the row has holes
-                span.keep,
-                batch_size=1,
-                compute_entropy=compute_entropy,
-            )
-            logps.append(row_logps)  # (1, keep)
-            entropies.append(row_entropy)  # (1, keep) or None
-        return (
-            reassemble_rows(logps, spans, logits_to_keep),  # (B, C)
-            reassemble_rows(entropies, spans, logits_to_keep) if compute_entropy else None,  # (B, C)
-            None,
-        )
 
     def compute_loss(
         self,

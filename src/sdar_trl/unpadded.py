@@ -11,7 +11,7 @@ and rotary embeddings see only distances between tokens, which cutting a row's l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +23,7 @@ __all__ = [
     "RowSpan",
     "reassemble_rows",
     "row_spans",
+    "unpadded_logps_and_entropies",
     "use_unpadded_logps",
 ]
 
@@ -116,3 +117,32 @@ def use_unpadded_logps(mode: str, device: torch.device, attention_mask: torch.Te
         return False  # a single row has no padding to cut
     mean_tokens = float(attention_mask.count_nonzero()) / attention_mask.size(0)
     return mean_tokens >= UNPADDED_AUTO_MIN_TOKENS
+
+
+def unpadded_logps_and_entropies(
+    forward: Callable[..., tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    logits_to_keep: int,
+    *,
+    compute_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None, None]:
+    """`forward` (TRL's `_get_per_token_logps_and_entropies`, bound to its model) once per row on the row's real
+    columns (`row_spans`), reassembled to `(B, logits_to_keep)` log-probs (and entropies when asked)."""
+    spans = row_spans(attention_mask, logits_to_keep)
+    logps, entropies = [], []
+    for row, span in enumerate(spans):
+        row_logps, row_entropy, _ = forward(
+            input_ids[row : row + 1, span.start : span.stop],  # (1, span)
+            attention_mask[row : row + 1, span.start : span.stop],  # (1, span) all ones unless the row has holes
+            span.keep,
+            batch_size=1,
+            compute_entropy=compute_entropy,
+        )
+        logps.append(row_logps)  # (1, keep)
+        entropies.append(row_entropy)  # (1, keep) or None
+    return (
+        reassemble_rows(logps, spans, logits_to_keep),  # (B, C)
+        reassemble_rows(entropies, spans, logits_to_keep) if compute_entropy else None,  # (B, C)
+        None,
+    )
