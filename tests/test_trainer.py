@@ -35,26 +35,7 @@ def make_dataset(
 
 
 def make_args(tmp_path, config_class=SDARConfig, **overrides):
-    if config_class is SDARConfig:
-        return tiny_single_turn_config(tmp_path, **overrides)
-    # Plain TRL configs (the GRPO baseline, the wrong-config check) take tiny_single_turn_config's values by hand:
-    # it builds SDARConfigs only.
-    kwargs = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
-    )
-    kwargs.update(overrides)
-    return config_class(**kwargs)
+    return tiny_single_turn_config(tmp_path, config_class=config_class, **overrides)
 
 
 def make_trainer(

@@ -9,7 +9,14 @@ from trl import GRPOTrainer
 
 from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.skills import SkillBank
-from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, save_tiny, tiny_agent_config
+from sdar_trl.testing import (
+    ScriptedEnv,
+    build_tiny_model,
+    patch_generation,
+    save_tiny,
+    tiny_agent_config,
+    tiny_single_turn_config,
+)
 from sdar_trl.unpadded import UNPADDED_AUTO_MIN_TOKENS, RowSpan, reassemble_rows, row_spans, use_unpadded_logps
 
 BANK = SkillBank.from_dict(
@@ -96,19 +103,7 @@ def test_config_rejects_unknown_value(tmp_path):
 
 # ------------------------------------------------------------------ the trainer's forward
 def _trainer(tmp_path, tokenizer, **config) -> SDARTrainer:
-    args = SDARConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=2,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
-        **config,
-    )
+    args = tiny_single_turn_config(tmp_path, **config)
     rows = [
         {"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}], "privileged_context": "x"} for i in range(4)
     ]
@@ -287,21 +282,7 @@ def _single_turn_run(tmp_path, tokenizer, mode: str) -> list[dict[str, float]]:
         }
         for i in range(8)
     ]
-    args = SDARConfig(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
-        unpadded_logps=mode,
-    )
+    args = tiny_single_turn_config(tmp_path, per_device_train_batch_size=8, unpadded_logps=mode)
     trainer = SDARTrainer(
         build_tiny_model(tokenizer),
         reward_funcs=lambda completions, **kwargs: [len(c[0]["content"]) / 10.0 for c in completions],

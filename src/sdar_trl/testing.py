@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.resources
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -300,6 +300,20 @@ def patch_generation(trainer: object, respond: Callable[[str, int, int], str]) -
     return seen
 
 
+#: The training settings `tiny_agent_config` and `tiny_single_turn_config` share: two optimizer steps at a large
+#: learning rate (so that a tiny model visibly moves), no checkpoints, no reporting, fp32.
+_TINY_TRAINING: dict[str, object] = dict(
+    max_steps=2,
+    learning_rate=1e-2,
+    logging_steps=1,
+    report_to="none",
+    bf16=False,
+    seed=0,
+    save_strategy="no",
+    disable_tqdm=True,
+)
+
+
 def tiny_agent_config(output_dir: str | Path, **overrides: object) -> SDARConfig:
     """An `SDARConfig` for a few agent-mode steps of a `build_tiny_model` model on a CPU (tests, smoke runs).
 
@@ -314,26 +328,22 @@ def tiny_agent_config(output_dir: str | Path, **overrides: object) -> SDARConfig
         per_device_train_batch_size=4,
         num_generations=2,
         max_completion_length=12,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
+        **_TINY_TRAINING,
         max_steps_per_episode=3,
     )
     kwargs.update(overrides)
     return SDARConfig(**kwargs)
 
 
-def tiny_single_turn_config(output_dir: str | Path, **overrides: object) -> SDARConfig:
+def tiny_single_turn_config(
+    output_dir: str | Path, *, config_class: type[Any] | None = None, **overrides: object
+) -> SDARConfig:
     """An `SDARConfig` for a few single-turn steps of a `build_tiny_model` model on a CPU (tests, smoke runs).
 
     The single-turn twin of `tiny_agent_config`: one group of four completions a step, short completions, two
     optimizer steps, a large learning rate (so a tiny model visibly moves), no checkpoints, no reporting, fp32.
-    `overrides` replace any of these or set other `SDARConfig` fields.
+    `overrides` replace any of these or set other `SDARConfig` fields. `config_class` builds another config
+    class from the same values instead (e.g. TRL's `GRPOConfig` for a plain-GRPO baseline).
     """
     from .config import SDARConfig
 
@@ -342,14 +352,7 @@ def tiny_single_turn_config(output_dir: str | Path, **overrides: object) -> SDAR
         per_device_train_batch_size=4,
         num_generations=4,
         max_completion_length=8,
-        max_steps=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        report_to="none",
-        bf16=False,
-        seed=0,
-        save_strategy="no",
-        disable_tqdm=True,
+        **_TINY_TRAINING,
     )
     kwargs.update(overrides)
-    return SDARConfig(**kwargs)
+    return (config_class or SDARConfig)(**kwargs)
