@@ -7,10 +7,8 @@ of a few seconds: 3 episodes, 2 steps, 1 evaluation task).
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,16 +17,6 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def bm():
-    spec = importlib.util.spec_from_file_location("build_micro", ROOT / "scripts" / "build_micro.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_micro"] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("build_micro", None)
 
 
 #: Recorded per stage but not a training choice: where the files went, timings, measurements.

@@ -6,10 +6,8 @@ property `separate_spaces` exists for), and the defaults fit the same components
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -168,16 +166,6 @@ def test_default_options_fit_the_components_of_the_shipped_tokenizer(env):
 
 
 # ------------------------------------------------------------------------ the environments' own strings
-@pytest.fixture(scope="module")
-def bm():
-    spec = importlib.util.spec_from_file_location("build_micro", ROOT / "scripts" / "build_micro.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["build_micro"] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("build_micro", None)
-
-
 _INNER_ACTION = re.compile(r"<(action|search|answer)>(.*?)</\1>", re.DOTALL)
 
 
