@@ -47,7 +47,7 @@ from table1_presets import (
     held_out_rows,
     model_for,
 )
-from table1_report import curve_styles, plot_curves, render_markdown
+from table1_report import curve_styles, held_out_series, plot_curves, render_markdown
 from table1_runner import _run_all, make_trainer, run_one
 from table1_stats import (
     bootstrap_interval,
@@ -81,6 +81,7 @@ __all__ = [
     "env_kwargs",
     "eval_plan",
     "held_out_rows",
+    "held_out_series",
     "machines_by_env",
     "main",
     "make_trainer",

@@ -143,8 +143,41 @@ def curve_styles(methods: Sequence[str]) -> dict[str, dict[str, Any]]:
     return styles
 
 
+def held_out_series(runs: list[dict[str, Any]], env_name: str) -> dict[str, list[tuple[int, float, int]]]:
+    """method → `(step, success, tasks)` points of its held-out curve, mean over the seeds that have the step.
+
+    The curve evaluates the first tasks of the final evaluation every `eval_every` steps; the untrained starter
+    has no curve, so its point at step 0 is its final evaluation restricted to those same first tasks (the curve's
+    task count): every method's curve then starts from the starter's success on the tasks it is measured on.
+    """
+    series: dict[str, list[tuple[int, float, int]]] = {}
+    env_runs = [r for r in runs if r["env"] == env_name]
+    curve_tasks = {int(p["tasks"]) for r in env_runs for p in r.get("held_out_curve") or []}
+    starters = [r for r in env_runs if r["method"] == "starter" and r.get("eval_outcomes")]
+    if len(curve_tasks) == 1 and starters:
+        (tasks,) = curve_tasks
+        wins = [sum(o["won"] for o in r["eval_outcomes"][:tasks]) / tasks for r in starters]
+        series["starter"] = [(0, statistics.fmean(wins), tasks)]
+    for method in METHODS:
+        curves = [r["held_out_curve"] for r in env_runs if r["method"] == method and r.get("held_out_curve")]
+        if not curves:
+            continue
+        steps = sorted({p["step"] for curve in curves for p in curve})
+        series[method] = [
+            (
+                step,
+                statistics.fmean(p["success"] for curve in curves for p in curve if p["step"] == step),
+                int(max(p["tasks"] for curve in curves for p in curve if p["step"] == step)),
+            )
+            for step in steps
+        ]
+    return series
+
+
 def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
-    """Training-rollout success per optimizer step, mean over seeds, one PNG per env (needs matplotlib)."""
+    """One PNG per env (needs matplotlib): training-rollout success per optimizer step (left) and, for presets with
+    a held-out curve, held-out success every `eval_every` steps from the starter's at step 0 (right); means over
+    seeds."""
     try:
         import matplotlib
 
@@ -159,7 +192,10 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
     written = []
     # An env with no trained run yet (only the starter's evaluation) has no curve: no empty figure for it.
     for env_name in dict.fromkeys(r["env"] for r in runs if r["curve"]):
-        figure, axis = plt.subplots(figsize=(7, 4))
+        held_out = held_out_series(runs, env_name)
+        trained = [method for method in held_out if method != "starter"]
+        figure, axes = plt.subplots(1, 2 if trained else 1, figsize=(12 if trained else 7, 4), squeeze=False)
+        axis = axes[0][0]
         curves_by_method = {
             method: curves
             for method in METHODS
@@ -190,9 +226,40 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
             title=f"{env_name}: learning curves (mean over seeds)",
         )
         axis.legend(fontsize=7)
+        if trained:
+            _plot_held_out(axes[0][1], held_out, styles | curve_styles(["starter"]), env_name)
         path = output_dir / f"table1_{env_name}.png"
         figure.tight_layout()
         figure.savefig(path, dpi=110)
         plt.close(figure)
         written.append(path.name)
     return written
+
+
+def _plot_held_out(axis: Any, series: dict[str, list[tuple[int, float, int]]], styles: dict, env_name: str) -> None:
+    """The held-out curves of `held_out_series` on `axis`, each trained method joined to the starter's step 0."""
+    start = series.get("starter", [])
+    tasks = max(point[2] for points in series.values() for point in points)
+    for method, points in series.items():
+        style = styles.get(method) or curve_styles([method])[method]
+        if method == "starter":
+            axis.axhline(points[0][1], color=style["color"], linestyle=":", linewidth=1.0, label=METHODS[method])
+            continue
+        points = [*start, *points]
+        axis.plot(
+            [step + style["offset"] for step, _, _ in points],
+            [success for _, success, _ in points],
+            color=style["color"],
+            marker=style["marker"],
+            linestyle=style["linestyle"],
+            linewidth=style["linewidth"],
+            markerfacecolor="none",
+            label=METHODS[method],
+        )
+    axis.set(
+        xlabel="optimizer step",
+        ylabel=f"held-out success ({tasks} tasks)",
+        title=f"{env_name}: held-out curve (mean over seeds)",
+        ylim=(0, 1),
+    )
+    axis.legend(fontsize=7)

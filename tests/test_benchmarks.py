@@ -634,3 +634,23 @@ def test_first_update_runs_both_methods_on_the_same_rollout(tiny_model_dir):
     assert record["distill_over_grpo_norm"] > 0.0 and -1.0 <= record["cos_first_update"] <= 1.0
     assert 0.0 <= record["sign_flip_share"] <= 1.0
     assert "sign_flip_share" in stderr
+
+
+def test_held_out_series_starts_every_curve_from_the_starter_on_the_curve_tasks(table1):
+    def outcomes(wins):
+        return [{"seed": k, "task_type": "t", "won": won} for k, won in enumerate(wins)]
+
+    runs = [
+        # The starter wins 1 of the curve's first 2 tasks (the third task is outside the curve).
+        {"env": "e", "method": "starter", "held_out_curve": [], "eval_outcomes": outcomes([True, False, True])},
+        {"env": "e", "method": "grpo", "held_out_curve": [{"step": 10, "success": 0.5, "tasks": 2.0}]},
+        {
+            "env": "e",
+            "method": "grpo",
+            "held_out_curve": [{"step": 10, "success": 1.0, "tasks": 2.0}, {"step": 20, "success": 1.0, "tasks": 2.0}],
+        },
+        {"env": "other", "method": "sdar", "held_out_curve": [{"step": 10, "success": 0.0, "tasks": 2.0}]},
+    ]
+    assert table1.held_out_series(runs, "e") == {"starter": [(0, 0.5, 2)], "grpo": [(10, 0.75, 2), (20, 1.0, 2)]}
+    # Without a curve (cpu-small) there is nothing to start from.
+    assert table1.held_out_series(runs[:1], "e") == {}
