@@ -17,7 +17,8 @@ own `--output_dir`: runs are keyed by env, method and seed). With `--jobs N` eac
 do not edit them while a table is being made.
 
 `table1.json` is `{"runs": [{"env", "method", "seed", "success", "success_by_task_type", "steps", "wall_s",
-...}, ...]}`. docs/results.md has the committed numbers and how to read them.
+"model", "model_sha256", ...}, ...]}`; `model_sha256` fingerprints the starter's weights and tokenizer, and a call
+that would add runs from other files to an env's recorded runs (a rebuilt starter) stops and says so. docs/results.md has the committed numbers and how to read them.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ from table1_presets import (
     env_kwargs,
     eval_plan,
     held_out_rows,
+    model_conflict,
+    model_fingerprint,
     model_for,
+    model_label,
 )
 from table1_report import curve_styles, held_out_series, plot_curves, render_markdown
 from table1_runner import _run_all, make_trainer, run_one
@@ -86,7 +90,10 @@ __all__ = [
     "main",
     "make_trainer",
     "mcnemar_p",
+    "model_conflict",
+    "model_fingerprint",
     "model_for",
+    "model_label",
     "paired_against",
     "paired_outcomes",
     "parse_args",
@@ -244,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         for method in options.methods.split(",")
     ]
     todo = [key for key in plan if key not in done]
+    for env_name in dict.fromkeys(key[0] for key in todo):
+        clash = model_conflict(stored["runs"], env_name, model_fingerprint(model_for(env_name, preset, options)))
+        if clash:
+            sys.exit(f"table1.py: {clash}")
     if todo:  # re-rendering the recorded runs needs no particular CPU
         import torch
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+from pathlib import Path
 from typing import Any
 
 #: Row order and labels of the paper's Table 1 (our preset names → the paper's names).
@@ -235,6 +237,52 @@ def model_for(env_name: str, preset: Preset, options: argparse.Namespace) -> str
     from sdar_trl.starter import resolve_model_name
 
     return resolve_model_name(preset.model.format(env=env_name))
+
+
+def model_label(env_name: str, preset: Preset, options: argparse.Namespace) -> str:
+    """What a run records as its model: `--model` as given, else the preset's short name (`micro:<env>`), not the
+    directory it resolves to on this machine."""
+    if options.model is not None:
+        return options.model
+    if preset.model is None:
+        raise ValueError(f"no --model and preset {options.preset!r} names none")
+    return preset.model.format(env=env_name)
+
+
+def model_fingerprint(model: str) -> str | None:
+    """sha256 of a local model directory's weights and tokenizer (`*.safetensors`, `tokenizer.json`: names and
+    bytes, in name order), so that a rebuilt starter is told from the one earlier runs used; None for a hub id or
+    a directory without them."""
+    path = Path(model)
+    files = (
+        sorted(f for f in path.iterdir() if f.suffix == ".safetensors" or f.name == "tokenizer.json")
+        if path.is_dir()
+        else []
+    )
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode("utf-8") + b"\0")
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def model_conflict(runs: list[dict[str, Any]], env_name: str, fingerprint: str | None) -> str | None:
+    """Why `env_name`'s recorded runs cannot share a table with new runs from a model with `fingerprint` (they
+    were made from other weights or another tokenizer), or None. Runs that recorded no fingerprint are taken at
+    their word."""
+    other = [r for r in runs if r["env"] == env_name and r.get("model_sha256") not in (None, fingerprint)]
+    if not other:
+        return None
+    recorded = sorted({r["model_sha256"][:12] for r in other})
+    now = fingerprint[:12] if fingerprint else "none (a hub id)"
+    return (
+        f"table1.json holds {len(other)} {env_name} run(s) made from model files with sha256 {', '.join(recorded)}, "
+        f"but {other[0].get('model', 'the model')} is now {now} (rebuilt since?): one table compares methods "
+        f"trained from one starter. Give this call its own --output_dir, or --fresh, or delete the {env_name} runs "
+        "from table1.json to redo them"
+    )
 
 
 def held_out_rows(env_name: str, preset: Preset, options: argparse.Namespace) -> list[dict[str, int]]:

@@ -28,7 +28,9 @@ from table1_presets import (
     env_kwargs,
     eval_plan,
     held_out_rows,
+    model_fingerprint,
     model_for,
+    model_label,
 )
 
 
@@ -159,7 +161,8 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
         "gate_beta": args.gate_beta,
         "curve": curve,
         "held_out_curve": held_out_curve,
-        "model": model_for(env_name, preset, options),
+        "model": model_label(env_name, preset, options),
+        "model_sha256": model_fingerprint(model_for(env_name, preset, options)),
         # The same seed plays different rollouts on another CPU (kernel rounding), and runs at another speed.
         "machine": machine_info(),
     }

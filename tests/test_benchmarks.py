@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.mark.integration
-def test_table1_writes_its_output_contract(tmp_path, tiny_model_dir):
+def test_table1_writes_its_output_contract(table1, tmp_path, tiny_model_dir):
     """Two methods x one seed on searchqa-mini (4 turns), one optimizer step, two runs at once in their own processes:
     table1.json (in the plan's order, whichever run finishes first), table1.md, JSON line; a rerun resumes."""
     command = [sys.executable, str(ROOT / "benchmarks" / "table1.py"), "--model", tiny_model_dir]
@@ -91,6 +92,17 @@ def test_table1_writes_its_output_contract(tmp_path, tiny_model_dir):
     again = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600)
     assert "seed 0: success" not in again.stderr
     assert len(json.loads((tmp_path / "table1.json").read_text())["runs"]) == 2
+    # Each run records which model files it started from; a rebuilt model cannot add runs to the same table.
+    fingerprint = table1.model_fingerprint(tiny_model_dir)
+    assert {(r["model"], r["model_sha256"]) for r in runs} == {(tiny_model_dir, fingerprint)}
+    rebuilt = tmp_path / "rebuilt"
+    shutil.copytree(tiny_model_dir, rebuilt)
+    (rebuilt / "tokenizer.json").write_text((rebuilt / "tokenizer.json").read_text().replace("\n", "\n "))
+    command[command.index(tiny_model_dir)] = str(rebuilt)
+    command[command.index("starter,sdar")] = "starter,sdar,grpo"
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert refused.returncode != 0 and "made from model files with sha256" in refused.stderr
+    assert len(json.loads((tmp_path / "table1.json").read_text())["runs"]) == 2  # nothing ran
 
 
 @pytest.fixture
@@ -654,3 +666,29 @@ def test_held_out_series_starts_every_curve_from_the_starter_on_the_curve_tasks(
     assert table1.held_out_series(runs, "e") == {"starter": [(0, 0.5, 2)], "grpo": [(10, 0.75, 2), (20, 1.0, 2)]}
     # Without a curve (cpu-small) there is nothing to start from.
     assert table1.held_out_series(runs[:1], "e") == {}
+
+
+def test_model_fingerprint_and_conflict(table1, tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    (tmp_path / "metrics.json").write_text("{}")
+    first = table1.model_fingerprint(str(tmp_path))
+    assert len(first) == 64
+    (tmp_path / "metrics.json").write_text('{"eval": 1}')  # a new measurement is not a new model
+    assert table1.model_fingerprint(str(tmp_path)) == first
+    (tmp_path / "tokenizer.json").write_text('{"a": 1}')  # another tokenizer is
+    second = table1.model_fingerprint(str(tmp_path))
+    assert second != first
+    assert table1.model_fingerprint("Qwen/Qwen2.5-1.5B-Instruct") is None  # a hub id: nothing to hash here
+    runs = [
+        {"env": "e", "method": "grpo", "model": "micro:e", "model_sha256": first},
+        {"env": "e", "method": "starter", "model": "micro:e"},  # recorded before fingerprints: taken at its word
+        {"env": "other", "method": "grpo", "model": "micro:other", "model_sha256": second},
+    ]
+    assert table1.model_conflict(runs, "e", first) is None
+    assert table1.model_conflict(runs, "new-env", second) is None
+    message = table1.model_conflict(runs, "e", second)
+    assert f"1 e run(s) made from model files with sha256 {first[:12]}" in message
+    assert f"micro:e is now {second[:12]}" in message and "--output_dir" in message and "--fresh" in message
+    options = table1.parse_args(["--preset", "cpu-micro"])
+    assert table1.model_label("webshop-mini", table1.PRESETS["cpu-micro"], options) == "micro:webshop-mini"
