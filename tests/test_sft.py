@@ -201,6 +201,30 @@ def test_hasty_webshop_episodes_skip_the_options_and_lose_only_without_facts():
     )
 
 
+def test_hasty_searchqa_episodes_answer_one_fact_early_only_where_a_second_fact_is_needed():
+    name = "searchqa-mini"
+    careful = collect_expert_steps(_env(name), name, range(30))
+    hasty = collect_expert_steps(_env(name), name, range(30), hasty=1.0, rng_seed=3)
+    assert all(s.won for s in careful)
+    for seed in range(30):
+        ours = [s for s in hasty if s.seed == seed]
+        theirs = [s for s in careful if s.seed == seed]
+        # One fact to read (or both read off the first search's results): nothing to skip.
+        if ours[0].task_type in ("direct_retrieval", "entity_attribute_lookup") or len(theirs) < 3:
+            assert [s.response for s in ours] == [s.response for s in theirs]
+            continue
+        # The same first search, then an answer where the expert searches for the second fact.
+        assert ours[0].response == theirs[0].response and "<search>" in theirs[1].response
+        assert len(ours) == 2 and ours[1].response.endswith("</answer>"), ours[1].response
+        assert "I have no turns left" not in ours[1].response and " now.</think>" in ours[1].response
+        if ours[0].task_type == "multi_hop_reasoning":  # the bridge entity is never a chain's answer
+            assert not ours[1].won
+    assert {s.task_type for s in hasty if not s.won} == {"compare", "multi_hop_reasoning"}
+    # With the facts in the prompt the expert answers from them at once and is never hasty.
+    informed = collect_expert_steps(_env(name), name, range(30), context_source="facts", hasty=1.0, rng_seed=3)
+    assert all(s.won for s in informed)
+
+
 def test_context_aware_response_falls_back_to_the_expert():
     env = _env("webshop-mini")
     observation, _ = env.reset(seed=0)

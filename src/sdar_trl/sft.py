@@ -260,9 +260,33 @@ def _webshop_hasty_response(env: Any, prompt: str) -> str | None:
     return _think_action(reason, "click[buy now]")
 
 
+#: The past (action, observation) pairs searchqa-mini's expert reads (its prompts show the last 4).
+_SEARCHQA_VISIBLE = 4
+
+
+def _searchqa_hasty_response(env: Any, prompt: str) -> str | None:
+    """Where the expert, with a fact already read, would search for the next one, answer with what is known instead:
+    a chain question's bridge entity (its last hop skipped), a comparison's second entity unchecked."""
+    from .environments.searchqa.expert import ExpertDecision, decide
+
+    question = env.question or ""
+    history = env.history  # (action, observation) pairs
+    actions = [action for action, _ in history][-_SEARCHQA_VISIBLE:]
+    observations = [question, *(observation for _, observation in history)][-(_SEARCHQA_VISIBLE + 1) :]
+    if decide(question, actions, observations, turns_left=2).kind != "search":
+        return None
+    # With one turn left the expert answers its best guess; it states the facts it read before that guess, and
+    # starts with the guess itself when it has read none (then haste has nothing to answer with: search first).
+    guess = decide(question, actions, observations, turns_left=1)
+    if guess.think.startswith("I have no turns left"):
+        return None
+    known = guess.think[: guess.think.index(" I have no turns left")]
+    return ExpertDecision("answer", guess.content, f"{known} I answer {guess.content} now.").response
+
+
 #: The hasty expert of each environment that has one (`collect_expert_steps(hasty=...)`): a response for the
 #: state `prompt` shows, or None where haste changes nothing.
-HASTY_RULES: dict[str, Any] = {"webshop-mini": _webshop_hasty_response}
+HASTY_RULES: dict[str, Any] = {"webshop-mini": _webshop_hasty_response, "searchqa-mini": _searchqa_hasty_response}
 
 
 def context_aware_response(
