@@ -26,6 +26,7 @@ smaller pieces; the tokenizer never produces an unknown token.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Sequence
 
@@ -150,10 +151,16 @@ def fit_micro_tokenizer(
         [*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
     )
     tokenizer.decoder = _implicit_space_decoder() if implicit_spaces else decoders.ByteLevel()
+    # `tokenizers`' BPE trainer gives each continuation form of a character (prefix + character) the next free id
+    # when it first meets it while iterating over a hash map of the words, so the ids, and the merges they break
+    # ties between, change from one process to the next (huggingface/tokenizers#1794). Declaring all of them up
+    # front, in byte order, as entries the trainer must keep fixes their ids; they are made ordinary tokens again
+    # below (as special tokens they would vanish from decoding with skip_special_tokens=True).
+    seeded = [prefix + char for char in _byte_level_chars()] if prefix else []
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(MICRO_SPECIAL_TOKENS),
+        special_tokens=[*MICRO_SPECIAL_TOKENS, *seeded],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
         **({"continuing_subword_prefix": prefix} if prefix else {}),
@@ -166,6 +173,8 @@ def fit_micro_tokenizer(
         # continuation form is missing would be dropped from the encoding.
         extra.append(_continuation_alphabet_text())
     tokenizer.train_from_iterator([*texts, *extra], trainer=trainer)
+    if seeded:
+        tokenizer = _unmark_special(tokenizer, set(seeded))
     if implicit_spaces:
         _check_continuation_alphabet(tokenizer, lowercase=lowercase)
     return wrap_chat_tokenizer(
@@ -246,6 +255,13 @@ def _continuation_alphabet_text() -> str:
     chars += [bytes([lead, 0x80, 0x80, 0x80]).decode() for lead in range(0xF1, 0xF5)]
     # 'a' between the runs ends each one, so an atomic piece or an inner space cannot swallow the next character.
     return alnum + "".join(f"a!{char}" for char in chars)
+
+
+def _unmark_special(tokenizer: Tokenizer, contents: set[str]) -> Tokenizer:
+    """`tokenizer` with the added (special) tokens in `contents` made ordinary vocabulary entries (same ids)."""
+    state = json.loads(tokenizer.to_str())
+    state["added_tokens"] = [token for token in state["added_tokens"] if token["content"] not in contents]
+    return Tokenizer.from_str(json.dumps(state))
 
 
 def _check_continuation_alphabet(tokenizer: Tokenizer, *, lowercase: bool) -> None:
