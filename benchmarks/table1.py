@@ -18,7 +18,8 @@ do not edit them while a table is being made.
 
 `table1.json` is `{"runs": [{"env", "method", "seed", "success", "success_by_task_type", "steps", "wall_s",
 "model", "model_sha256", ...}, ...]}`; `model_sha256` fingerprints the starter's weights and tokenizer, and a call
-that would add runs from other files to an env's recorded runs (a rebuilt starter) stops and says so. docs/results.md has the committed numbers and how to read them.
+that would add runs from other files to an env's recorded runs (a rebuilt starter) stops and says so.
+docs/results.md has the committed numbers and how to read them.
 """
 
 from __future__ import annotations

@@ -208,17 +208,7 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
                 statistics.fmean(p["env/success"] for curve in curves for p in curve if p["step"] == step)
                 for step in steps
             ]
-            style = styles[method]
-            axis.plot(
-                [step + style["offset"] for step in steps],
-                means,
-                color=style["color"],
-                marker=style["marker"],
-                linestyle=style["linestyle"],
-                linewidth=style["linewidth"],
-                markerfacecolor="none",
-                label=METHODS[method],
-            )
+            _plot_method(axis, method, styles[method], steps, means)
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))  # optimizer steps are whole numbers
         axis.set(
             xlabel="optimizer step (points offset sideways per method)",
@@ -236,6 +226,20 @@ def plot_curves(runs: list[dict[str, Any]], output_dir: Path) -> list[str]:
     return written
 
 
+def _plot_method(axis: Any, method: str, style: dict[str, Any], steps: list[int], values: list[float]) -> None:
+    """One method's line in its `curve_styles` look, each point moved sideways by the method's offset."""
+    axis.plot(
+        [step + style["offset"] for step in steps],
+        values,
+        color=style["color"],
+        marker=style["marker"],
+        linestyle=style["linestyle"],
+        linewidth=style["linewidth"],
+        markerfacecolor="none",
+        label=METHODS[method],
+    )
+
+
 def _plot_held_out(axis: Any, series: dict[str, list[tuple[int, float, int]]], styles: dict, env_name: str) -> None:
     """The held-out curves of `held_out_series` on `axis`, each trained method joined to the starter's step 0."""
     start = series.get("starter", [])
@@ -246,16 +250,7 @@ def _plot_held_out(axis: Any, series: dict[str, list[tuple[int, float, int]]], s
             axis.axhline(points[0][1], color=style["color"], linestyle=":", linewidth=1.0, label=METHODS[method])
             continue
         points = [*start, *points]
-        axis.plot(
-            [step + style["offset"] for step, _, _ in points],
-            [success for _, success, _ in points],
-            color=style["color"],
-            marker=style["marker"],
-            linestyle=style["linestyle"],
-            linewidth=style["linewidth"],
-            markerfacecolor="none",
-            label=METHODS[method],
-        )
+        _plot_method(axis, method, style, [step for step, _, _ in points], [success for _, success, _ in points])
     axis.set(
         xlabel="optimizer step",
         ylabel=f"held-out success ({tasks} tasks)",
