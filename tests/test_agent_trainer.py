@@ -9,6 +9,7 @@ import pytest
 import torch
 from datasets import Dataset
 
+from agent_constants import EVEN, GO, WIN, skill_bank
 from sdar_trl import SDARTrainer
 from sdar_trl.environments.toy import KeyDoorEnv
 from sdar_trl.skills import SkillBank
@@ -16,17 +17,9 @@ from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, ti
 
 SDAR_METRICS = ("sdar/gate_mean", "sdar/gate_active_ratio", "sdar/teacher_gap_mean", "sdar/distill_loss")
 ENV_METRICS = ("env/success", "env/invalid_action_rate", "env/episode_length", "env/errors")
-BANK = SkillBank.from_dict(
-    {
-        "general_skills": [{"title": "Finish", "principle": "Say win when ready.", "when_to_apply": "Always."}],
-        "task_specific_skills": {
-            "type0": [{"title": "Even", "principle": "Even tasks end with win.", "when_to_apply": "type0."}],
-            "unlock": [{"title": "Key", "principle": "Take the key first.", "when_to_apply": "Doors."}],
-        },
-    }
+BANK = skill_bank(
+    type0=[EVEN], unlock=[{"title": "Key", "principle": "Take the key first.", "when_to_apply": "Doors."}]
 )
-GO = "<think>go on</think><action>go</action>"
-WIN = "<think>finish</think><action>win</action>"
 
 
 def agent_args(tmp_path, **overrides):

@@ -11,19 +11,16 @@ import time
 import pytest
 from datasets import Dataset
 
+from agent_constants import GO, skill_bank
 from sdar_trl import SDARTrainer
 from sdar_trl._mistakes import check_environment_protocol
 from sdar_trl.env_guard import EnvStepTimeoutError, EnvWorkerDiedError, classify_fault
 from sdar_trl.env_workers import EnvWorkerPool, check_picklable_factory
 from sdar_trl.rollout import play_episodes
-from sdar_trl.skills import SkillBank
 from sdar_trl.testing import build_tiny_model, patch_generation, tiny_agent_config
 from worker_envs import CrashEnv, dying_factory
 
-GO = "<think>go on</think><action>go</action>"
-BANK = SkillBank.from_dict(
-    {"general_skills": [{"title": "Finish", "principle": "Say win when ready.", "when_to_apply": "Always."}]}
-)
+BANK = skill_bank()
 
 
 def act(action):

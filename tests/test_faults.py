@@ -20,18 +20,14 @@ import pytest
 import torch
 from datasets import Dataset
 
+from agent_constants import GO, WIN, skill_bank
 from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.environments.base import AgentEnvironmentCheckError, check_agent_environment
 from sdar_trl.loss import compute_step_advantages
 from sdar_trl.rollout import compute_step_rewards, play_episodes, summarize_episodes
-from sdar_trl.skills import SkillBank
 from sdar_trl.testing import ScriptedEnv, build_tiny_model, patch_generation, tiny_agent_config
 
-GO = "<think>go on</think><action>go</action>"
-WIN = "<think>finish</think><action>win</action>"
-BANK = SkillBank.from_dict(
-    {"general_skills": [{"title": "Finish", "principle": "Say win when ready.", "when_to_apply": "Always."}]}
-)
+BANK = skill_bank()
 #: Released at the end of every test so that no abandoned "hanging" step outlives it.
 _RELEASE = threading.Event()
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 from datasets import Dataset
 
+from agent_constants import GO, WIN, skill_bank
 from sdar_trl import SDARConfig, SDARTrainer, gate_branch
 from sdar_trl.diagnostics import TOKEN_CLASSES
 from sdar_trl.report import write_run_report
-from sdar_trl.skills import SkillBank
 from sdar_trl.testing import (
     ScriptedEnv,
     build_tiny_model,
@@ -27,14 +27,7 @@ from sdar_trl.testing import (
 
 pytestmark = pytest.mark.integration
 
-BANK = SkillBank.from_dict(
-    {
-        "general_skills": [{"title": "Finish", "principle": "Say win when ready.", "when_to_apply": "Always."}],
-        "task_specific_skills": {},
-    }
-)
-GO = "<think>go on</think><action>go</action>"
-WIN = "<think>finish</think><action>win</action>"
+BANK = skill_bank()
 SPLIT = [f"sdar/gate_mean/{x}" for x in (*TOKEN_CLASSES, "success", "failure")]
 SPLIT += [key.replace("gate_mean", "gate_active_ratio") for key in SPLIT]
 

@@ -15,8 +15,8 @@ import pytest
 import torch
 from datasets import Dataset
 
+from agent_constants import EVEN, GO, WIN, skill_bank
 from sdar_trl import SDARTrainer
-from sdar_trl.skills import SkillBank
 from sdar_trl.testing import (
     ScriptedEnv,
     build_tiny_model,
@@ -28,16 +28,7 @@ from sdar_trl.testing import (
 
 pytestmark = pytest.mark.integration
 
-BANK = SkillBank.from_dict(
-    {
-        "general_skills": [{"title": "Finish", "principle": "Say win when ready.", "when_to_apply": "Always."}],
-        "task_specific_skills": {
-            "type0": [{"title": "Even", "principle": "Even tasks end with win.", "when_to_apply": "type0."}],
-        },
-    }
-)
-GO = "<think>go on</think><action>go</action>"
-WIN = "<think>finish</think><action>win</action>"
+BANK = skill_bank(type0=[EVEN])
 
 
 def _logged(trainer: SDARTrainer, prefixes: tuple[str, ...]) -> list[dict[str, float]]:

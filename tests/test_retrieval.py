@@ -13,6 +13,7 @@ import torch
 from datasets import Dataset
 from trl import TrlParser
 
+from agent_constants import GO, WIN
 from sdar_trl import SDARConfig, SDARTrainer
 from sdar_trl.checkpoint import SDAR_STATE_NAME, load_sdar_state, save_sdar_state
 from sdar_trl.context import privileged_context
@@ -312,8 +313,6 @@ AGENT_BANK = SkillBank.from_dict(
         },
     }
 )
-GO = "<think>go on</think><action>go</action>"
-WIN = "<think>finish</think><action>win</action>"
 #: Titles the teacher sees for a type0 / type1 episode on "task <seed>" per mode (k = 2), and skills per episode.
 EXPECTED_TITLES = {
     "rules": ({"Finish", "Task", "Even"}, {"Finish", "Task", "Odd"}),

@@ -7,8 +7,8 @@ import torch
 from datasets import Dataset
 from trl import GRPOTrainer
 
+from agent_constants import EVEN, GO, WIN, skill_bank
 from sdar_trl import SDARConfig, SDARTrainer
-from sdar_trl.skills import SkillBank
 from sdar_trl.testing import (
     ScriptedEnv,
     build_tiny_model,
@@ -19,16 +19,7 @@ from sdar_trl.testing import (
 )
 from sdar_trl.unpadded import UNPADDED_AUTO_MIN_TOKENS, RowSpan, reassemble_rows, row_spans, use_unpadded_logps
 
-BANK = SkillBank.from_dict(
-    {
-        "general_skills": [{"title": "Finish", "principle": "Say win when ready.", "when_to_apply": "Always."}],
-        "task_specific_skills": {
-            "type0": [{"title": "Even", "principle": "Even tasks end with win.", "when_to_apply": "type0."}],
-        },
-    }
-)
-GO = "<think>go on</think><action>go</action>"
-WIN = "<think>finish</think><action>win</action>"
+BANK = skill_bank(type0=[EVEN])
 
 
 # ------------------------------------------------------------------ the pure helpers
