@@ -9,9 +9,10 @@ front) and counts their tokens with
 - `refit`: a tokenizer fitted exactly as `scripts/build_micro.py` fits it (the first stage of the env's recipe:
   same corpus, vocabulary cap, required words and options), which checks that the candidates' baseline is the
   shipped one;
-- `atomic`: `refit` plus `fit_micro_tokenizer(atomic_pieces=CANDIDATE_ATOMIC_PIECES[env])`;
-- `implicit`: `refit` plus `implicit_spaces=True` (environments fitted with `separate_spaces` only);
-- `atomic+implicit`: both.
+- the candidates, each fitted like `refit` with both options set explicitly (the one equal to the recipe's own
+  settings is `refit` and is not repeated): `neither` (no option), `atomic`
+  (`fit_micro_tokenizer(atomic_pieces=CANDIDATE_ATOMIC_PIECES[env])`), `implicit` (`implicit_spaces=True`,
+  environments fitted with `separate_spaces` only) and `atomic+implicit`.
 
 Nothing is built or trained; fitting one tokenizer takes seconds to a minute. Prints a human table on stderr and
 one JSON line (the last line on stdout, starting with `{"benchmark"`):
@@ -34,8 +35,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENTS = ("alfworld-mini", "webshop-mini", "searchqa-mini")
-#: The strings each environment repeats that its shipped tokenizer splits into several tokens: webshop-mini's
-#: page separator " [SEP] " (3 tokens: ' [', 'sep', '] ').
+#: The strings each environment repeats that a tokenizer without atomic pieces splits into several tokens:
+#: webshop-mini's page separator " [SEP] " (3 tokens: ' [', 'sep', '] '; its recipe now keeps it whole).
 CANDIDATE_ATOMIC_PIECES: dict[str, tuple[str, ...]] = {"webshop-mini": (" [SEP] ",)}
 
 
@@ -124,14 +125,17 @@ def measure_env(build_micro, env: str, seeds: range, fit_episodes: int | None) -
     print(f"{env}: {len(rows)} fitting rows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     variants: dict[str, Any] = {"shipped": shipped, "refit": build_micro.make_tokenizer(args, rows)}
     atomic = CANDIDATE_ATOMIC_PIECES.get(env, ())
+    candidates: dict[str, tuple[tuple[str, ...], bool]] = {"neither": ((), False)}
     if atomic:
-        variants["atomic"] = build_micro.make_tokenizer(args, rows, atomic_pieces=atomic)
+        candidates["atomic"] = (atomic, False)
     if env in build_micro.SEPARATE_SPACES_ENVS:
-        variants["implicit"] = build_micro.make_tokenizer(args, rows, implicit_spaces=True)
+        candidates["implicit"] = ((), True)
         if atomic:
-            variants["atomic+implicit"] = build_micro.make_tokenizer(
-                args, rows, atomic_pieces=atomic, implicit_spaces=True
-            )
+            candidates["atomic+implicit"] = (atomic, True)
+    recipe = (tuple(build_micro.ATOMIC_PIECES.get(env, ())), env in build_micro.IMPLICIT_SPACES_ENVS)
+    for name, (pieces, implicit) in candidates.items():
+        if (pieces, implicit) != recipe:  # that one is `refit`
+            variants[name] = build_micro.make_tokenizer(args, rows, atomic_pieces=pieces, implicit_spaces=implicit)
     results, baseline = [], None
     for name, tokenizer in variants.items():
         lengths = {

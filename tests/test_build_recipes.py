@@ -66,11 +66,11 @@ def test_dry_run_places_the_stages_under_work_dir_and_the_final_model_in_output_
     argv = ["--recipe", "webshop-mini", "--dry_run", "--work_dir", str(work), "--output_dir", str(final)]
     assert bm.main(argv) == 0
     commands = [line for line in capsys.readouterr().out.replace(" \\\n    ", " ").splitlines() if line[0] != "#"]
-    assert len(commands) == 5 and not work.exists() and not final.exists()  # nothing runs, nothing is written
+    assert len(commands) == 4 and not work.exists() and not final.exists()  # nothing runs, nothing is written
     outputs = [line.split("--output_dir ")[1].split()[0] for line in commands]
-    assert outputs == [str(work / "ws1"), str(work / "ws2"), str(work / "ws3"), str(final), str(final)]
+    assert outputs == [str(work / "ws1"), str(work / "ws2"), str(final), str(final)]
     inits = [line.split("--init_from ")[1].split()[0] if "--init_from" in line else None for line in commands]
-    assert inits == [None, str(work / "ws1"), str(work / "ws2"), str(work / "ws3"), None]
+    assert inits == [None, str(work / "ws1"), str(work / "ws2"), None]
     assert "--eval_only --write_eval" in commands[-1]
 
 

@@ -188,13 +188,17 @@ def test_bad_options_name_the_value_and_the_fix():
 
 
 @pytest.mark.parametrize("env", ["webshop-mini", "searchqa-mini"])
-def test_default_options_fit_the_components_of_the_shipped_tokenizer(env):
-    """The options are off by default: a default fit has the shipped files' normalizer, pre-tokenizer, decoder
-    and model type (its vocabulary differs: another corpus)."""
+def test_the_recipe_options_fit_the_components_of_the_shipped_tokenizer(bm, env):
+    """A fit with the env's recipe options (scripts/build_micro.py: webshop-mini both, searchqa-mini none, i.e. the
+    defaults) has the shipped files' normalizer, pre-tokenizer, decoder and model type (its vocabulary differs:
+    another corpus)."""
     shipped = json.loads((MICRO / env / "tokenizer.json").read_text())
+    options = {"atomic_pieces": bm.ATOMIC_PIECES.get(env, ()), "implicit_spaces": env in bm.IMPLICIT_SPACES_ENVS}
+    recipe = ((" [SEP] ",), True) if env == "webshop-mini" else ((), False)
+    assert (options["atomic_pieces"], options["implicit_spaces"]) == recipe
     fitted = json.loads(
         fit_micro_tokenizer(
-            CORPUS, vocab_size=2000, separate_spaces=True, lowercase=env == "webshop-mini"
+            CORPUS, vocab_size=2000, separate_spaces=True, lowercase=env == "webshop-mini", **options
         ).backend_tokenizer.to_str()
     )
     for key in ("normalizer", "pre_tokenizer", "decoder"):
