@@ -67,6 +67,17 @@ def test_wilson_interval_edges():
             wilson_interval(successes, n)
 
 
+def test_wilson_interval_always_contains_the_rate():
+    # 6/6 gave an upper bound of 1 - 1.1e-16 and 0/11 a lower bound of 2.8e-17: below (above) the rate, so the
+    # report's error bars (rate - low, high - rate) went negative and matplotlib refused to draw them, which
+    # crashed a table1.py run after its training.
+    for n in range(1, 301):
+        for successes in range(n + 1):
+            low, high = wilson_interval(successes, n)
+            assert 0.0 <= low <= successes / n <= high <= 1.0, (successes, n)
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+
+
 # -- summarize_evaluation --------------------------------------------------------------------------------------------
 def _steps(trajectory: int, valid: list[bool]) -> list[StepRecord]:
     return [

@@ -103,8 +103,9 @@ def wilson_interval(successes: int, n: int, *, z: float = 1.96) -> tuple[float, 
     denominator = 1 + z2 / n
     center = (p + z2 / (2 * n)) / denominator
     half = z / denominator * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    # At 0 or n successes the bound is exactly 0 or 1; clamp the float rounding that can land just outside.
-    return max(0.0, center - half), min(1.0, center + half)
+    # The interval contains p, and at 0 or n successes its bound is exactly 0 or 1; float rounding can put a bound
+    # a few ulps on the wrong side of either (6/6 gave 1 - 1.1e-16), which error bars (p - low, high - p) reject.
+    return min(max(0.0, center - half), p), max(min(1.0, center + half), p)
 
 
 def summarize_evaluation(episodes: Sequence[EpisodeRecord], steps: Sequence[StepRecord]) -> dict[str, Any]:
