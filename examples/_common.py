@@ -532,7 +532,9 @@ def parse_run(
     parser = TrlParser((ExampleArguments, SDARConfig, ModelConfig), epilog=HELP_EPILOG)
     parser.set_defaults(
         env=default_env,
-        output_dir=f"outputs/{default_env}-sdar",
+        # Named after the method (a recipe's `method:` comes with its own output_dir), so a baseline's run does not
+        # land in an "-sdar" directory.
+        output_dir=f"outputs/{default_env}-{recipe.get('method') or _flag_value(argv, '--method') or 'sdar'}",
         model_name_or_path=default_model,
         **profile,
         # Without a GPU, run on CPU; under a multi-process launcher this makes the processes join a gloo group.

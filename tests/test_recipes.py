@@ -272,3 +272,15 @@ def test_a_missing_or_malformed_recipe_file_names_the_file(common, tmp_path):
     with pytest.raises(SystemExit, match=r"holds a list, not a YAML mapping"):
         common._recipe_values(["--config", str(listed)])
     assert common.requested_model(["--config", str(ROOT / "recipes/alfworld/cpu-micro.yaml")]) == "micro:alfworld-mini"
+
+
+def test_the_default_output_directory_names_the_method(common):
+    """`--method grpo` wrote to outputs/webshop-mini-sdar: a baseline's run must not look like an SDAR run."""
+    assert _parse(common, "webshop", []).training_args.output_dir == "outputs/webshop-mini-sdar"
+    grpo = _parse(common, "webshop", ["--method", "grpo"])
+    assert grpo.training_args.output_dir == "outputs/webshop-mini-grpo"
+    assert _parse(common, "search_qa", ["--method", "grpo_opsd"]).training_args.output_dir == (
+        "outputs/searchqa-mini-grpo_opsd"
+    )
+    explicit = _parse(common, "webshop", ["--method", "grpo", "--output_dir", "runs/mine"])
+    assert explicit.training_args.output_dir == "runs/mine"
