@@ -121,6 +121,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--learning_rate", type=float, default=None, help="override the preset's learning rate")
     parser.add_argument("--tasks_per_step", type=int, default=None, help="override the preset's tasks per rollout")
     parser.add_argument(
+        "--num_generations", type=int, default=None, help="override the preset's group size (trajectories per task)"
+    )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="override the training rollouts' sampling temperature (default 1.0; evaluation keeps its 0.4)",
+    )
+    parser.add_argument(
         "--eval_split",
         default=None,
         help="evaluate on this split instead of the held-out one: `train` with --eval_first_seed >= 20,000,000 and "
@@ -156,6 +165,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     bad_envs = [e for e in args.envs.split(",") if e not in ENVS]
     if bad_envs:
         parser.error(f"--envs: unknown {bad_envs}; expected a comma-separated subset of {list(ENVS)}")
+    if args.num_generations is not None and args.num_generations < 2:
+        parser.error(
+            f"--num_generations: got {args.num_generations}; GRPO needs a group of >= 2 trajectories per task"
+        )
+    if args.temperature is not None and args.temperature <= 0:
+        parser.error(f"--temperature: got {args.temperature}; expected a sampling temperature > 0")
     if args.jobs < 1:
         parser.error(f"--jobs: got {args.jobs}; expected a number of parallel runs >= 1")
     # The preset's default is checked against the CPU (main stops on emulated bf16); an explicit choice only warns.

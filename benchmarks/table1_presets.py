@@ -74,6 +74,8 @@ class Preset:
     # train --eval_first_seed ...` evaluates on training tasks no run trains on, to choose a budget (see
     # `active_preset`): the held-out split is never used to choose anything.
     eval_split: str | None = None
+    # Sampling temperature of the training rollouts (GRPOConfig's `temperature`; evaluation keeps its own 0.4).
+    temperature: float = 1.0
 
     def batch_size(self, env_name: str) -> int:
         """Step samples per forward/backward chunk (and trajectories per accumulation slice) on `env_name`."""
@@ -188,6 +190,7 @@ def build_config(
         gradient_accumulation_steps=max(1, preset.tasks_per_step * preset.num_generations // batch_size),
         num_generations=preset.num_generations,
         max_completion_length=preset.max_completion_length,
+        temperature=preset.temperature,
         learning_rate=preset.learning_rate,
         lr_scheduler_type="constant",
         beta=settings["beta"] if preset.kl else 0.0,
@@ -292,7 +295,14 @@ def held_out_rows(env_name: str, preset: Preset, options: argparse.Namespace) ->
 
 
 #: The preset fields `table1.py` may override for one call, to choose a budget on training tasks.
-OVERRIDABLE_FIELDS = ("tasks_per_step", "learning_rate", "eval_split", "eval_first_seed")
+OVERRIDABLE_FIELDS = (
+    "tasks_per_step",
+    "num_generations",
+    "learning_rate",
+    "temperature",
+    "eval_split",
+    "eval_first_seed",
+)
 #: Training tasks from this seed on are played by no run: starter builds choose on seeds 10,000,000+
 #: (docs/starter.md) and run `seed` trains on 1,000,000 × (seed + 1) + i (table1_runner.make_trainer).
 FIRST_SELECTION_SEED = 20_000_000

@@ -439,11 +439,26 @@ def test_steps_to_reach_grpos_final_curve_value(table1):
     assert "| OPSD | 50.0 ± 0.0 | 1 | not reached |" in table and "| 2 | 30 |" in table
 
 
-def test_table1_budget_overrides_evaluate_on_unused_training_tasks_only(table1, tmp_path):
-    options = table1.parse_args(["--preset", "cpu-micro", "--learning_rate", "1e-3", "--tasks_per_step", "16"])
+def test_table1_budget_overrides_evaluate_on_unused_training_tasks_only(table1, tmp_path, capsys):
+    budget = ["--learning_rate", "1e-3", "--tasks_per_step", "16", "--num_generations", "8", "--temperature", "0.7"]
+    options = table1.parse_args(["--preset", "cpu-micro", *budget])
     preset = table1.active_preset(options)
-    assert (preset.learning_rate, preset.tasks_per_step) == (1e-3, 16)
+    assert (preset.learning_rate, preset.tasks_per_step, preset.num_generations, preset.temperature) == (
+        1e-3,
+        16,
+        8,
+        0.7,
+    )
     assert table1.PRESETS["cpu-micro"].learning_rate == 3e-4  # the preset itself is untouched
+    config = table1.build_config("searchqa-mini", "grpo", 0, preset, options, str(tmp_path))
+    # One rollout of 16 tasks x 8 trajectories per optimizer step, sampled at the overridden temperature.
+    assert (config.num_generations, config.temperature) == (8, 0.7)
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 128
+    assert table1.build_config("searchqa-mini", "grpo", 0, table1.PRESETS["cpu-micro"], options, "o").temperature == 1
+    for bad, message in ((["--num_generations", "1"], "group of >= 2"), (["--temperature", "0"], "temperature > 0")):
+        with pytest.raises(SystemExit):
+            table1.parse_args(["--preset", "cpu-micro", *bad])
+        assert message in capsys.readouterr().err
     argv = ["--preset", "cpu-micro", "--eval_split", "train", "--eval_tasks", "200"]
     with pytest.raises(ValueError, match=r"--eval_first_seed >= 20,000,000 \(got None\)"):
         table1.active_preset(table1.parse_args(argv))
