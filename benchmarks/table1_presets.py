@@ -179,7 +179,16 @@ def build_config(
     from sdar_trl.config import CHECKPOINTING_FIELD
 
     settings = ENV_SETTINGS[env_name]
-    batch_size = preset.batch_size(env_name)
+    trajectories = preset.tasks_per_step * preset.num_generations  # one rollout per optimizer step
+    # A smaller rollout (a --tasks_per_step override) is one chunk: a chunk larger than the rollout would never fill,
+    # and the trainer would stop at step 0.
+    batch_size = min(preset.batch_size(env_name), trajectories)
+    if trajectories % batch_size:
+        raise ValueError(
+            f"{preset.tasks_per_step} tasks x {preset.num_generations} trajectories = {trajectories} per step is not "
+            f"a multiple of the preset's {batch_size} trajectories per chunk on {env_name}: choose --tasks_per_step "
+            f"and --num_generations whose product is a multiple of {batch_size} (or smaller than it)"
+        )
     return SDARConfig(
         output_dir=output_dir,
         method="grpo" if method == "starter" else method,
@@ -187,7 +196,7 @@ def build_config(
         max_steps=options.max_steps if options.max_steps is not None else preset.max_steps,
         per_device_train_batch_size=batch_size,
         # One rollout of tasks_per_step x num_generations trajectories per optimizer step.
-        gradient_accumulation_steps=max(1, preset.tasks_per_step * preset.num_generations // batch_size),
+        gradient_accumulation_steps=trajectories // batch_size,
         num_generations=preset.num_generations,
         max_completion_length=preset.max_completion_length,
         temperature=preset.temperature,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import signal
 import sys
 import tempfile
@@ -32,6 +33,8 @@ from table1_presets import (
     model_for,
     model_label,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def make_trainer(
@@ -135,8 +138,22 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
             if "env/success" in entry
         ]
         trainer.close_environments()
+        gate_report_error = None
         if args.gate_diagnostics:
-            write_gate_report(options.output_dir, env_name, method, seed, trainer.state.log_history, metrics, scratch)
+            try:
+                write_gate_report(
+                    options.output_dir, env_name, method, seed, trainer.state.log_history, metrics, scratch
+                )
+            except Exception as error:  # whatever breaks the report, the trained run (hours of CPU) is recorded
+                gate_report_error = f"{type(error).__name__}: {error}"
+                logger.warning(
+                    "%s %s seed %d: the run is recorded, but its gate report failed (%s)",
+                    env_name,
+                    method,
+                    seed,
+                    gate_report_error,
+                    exc_info=True,
+                )
     prefix = "eval_env/success/"
     return {
         "env": env_name,
@@ -159,6 +176,7 @@ def run_one(env_name: str, method: str, seed: int, preset: Preset, options: argp
         ],
         "distill_coef": args.distill_coef,
         "gate_beta": args.gate_beta,
+        "gate_report_error": gate_report_error,  # None, or why <output_dir>/gate/ lacks this run's report
         "curve": curve,
         "held_out_curve": held_out_curve,
         "model": model_label(env_name, preset, options),

@@ -175,6 +175,31 @@ def test_table1_cpu_micro_preset_uses_each_envs_micro_starter_with_a_held_out_cu
     ).gate_diagnostics
 
 
+@pytest.mark.integration
+def test_table1_records_a_finished_run_whose_gate_report_fails(table1, tmp_path, monkeypatch, caplog):
+    """The gate report is written after training and evaluation: its failure (a full disk, a plotting bug) must
+    not lose the run (it once lost a finished SDAR run); the record says what went wrong instead."""
+    import sdar_trl.report
+
+    def broken_report(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(sdar_trl.report, "write_run_report", broken_report)
+    argv = ["--preset", "cpu-micro", "--max_steps", "1", "--tasks_per_step", "2", "--eval_tasks", "2"]
+    options = table1.parse_args([*argv, "--output_dir", str(tmp_path)])
+    preset = table1.active_preset(options)
+    with caplog.at_level("WARNING"):
+        record = table1.run_one("searchqa-mini", "sdar", 0, preset, options)
+    assert record["steps"] == 1 and record["eval_tasks"] == 2 and len(record["eval_outcomes"]) == 2
+    assert "No space left on device" in record["gate_report_error"]
+    assert "gate report" in caplog.text and "No space left on device" in caplog.text
+    # A run whose report is written records no error.
+    monkeypatch.undo()
+    record = table1.run_one("searchqa-mini", "sdar", 0, preset, options)
+    assert record["gate_report_error"] is None
+    assert (tmp_path / "gate" / "searchqa-mini-sdar-seed0" / "report.md").is_file()
+
+
 def test_step_cost_takes_a_table1_preset():
     code = (
         "import step_cost as s; o = s.parse_args(['--preset', 'cpu-micro']); "
@@ -455,6 +480,14 @@ def test_table1_budget_overrides_evaluate_on_unused_training_tasks_only(table1, 
     assert (config.num_generations, config.temperature) == (8, 0.7)
     assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 128
     assert table1.build_config("searchqa-mini", "grpo", 0, table1.PRESETS["cpu-micro"], options, "o").temperature == 1
+    # A rollout smaller than the preset's 32-trajectory chunk is one chunk (a chunk it cannot fill would stop the
+    # trainer at step 0); one that is not a whole number of chunks is refused.
+    small = table1.active_preset(table1.parse_args(["--preset", "cpu-micro", "--tasks_per_step", "2"]))
+    config = table1.build_config("searchqa-mini", "grpo", 0, small, options, str(tmp_path))
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (8, 1)
+    odd = table1.active_preset(table1.parse_args(["--preset", "cpu-micro", "--tasks_per_step", "12"]))
+    with pytest.raises(ValueError, match="12 tasks x 4 trajectories = 48 per step is not a multiple of"):
+        table1.build_config("searchqa-mini", "grpo", 0, odd, options, str(tmp_path))
     for bad, message in ((["--num_generations", "1"], "group of >= 2"), (["--temperature", "0"], "temperature > 0")):
         with pytest.raises(SystemExit):
             table1.parse_args(["--preset", "cpu-micro", *bad])
