@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
         if options.preset not in PRESETS:
             parser.error(f"--preset {options.preset!r}: expected one of {sorted(PRESETS)}")
-        preset = PRESETS[options.preset]
+        preset = PRESETS[options.preset].for_env(options.env)
         options.tasks, options.num_generations = preset.tasks_per_step, preset.num_generations
         options.max_completion_length, options.context = preset.max_completion_length, preset.context
         options.learning_rate, options.gradient_checkpointing = preset.learning_rate, preset.gradient_checkpointing

@@ -44,6 +44,7 @@ from table1_presets import (
     Preset,
     active_preset,
     build_config,
+    env_budgets,
     env_kwargs,
     eval_plan,
     held_out_rows,
@@ -307,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     overridden = f", overridden by {' '.join(overrides)}" if overrides else ""
     header = (
-        f"Table 1 in miniature — preset `{options.preset}` ({preset.description}{overridden}); model "
+        f"Table 1 in miniature — preset `{options.preset}` ({preset.description}{env_budgets(preset)}{overridden}); "
+        "model "
         f"`{options.model or preset.model}`; teacher context `{options.context or preset.context}`; "
         + (
             f"**{preset.eval_split} tasks from {preset.eval_first_seed:,} (budget selection, not held out)**, "

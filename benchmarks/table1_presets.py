@@ -36,6 +36,10 @@ ENV_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+#: The preset fields an env's own budget (`Preset.budget_by_env`) may change.
+BUDGET_FIELDS = ("max_steps", "tasks_per_step", "num_generations", "learning_rate", "temperature")
+
+
 @dataclasses.dataclass(frozen=True)
 class Preset:
     """A training/evaluation budget shared by every method of a table."""
@@ -76,10 +80,25 @@ class Preset:
     eval_split: str | None = None
     # Sampling temperature of the training rollouts (GRPOConfig's `temperature`; evaluation keeps its own 0.4).
     temperature: float = 1.0
+    # One env's own training budget (any of BUDGET_FIELDS), where the shared one does not let GRPO learn it; each
+    # chosen on training tasks no run trains on (docs/results.md). A command-line override wins over it.
+    budget_by_env: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for env_name, budget in self.budget_by_env.items():
+            unknown = sorted(set(budget) - set(BUDGET_FIELDS))
+            if unknown:
+                raise ValueError(
+                    f"budget_by_env[{env_name!r}] sets {unknown}: an env's own budget may set only {BUDGET_FIELDS}"
+                )
 
     def batch_size(self, env_name: str) -> int:
         """Step samples per forward/backward chunk (and trajectories per accumulation slice) on `env_name`."""
         return self.per_device_train_batch_size_by_env.get(env_name, self.per_device_train_batch_size)
+
+    def for_env(self, env_name: str) -> Preset:
+        """The budget `env_name`'s runs train with: this one, with the env's `budget_by_env` entry applied."""
+        return dataclasses.replace(self, **self.budget_by_env.get(env_name, {}))
 
 
 PRESETS: dict[str, Preset] = {
@@ -169,6 +188,16 @@ def env_kwargs(env_name: str, preset: Preset, split: str) -> dict[str, Any]:
     return {**kwargs, "split": split}
 
 
+def env_budgets(preset: Preset) -> str:
+    """The envs' own budgets in words for a table's header (empty when every env trains with the shared one)."""
+    parts = [
+        f"{env_name}: " + ", ".join(f"{name} {value}" for name, value in budget.items())
+        for env_name, budget in preset.budget_by_env.items()
+        if budget
+    ]
+    return f"; own budget on {'; '.join(parts)}" if parts else ""
+
+
 def build_config(
     env_name: str, method: str, seed: int, preset: Preset, options: argparse.Namespace, output_dir: str
 ) -> Any:
@@ -179,6 +208,7 @@ def build_config(
     from sdar_trl.config import CHECKPOINTING_FIELD
 
     settings = ENV_SETTINGS[env_name]
+    preset = preset.for_env(env_name)
     trajectories = preset.tasks_per_step * preset.num_generations  # one rollout per optimizer step
     # A smaller rollout (a --tasks_per_step override) is one chunk: a chunk larger than the rollout would never fill,
     # and the trainer would stop at step 0.
@@ -330,4 +360,10 @@ def active_preset(options: argparse.Namespace) -> Preset:
             f"--eval_split train evaluates on training tasks: pass --eval_first_seed >= {FIRST_SELECTION_SEED:,} "
             f"(got {changes.get('eval_first_seed')}), seeds no run trains on and no starter build chose on"
         )
-    return dataclasses.replace(preset, **changes)
+    # The command line wins over an env's own budget too (`--max_steps` is read from `options` by build_config).
+    overridden = {*changes, *(["max_steps"] if getattr(options, "max_steps", None) is not None else [])}
+    budget_by_env = {
+        env_name: {name: value for name, value in budget.items() if name not in overridden}
+        for env_name, budget in preset.budget_by_env.items()
+    }
+    return dataclasses.replace(preset, **changes, budget_by_env=budget_by_env)

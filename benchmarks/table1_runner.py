@@ -68,7 +68,7 @@ def make_trainer(
     tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
     args = build_config(env_name, method, seed, preset, options, output_dir)
     if train_tasks is None:
-        train_tasks = max(1, args.max_steps) * preset.tasks_per_step
+        train_tasks = max(1, args.max_steps) * preset.for_env(env_name).tasks_per_step
     # Training tasks differ per seed; the held-out tasks are the same for every run.
     train_rows = [{"seed": 1_000_000 * (seed + 1) + i} for i in range(train_tasks)]
     eval_rows = held_out_rows(env_name, preset, options)

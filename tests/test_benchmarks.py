@@ -512,6 +512,37 @@ def test_table1_budget_overrides_evaluate_on_unused_training_tasks_only(table1, 
     assert table1.settings_conflict(stored, "cpu-micro", False, {"learning_rate": 1e-3}) is None
 
 
+def test_table1_an_envs_own_budget_applies_to_that_env_only(table1, tmp_path, monkeypatch):
+    import dataclasses
+
+    base = dataclasses.replace(
+        table1.PRESETS["cpu-micro"],
+        budget_by_env={"searchqa-mini": {"max_steps": 200, "tasks_per_step": 16, "num_generations": 8}},
+    )
+    options = table1.parse_args(["--preset", "cpu-micro"])
+    own = table1.build_config("searchqa-mini", "grpo", 0, base, options, str(tmp_path))
+    shared = table1.build_config("webshop-mini", "grpo", 0, base, options, str(tmp_path))
+    assert (own.max_steps, own.num_generations, own.per_device_train_batch_size * own.gradient_accumulation_steps) == (
+        200,
+        8,
+        128,
+    )
+    assert (shared.max_steps, shared.num_generations) == (100, 4)
+    assert "own budget on searchqa-mini: max_steps 200, tasks_per_step 16, num_generations 8" in table1.env_budgets(
+        base
+    )
+    # The command line wins over the env's own budget (a budget search on that env), and the header says so.
+    monkeypatch.setitem(table1.PRESETS, "cpu-micro", base)
+    options = table1.parse_args(["--preset", "cpu-micro", "--tasks_per_step", "8", "--max_steps", "50"])
+    preset = table1.active_preset(options)
+    config = table1.build_config("searchqa-mini", "grpo", 0, preset, options, str(tmp_path))
+    assert (config.max_steps, config.num_generations) == (50, 8)
+    assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 8 * 8
+    assert table1.env_budgets(preset) == "; own budget on searchqa-mini: num_generations 8"
+    with pytest.raises(ValueError, match=r"sets \['eval_tasks'\]: an env's own budget may set only"):
+        dataclasses.replace(base, budget_by_env={"webshop-mini": {"eval_tasks": 3}})
+
+
 @pytest.mark.parametrize(
     ("only_first", "only_second", "expected"),
     [
