@@ -54,6 +54,42 @@ def test_gate_overhead_prints_the_instrumented_share():
     assert "% of the step time" in stderr
 
 
+def test_answer_errors_classifies_episodes_by_hand(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import answer_errors
+
+    prompt = "Doc 1(Title: Fairbirica) Fairbirica is a country whose capital is Cavo.</information>"
+    classify = answer_errors.classify_episode
+    assert classify(True, "<answer>Cavo</answer>", prompt) == "won"
+    assert classify(False, "<think></think><answer>Fairbirica</answer>", prompt) == "copied_wrong"
+    assert classify(False, "<answer> Cavo capital </answer>", prompt) == "miscopied"
+    assert classify(False, "<answer>Cav</answer>", prompt) == "miscopied"  # a prefix of a shown name is no copy
+    assert classify(False, "<answer>Fairbiricaland</answer>", prompt) == "miscopied"
+    assert classify(False, "<search>Cavo</search>", prompt) == "no_answer"
+    assert classify(False, "<answer> </answer>", prompt) == "no_answer"
+    counts = answer_errors.count_outcomes([("compare", "won"), ("compare", "miscopied"), ("direct", "miscopied")])
+    assert counts == {
+        "tasks": 3,
+        "won": 1,
+        "copied_wrong": 0,
+        "miscopied": 2,
+        "no_answer": 0,
+        "by_task_type": {
+            "compare": {"won": 1, "copied_wrong": 0, "miscopied": 1, "no_answer": 0},
+            "direct": {"won": 0, "copied_wrong": 0, "miscopied": 1, "no_answer": 0},
+        },
+    }
+
+
+@pytest.mark.integration
+def test_answer_errors_prints_one_json_line():
+    result, stderr = _run_benchmark("answer_errors.py", ["--tasks", "6"], timeout=300)
+    assert result["benchmark"] == "answer_errors" and result["tasks"] == 6 and result["first_seed"] == 20_000_000
+    assert sum(result[o] for o in ("won", "copied_wrong", "miscopied", "no_answer")) == 6
+    assert sum(sum(c.values()) for c in result["by_task_type"].values()) == 6
+    assert result["temperature"] == 0.4 and "miscopied" in stderr
+
+
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     from sdar_trl.testing import save_tiny

@@ -1,0 +1,129 @@
+"""Why a model's searchqa-mini episodes fail: a wrong answer it read off its prompt, or one it miscopied.
+
+Plays `--tasks` searchqa-mini tasks (by default 200 training tasks from seed 20,000,000, which no table1 run trains
+on and no starter build chose on) at the evaluation temperature and sorts every episode into one outcome:
+
+- `won`;
+- `copied_wrong`: the final answer is text the model was shown in its last prompt (question, search results or
+  history), but not the right one: a choice the policy got wrong;
+- `miscopied`: the final answer appears nowhere in that prompt (a name spelt with a piece too many or too few, an
+  invented word): the model failed to copy;
+- `no_answer`: the episode ended without an answer (turn limit, or only searches).
+
+Prints a human table on stderr and one JSON line (`{"benchmark": "answer_errors", ...}`) on stdout, with the
+counts overall and per task type:
+
+    python benchmarks/answer_errors.py --model micro:searchqa-mini          # ~1 min on one core
+    python benchmarks/answer_errors.py --model outputs/searchqa-mini-grpo   # a trained model
+
+docs/results.md uses it to explain where GRPO's gains on searchqa-mini come from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import Counter, defaultdict
+from typing import Any
+
+from _common import machine_info, resolve_model
+
+OUTCOMES = ("won", "copied_wrong", "miscopied", "no_answer")
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def classify_episode(won: bool, last_response: str, last_prompt: str) -> str:
+    """One of `OUTCOMES` for an episode from its outcome and its last step (the response and the prompt it saw).
+
+    The answer counts as shown when it occurs in the prompt as a whole token sequence: `Cavo` in "capital is
+    Cavo." but not in "Cavoland" (so a miscopy that happens to be a prefix of a shown name is still a miscopy).
+    """
+    if won:
+        return "won"
+    match = _ANSWER.search(last_response)
+    if match is None or not match.group(1).strip():
+        return "no_answer"
+    answer = match.group(1).strip()
+    shown = re.search(r"(?<![A-Za-z0-9])" + re.escape(answer) + r"(?![A-Za-z0-9])", last_prompt)
+    return "copied_wrong" if shown else "miscopied"
+
+
+def count_outcomes(episodes: list[tuple[str, str]]) -> dict[str, Any]:
+    """`episodes` as (task type, outcome) pairs → counts overall and per task type (every outcome present, 0 too)."""
+    overall = Counter(outcome for _, outcome in episodes)
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for task_type, outcome in episodes:
+        by_type[task_type][outcome] += 1
+    return {
+        "tasks": len(episodes),
+        **{outcome: overall[outcome] for outcome in OUTCOMES},
+        "by_task_type": {
+            task_type: {outcome: counts[outcome] for outcome in OUTCOMES}
+            for task_type, counts in sorted(by_type.items())
+        },
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="micro:searchqa-mini", help="a model directory or micro:searchqa-mini")
+    parser.add_argument("--split", default="train", help="searchqa-mini split (default: train)")
+    parser.add_argument("--first_seed", type=int, default=20_000_000, help="first task (default 20,000,000)")
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=None, help="default: SDARConfig's eval_temperature")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    args = parser.parse_args(argv)
+    if args.tasks < 1:
+        parser.error(f"--tasks: got {args.tasks}; expected at least 1 task")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    model_path = resolve_model(args.model)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sdar_trl import SDARConfig
+    from sdar_trl.environments import make_env
+    from sdar_trl.starter import DEMO_ENVS
+    from sdar_trl.starter.build import play_with_model
+
+    torch.manual_seed(args.seed)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+    settings = {k: v for k, v in DEMO_ENVS["searchqa-mini"].items() if k != "eval_split"}
+    envs = [make_env("searchqa-mini", **settings, split=args.split) for _ in range(args.tasks)]
+    rows = [{"seed": args.first_seed + i} for i in range(args.tasks)]
+    temperature = SDARConfig.eval_temperature if args.temperature is None else args.temperature
+    result = play_with_model(
+        model, tokenizer, envs, rows, temperature=temperature, max_new_tokens=32, history_length=4, seed=args.seed
+    )
+    last_step = {}
+    for step in result.steps:  # in play order: the last record of a trajectory is its last step
+        last_step[step.trajectory] = step
+    episodes = []
+    for episode in result.episodes:
+        step = last_step.get(episode.trajectory)
+        outcome = classify_episode(episode.won, step.response if step else "", step.prompt if step else "")
+        episodes.append((episode.task_type, outcome))
+    record = {
+        "benchmark": "answer_errors",
+        "model": args.model,
+        "split": args.split,
+        "first_seed": args.first_seed,
+        "temperature": temperature,
+        **count_outcomes(episodes),
+        "machine": machine_info(),
+    }
+    print(f"{'task type':<26}" + "".join(f"{o:>14}" for o in OUTCOMES), file=sys.stderr)
+    for task_type, counts in [*record["by_task_type"].items(), ("all", {o: record[o] for o in OUTCOMES})]:
+        print(f"{task_type:<26}" + "".join(f"{counts[o]:>14}" for o in OUTCOMES), file=sys.stderr)
+    print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
