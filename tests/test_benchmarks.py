@@ -192,6 +192,13 @@ def test_table1_cpu_micro_preset_uses_each_envs_micro_starter_with_a_held_out_cu
     assert config.per_device_train_batch_size * config.gradient_accumulation_steps == 8 * 4
     assert (config.eval_strategy, config.eval_steps) == ("steps", 10)
     assert config.privileged_context_source == "facts" and preset.seeds == 5
+    # searchqa-mini trains with its own budget (GRPO learnt nothing clear there at 8 x 4); the others share one.
+    own = table1.build_config("searchqa-mini", "sdar", 0, preset, options, str(tmp_path))
+    assert (own.max_steps, own.num_generations, own.learning_rate) == (300, 8, 3e-4)
+    assert own.per_device_train_batch_size * own.gradient_accumulation_steps == 16 * 8
+    assert "own budget on searchqa-mini: max_steps 300, tasks_per_step 16, num_generations 8" in table1.env_budgets(
+        preset
+    )
     assert table1.model_for("alfworld-mini", preset, options) == str(MICRO_PATH / "alfworld-mini")
     assert table1.model_for("alfworld-mini", preset, table1.parse_args(["--model", "/m"])) == "/m"
     # The final evaluation: the whole held-out split; the curve: its first 50 tasks.
@@ -519,11 +526,11 @@ def test_table1_budget_overrides_evaluate_on_unused_training_tasks_only(table1, 
     # A rollout smaller than the preset's 32-trajectory chunk is one chunk (a chunk it cannot fill would stop the
     # trainer at step 0); one that is not a whole number of chunks is refused.
     small = table1.active_preset(table1.parse_args(["--preset", "cpu-micro", "--tasks_per_step", "2"]))
-    config = table1.build_config("searchqa-mini", "grpo", 0, small, options, str(tmp_path))
+    config = table1.build_config("webshop-mini", "grpo", 0, small, options, str(tmp_path))
     assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (8, 1)
     odd = table1.active_preset(table1.parse_args(["--preset", "cpu-micro", "--tasks_per_step", "12"]))
     with pytest.raises(ValueError, match="12 tasks x 4 trajectories = 48 per step is not a multiple of"):
-        table1.build_config("searchqa-mini", "grpo", 0, odd, options, str(tmp_path))
+        table1.build_config("webshop-mini", "grpo", 0, odd, options, str(tmp_path))
     for bad, message in ((["--num_generations", "1"], "group of >= 2"), (["--temperature", "0"], "temperature > 0")):
         with pytest.raises(SystemExit):
             table1.parse_args(["--preset", "cpu-micro", *bad])
