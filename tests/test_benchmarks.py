@@ -253,6 +253,13 @@ def test_step_cost_takes_a_table1_preset():
         [sys.executable, "-c", code], cwd=ROOT / "benchmarks", capture_output=True, text=True, check=True, timeout=120
     )
     assert completed.stdout.split() == ["8", "4", "32", "facts", "0.0003", "False", "0.0", "True"]
+    # An env with its own budget in the preset is timed at that budget.
+    code = "import step_cost as s; o = s.parse_args(['--preset', 'cpu-micro', '--env', 'searchqa-mini']); "
+    code += "print(o.tasks, o.num_generations)"
+    completed = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT / "benchmarks", capture_output=True, text=True, check=True, timeout=120
+    )
+    assert completed.stdout.split() == ["16", "8"]
 
 
 def test_table1_sensitivity_overrides_touch_sdar_only(table1, tmp_path):
