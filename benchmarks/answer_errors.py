@@ -1,7 +1,8 @@
 """Why a model's searchqa-mini episodes fail: a wrong answer it read off its prompt, or one it miscopied.
 
-Plays `--tasks` searchqa-mini tasks (by default 200 training tasks from seed 20,000,000, which no table1 run trains
-on and no starter build chose on) at the evaluation temperature and sorts every episode into one outcome:
+Plays `--tasks` searchqa-mini tasks (by default one question from each of 200 training worlds from seed 20,000,000,
+which no table1 run trains on and no starter build chose on) at the evaluation temperature and sorts every episode
+into one outcome:
 
 - `won`;
 - `copied_wrong`: the final answer is text the model was shown in its last prompt (question, search results or
@@ -72,11 +73,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="train", help="searchqa-mini split (default: train)")
     parser.add_argument("--first_seed", type=int, default=20_000_000, help="first task (default 20,000,000)")
     parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=101,
+        help="seed step between tasks (default 101: one question per world, as table1.py's budget selection)",
+    )
     parser.add_argument("--temperature", type=float, default=None, help="default: SDARConfig's eval_temperature")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     args = parser.parse_args(argv)
     if args.tasks < 1:
         parser.error(f"--tasks: got {args.tasks}; expected at least 1 task")
+    if args.stride < 1:
+        parser.error(f"--stride: got {args.stride}; expected a seed step of at least 1")
     return args
 
 
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
     settings = {k: v for k, v in DEMO_ENVS["searchqa-mini"].items() if k != "eval_split"}
     envs = [make_env("searchqa-mini", **settings, split=args.split) for _ in range(args.tasks)]
-    rows = [{"seed": args.first_seed + i} for i in range(args.tasks)]
+    rows = [{"seed": args.first_seed + i * args.stride} for i in range(args.tasks)]
     temperature = SDARConfig.eval_temperature if args.temperature is None else args.temperature
     result = play_with_model(
         model, tokenizer, envs, rows, temperature=temperature, max_new_tokens=32, history_length=4, seed=args.seed
@@ -114,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "split": args.split,
         "first_seed": args.first_seed,
+        "stride": args.stride,
         "temperature": temperature,
         **count_outcomes(episodes),
         "machine": machine_info(),

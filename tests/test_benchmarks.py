@@ -85,6 +85,7 @@ def test_answer_errors_classifies_episodes_by_hand(monkeypatch):
 def test_answer_errors_prints_one_json_line():
     result, stderr = _run_benchmark("answer_errors.py", ["--tasks", "6"], timeout=300)
     assert result["benchmark"] == "answer_errors" and result["tasks"] == 6 and result["first_seed"] == 20_000_000
+    assert result["stride"] == 101
     assert sum(result[o] for o in ("won", "copied_wrong", "miscopied", "no_answer")) == 6
     assert sum(sum(c.values()) for c in result["by_task_type"].values()) == 6
     assert result["temperature"] == 0.4 and "miscopied" in stderr
@@ -550,7 +551,14 @@ def test_table1_budget_overrides_evaluate_on_unused_training_tasks_only(table1, 
     options = table1.parse_args([*argv, "--eval_first_seed", "20000000"])
     preset = table1.active_preset(options)
     assert table1.eval_plan("searchqa-mini", preset, options) == ("train", 200)
-    assert table1.held_out_rows("searchqa-mini", preset, options)[0] == {"seed": 20_000_000}
+    # One selection task per searchqa-mini world (task i is question i % 100 of world i // 100), consecutive elsewhere.
+    assert table1.held_out_rows("searchqa-mini", preset, options)[:2] == [{"seed": 20_000_000}, {"seed": 20_000_101}]
+    assert table1.held_out_rows("webshop-mini", preset, options)[:2] == [{"seed": 20_000_000}, {"seed": 20_000_001}]
+    held_out = table1.parse_args(["--preset", "cpu-micro"])
+    assert table1.held_out_rows("searchqa-mini", table1.active_preset(held_out), held_out)[:2] == [
+        {"seed": 0},
+        {"seed": 1},
+    ]
     no_count = table1.parse_args(["--preset", "cpu-micro", "--eval_split", "train", "--eval_first_seed", "20000000"])
     with pytest.raises(ValueError, match="needs --eval_tasks N"):
         table1.eval_plan("searchqa-mini", table1.active_preset(no_count), no_count)
