@@ -22,6 +22,7 @@ check and exits 0. docs/recipes.md has the expected numbers and what to do next.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -145,6 +146,34 @@ def worker_command(path: str, *, result_file: str, model: str | None, cpu: bool)
     return command
 
 
+def communicate_within(process: subprocess.Popen, timeout: float) -> tuple[str, float | None]:
+    """`process`'s stderr and None, or, past `timeout` seconds, the stderr read so far and `timeout` once the process,
+    its group and every process it started are killed (`process` must own its session: `start_new_session=True`)."""
+    try:
+        return process.communicate(timeout=timeout)[1] or "", None
+    except subprocess.TimeoutExpired:
+        pass
+    import psutil  # accelerate's dependency
+
+    try:
+        descendants = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    # torchrun starts each worker in a session of its own: killing the launcher's group alone leaves them running,
+    # holding the stderr pipe open, and reading that pipe to its end would then wait for ever (it hung a CI run).
+    for child in descendants:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    try:
+        stderr = process.communicate(timeout=30)[1] or ""
+    except subprocess.TimeoutExpired:  # a process it did not start itself still holds the pipe
+        process.kill()
+        stderr = ""
+    return stderr, timeout
+
+
 def run_path(plan: PathPlan, *, model: str | None = None, cpu: bool = False, timeout: float | None = None) -> dict:
     """Run one path in a subprocess and return its JSON record (never raises for a failing path)."""
     if plan.skip_reason is not None:
@@ -156,13 +185,7 @@ def run_path(plan: PathPlan, *, model: str | None = None, cpu: bool = False, tim
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                                    cwd=folder, start_new_session=True)  # fmt: skip
-        timed_out = None
-        try:
-            _, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the whole group: torchrun and the processes it started
-            _, stderr = process.communicate()
-            timed_out = timeout
+        stderr, timed_out = communicate_within(process, timeout)
         worker = json.loads(Path(result_file).read_text()) if os.path.isfile(result_file) else None
         errors = sorted(Path(folder).glob("result.json.error.*"))
         worker_error = errors[0].read_text() if errors else None

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,30 @@ def test_the_worker_trains_two_sdar_steps_on_a_cpu(gpu_check, tmp_path):
 def test_the_time_outs_keep_the_whole_check_under_8_minutes(gpu_check):
     assert set(gpu_check.PATH_TIMEOUT) == set(gpu_check.PATHS)
     assert sum(gpu_check.PATH_TIMEOUT.values()) <= 8 * 60 - 20  # 20 s left for merging the starter once
+
+
+def test_a_timed_out_path_stops_the_workers_its_launcher_started_in_their_own_sessions(gpu_check):
+    """torchrun starts workers in sessions of their own: killing its group alone left a worker holding the stderr
+    pipe, and reading the pipe to its end hung a CI run. Every process the launcher started is killed now."""
+    import psutil
+
+    launcher = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True); "
+        "time.sleep(120)"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", launcher], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    time.sleep(2.0)  # the worker is started
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert len(workers) == 1 and os.getsid(workers[0].pid) != os.getsid(process.pid)
+    start = time.monotonic()
+    stderr, timed_out = gpu_check.communicate_within(process, timeout=0.5)
+    assert (stderr, timed_out) == ("", 0.5) and time.monotonic() - start < 20
+    psutil.wait_procs(workers, timeout=10)
+    assert not workers[0].is_running()
 
 
 def test_a_path_over_its_time_out_is_killed_and_reported(gpu_check, tmp_path):
