@@ -29,7 +29,8 @@ import sys
 from collections import Counter, defaultdict
 from typing import Any
 
-from _common import machine_info, resolve_model
+from _common import machine_info
+from table1_presets import ENV_SETTINGS, PRESETS
 
 OUTCOMES = ("won", "copied_wrong", "miscopied", "no_answer")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
@@ -91,24 +92,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    model_path = resolve_model(args.model)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from sdar_trl import SDARConfig
     from sdar_trl.environments import make_env
-    from sdar_trl.starter import DEMO_ENVS
+    from sdar_trl.evaluate import load_model_and_tokenizer, resolve_env_kwargs
     from sdar_trl.starter.build import play_with_model
 
-    torch.manual_seed(args.seed)
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
-    settings = {k: v for k, v in DEMO_ENVS["searchqa-mini"].items() if k != "eval_split"}
-    envs = [make_env("searchqa-mini", **settings, split=args.split) for _ in range(args.tasks)]
+    model, tokenizer = load_model_and_tokenizer(args.model)
+    env_kwargs = resolve_env_kwargs("searchqa-mini", split=args.split)
+    envs = [make_env("searchqa-mini", **env_kwargs) for _ in range(args.tasks)]
     rows = [{"seed": args.first_seed + i * args.stride} for i in range(args.tasks)]
     temperature = SDARConfig.eval_temperature if args.temperature is None else args.temperature
+    # Played as the cpu-micro table's runs play searchqa-mini: its completion budget and history length.
     result = play_with_model(
-        model, tokenizer, envs, rows, temperature=temperature, max_new_tokens=32, history_length=4, seed=args.seed
+        model,
+        tokenizer,
+        envs,
+        rows,
+        temperature=temperature,
+        max_new_tokens=PRESETS["cpu-micro"].max_completion_length,
+        history_length=ENV_SETTINGS["searchqa-mini"]["history_length"],
+        seed=args.seed,
     )
     last_step = {}
     for step in result.steps:  # in play order: the last record of a trajectory is its last step
