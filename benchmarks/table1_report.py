@@ -28,6 +28,12 @@ def _signed(interval: dict[str, float]) -> str:
     return f"{100 * interval['mean']:+.1f} ({100 * interval['low']:+.1f} to {100 * interval['high']:+.1f})"
 
 
+def _grouped(interval: dict[str, Any]) -> str:
+    """`in N groups`, where the interval resampled groups of tasks first (table1_stats.TASK_CLUSTERS), else ''."""
+    clusters = interval.get("clusters", interval["tasks"])
+    return f" in {clusters} groups resampled first" if clusters < interval["tasks"] else ""
+
+
 def _task_counts(by_method: dict[str, dict[str, Any]], task_type: str | None = None) -> int | None:
     """The held-out tasks behind an env's (or one task type's) success rates (the most any method recorded)."""
     counts = [
@@ -50,7 +56,8 @@ def render_validity(validity: dict[str, dict[str, Any]], min_gain: float = VALID
     for env_name, gain in validity.items():
         verdict = "met" if gain["met"] else "**not met**: change its budget (on training tasks) before comparing"
         seeds = f"{gain['seeds']} seeds" if gain["seeds"] > 1 else "1 seed (the interval resamples tasks only)"
-        lines.append(f"- {env_name}: {_signed(gain)} points, {gain['tasks']} tasks × {seeds} — {verdict}")
+        tasks = f"{gain['tasks']} tasks{_grouped(gain)}"
+        lines.append(f"- {env_name}: {_signed(gain)} points, {tasks} × {seeds} — {verdict}")
     return [*lines, ""]
 
 
@@ -75,8 +82,10 @@ def render_markdown(
     for env_name, by_method in summary.items():
         types = sorted({t for stats in by_method.values() for t in stats["by_task_type"]})
         tasks = _task_counts(by_method)
+        overall = [stats["interval"] for stats in by_method.values() if stats["interval"]]
+        grouped = _grouped(max(overall, key=lambda i: i["tasks"])) if overall else ""
         unit = (
-            f"success %, mean and 95 % interval over seeds and {tasks} held-out tasks"
+            f"success %, mean and 95 % interval over seeds and {tasks} held-out tasks{grouped}"
             if tasks
             else "success %, mean ± std over seeds"
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from table1_presets import METHODS
@@ -129,6 +130,18 @@ def _outcomes_by_seed(runs: list[dict[str, Any]], env_name: str, method: str) ->
     }
 
 
+def _searchqa_world(task_seed: int) -> int:
+    from sdar_trl.environments.searchqa.mini import QUESTIONS_PER_WORLD
+
+    return task_seed // QUESTIONS_PER_WORLD
+
+
+#: env → the group a held-out task belongs to, for envs whose tasks are not drawn independently: searchqa-mini's
+#: task i is question i % 100 of world i // 100, and questions about one world's names and facts succeed or fail
+#: together (its test split is 500 questions about 5 worlds). Envs not listed: every task is its own group.
+TASK_CLUSTERS: dict[str, Callable[[int], Hashable]] = {"searchqa-mini": _searchqa_world}
+
+
 def bootstrap_interval(
     runs: list[dict[str, Any]],
     env_name: str,
@@ -137,15 +150,19 @@ def bootstrap_interval(
     task_type: str | None = None,
     resamples: int = BOOTSTRAP_RESAMPLES,
     rng_seed: int = 0,
+    cluster_of: Callable[[int], Hashable] | None = None,
 ) -> dict[str, float] | None:
-    """{mean, low, high, seeds, tasks}: `method`'s held-out success on `env_name` (or its difference from
+    """{mean, low, high, seeds, tasks, clusters}: `method`'s held-out success on `env_name` (or its difference from
     `baseline`'s), with a 95 % percentile bootstrap interval that resamples seeds and held-out tasks.
 
     Both sources of noise count: which tasks were drawn (every run of an env plays the same held-out tasks) and
     which training run a seed gave. Outcomes are paired: the difference is taken task by task, on the seeds both
     methods ran, or against the baseline's only run (the untrained starter is evaluated once), over the tasks all
     of those runs recorded. With one seed only the tasks are resampled, so the interval says nothing about
-    seed-to-seed variation. None when per-task outcomes are missing or nothing can be paired.
+    seed-to-seed variation. Tasks are resampled in two stages where they come in groups (`cluster_of`, default
+    `TASK_CLUSTERS[env_name]`; `clusters` counts the groups): the groups first, then tasks within each group drawn,
+    because tasks of one group are not independent evidence. None when per-task outcomes are missing or nothing
+    can be paired.
     """
     import numpy as np
 
@@ -165,14 +182,35 @@ def bootstrap_interval(
     wins = np.array([[float(mine[s][t][0]) for t in tasks] for s in seeds])  # (S, T)
     if baseline is not None:
         wins = wins - np.array([[float(other[t][0]) for t in tasks] for _, other in pairs])  # (S, T) in {-1, 0, 1}
+    cluster_of = cluster_of or TASK_CLUSTERS.get(env_name) or (lambda task: task)
+    members: dict[Hashable, list[int]] = {}
+    for column, task in enumerate(tasks):
+        members.setdefault(cluster_of(task), []).append(column)
+    groups = list(members.values())
     rng = np.random.default_rng(rng_seed)
     num_seeds, num_tasks = wins.shape
-    # A resample's mean is count_s @ wins @ count_t / (S T), with multinomial counts of the drawn seeds and tasks.
+    # A resample's mean is count_s @ wins @ weight_t / (S sum_t weight_t), with multinomial counts of the drawn seeds
+    # and task weights: a group drawn c times contributes c x its size tasks drawn uniformly within it (the sum of c
+    # independent within-group resamples). Groups of one task (every task on most envs) weigh their count.
     seed_counts = rng.multinomial(num_seeds, [1 / num_seeds] * num_seeds, size=resamples)  # (R, S)
-    task_counts = rng.multinomial(num_tasks, [1 / num_tasks] * num_tasks, size=resamples)  # (R, T)
-    means = np.einsum("rs,st,rt->r", seed_counts, wins, task_counts) / (num_seeds * num_tasks)  # (R,)
+    group_counts = rng.multinomial(len(groups), [1 / len(groups)] * len(groups), size=resamples)  # (R, G)
+    task_weights = np.zeros((resamples, num_tasks))  # (R, T)
+    for g, columns in enumerate(groups):
+        if len(columns) == 1:
+            task_weights[:, columns[0]] = group_counts[:, g]
+        else:
+            draws = group_counts[:, g] * len(columns)  # (R,)
+            task_weights[:, columns] = rng.multinomial(draws, [1 / len(columns)] * len(columns))  # (R, n_g)
+    means = np.einsum("rs,st,rt->r", seed_counts, wins, task_weights) / (num_seeds * task_weights.sum(axis=1))  # (R,)
     low, high = np.quantile(means, [0.025, 0.975])
-    return {"mean": float(wins.mean()), "low": float(low), "high": float(high), "seeds": num_seeds, "tasks": num_tasks}
+    return {
+        "mean": float(wins.mean()),
+        "low": float(low),
+        "high": float(high),
+        "seeds": num_seeds,
+        "tasks": num_tasks,
+        "clusters": len(groups),
+    }
 
 
 def validity(runs: list[dict[str, Any]], min_gain: float = VALIDITY_MIN_GAIN) -> dict[str, dict[str, Any]]:

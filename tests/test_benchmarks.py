@@ -445,6 +445,7 @@ def test_bootstrap_interval_by_hand(table1):
         "high": 1.0,
         "seeds": 1,
         "tasks": 5,
+        "clusters": 5,
     }
     # Two tasks, one solved: a resample's mean is 0, 1/2 or 1 with chances 1/4, 1/2, 1/4, so the 2.5 % and 97.5 %
     # quantiles are 0 and 1.
@@ -470,6 +471,28 @@ def test_bootstrap_interval_by_hand(table1):
     assert interval(runs, "e", "grpo", baseline="starter", task_type="b")["mean"] == pytest.approx(1 / 4)
     assert interval(runs, "e", "sdar", baseline="starter") is None  # no SDAR run
     assert interval([{"env": "e", "method": "grpo", "seed": 0}], "e", "grpo") is None  # no per-task outcomes
+
+
+def test_bootstrap_interval_resamples_groups_of_tasks_first(table1):
+    """Tasks that come in groups (searchqa-mini's worlds) are resampled group first: two groups of 50 tasks, one
+    all solved and one all failed, give resample means 0, 1/2 or 1 with chances 1/4, 1/2, 1/4, so the interval is
+    [0, 1], where 100 independent tasks would give about 0.5 ± 0.1."""
+    runs = [_outcome_run("grpo", 0, [1] * 50 + [0] * 50)]
+    alone = table1.bootstrap_interval(runs, "e", "grpo")
+    assert alone["clusters"] == 100 and alone["low"] == pytest.approx(0.40, abs=0.02)
+    grouped = table1.bootstrap_interval(runs, "e", "grpo", cluster_of=lambda task: task // 50)
+    assert (grouped["mean"], grouped["low"], grouped["high"], grouped["clusters"]) == (0.5, 0.0, 1.0, 2)
+    # Within a drawn group its tasks are resampled too: one group, half solved, keeps the task-level interval.
+    one = table1.bootstrap_interval(runs, "e", "grpo", cluster_of=lambda task: 0)
+    assert one["clusters"] == 1 and one["low"] == pytest.approx(0.40, abs=0.02) and one["high"] < 0.61
+    # searchqa-mini's task i is question i % 100 of world i // 100: its groups are its worlds.
+    questions = [{"seed": s, "task_type": "t", "won": s < 100} for s in range(300)]
+    run = {"env": "searchqa-mini", "method": "grpo", "seed": 0, "eval_outcomes": questions}
+    assert table1.bootstrap_interval([run], "searchqa-mini", "grpo")["clusters"] == 3
+    # The table says where groups were resampled first.
+    summary = table1.summarize([{**run, "success": 1 / 3, "success_by_task_type": {"t": 1 / 3}, "wall_s": 1}])
+    table = table1.render_markdown(summary, "header")
+    assert "over seeds and 300 held-out tasks in 3 groups resampled first)" in table
 
 
 def test_validity_line_needs_a_15_point_gain_with_its_interval_above_zero(table1):
