@@ -237,6 +237,24 @@ def _write_json(path: Path, stored: dict[str, Any]) -> None:
     path.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
 
 
+def _record_run(path: Path, stored: dict[str, Any], run: dict[str, Any] | None, keep_on_disk: bool = True) -> None:
+    """Add `run` (if any) to `stored` and write it to `path`, keeping the runs another table1.py call filling the
+    same directory has recorded there since this one read it (under a lock, so neither overwrites the other).
+    `keep_on_disk=False` (--fresh, before this call's first write) replaces the file's runs instead."""
+    from filelock import FileLock  # huggingface_hub's dependency
+
+    with FileLock(f"{path}.lock"):
+        if keep_on_disk and path.is_file():
+            mine = {(r["env"], r["method"], r["seed"]) for r in stored["runs"]}
+            on_disk = json.loads(path.read_text(encoding="utf-8"))["runs"]
+            stored["runs"] += [r for r in on_disk if (r["env"], r["method"], r["seed"]) not in mine]
+        if run is not None:
+            key = (run["env"], run["method"], run["seed"])
+            stored["runs"] = [r for r in stored["runs"] if (r["env"], r["method"], r["seed"]) != key] + [run]
+        stored["runs"].sort(key=_table_order)
+        _write_json(path, stored)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     try:
@@ -283,11 +301,11 @@ def main(argv: list[str] | None = None) -> int:
                 sys.exit(f"table1.py: {message}")
             print(f"table1.py: warning: {message}", file=sys.stderr)
     started, finished = time.perf_counter(), len(plan) - len(todo)
+    keep_on_disk = not options.fresh
     for run in _run_all(todo, options):
         finished += 1
-        stored["runs"].append(run)
-        stored["runs"].sort(key=_table_order)
-        _write_json(results_path, stored)  # after every run: survive interruptions
+        _record_run(results_path, stored, run, keep_on_disk)  # after every run: survive interruptions
+        keep_on_disk = True
         print(
             f"[{time.perf_counter() - started:7.0f}s] {finished}/{len(plan)} {run['env']} {run['method']} "
             f"seed {run['seed']}: "
@@ -295,8 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-    stored["runs"].sort(key=_table_order)
-    _write_json(results_path, stored)  # also when nothing ran: the current preset_settings
+    _record_run(results_path, stored, None, keep_on_disk)  # also when nothing ran: the current preset_settings
     # Every stored run, not only this call's plan: a table filled over several sittings (one env per call) keeps
     # all its envs in table1.md, the plots and the JSON line.
     runs = stored["runs"]

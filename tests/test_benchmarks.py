@@ -340,6 +340,28 @@ def test_table1_renders_every_stored_env_in_the_papers_order(table1, tmp_path, c
     ]
 
 
+def test_table1_keeps_the_runs_another_call_added_meanwhile(table1, tmp_path, monkeypatch, capsys):
+    """Two table1.py calls filling one output directory (say one env each, at the same time) both keep their runs:
+    each finished run is merged into table1.json as it is on disk, not into the copy read at start."""
+    (tmp_path / "table1.json").write_text(json.dumps({"runs": [_stored_run("alfworld-mini", "starter", 0, 0.25)]}))
+
+    def other_call_finishes_first(todo, options):
+        # Meanwhile another call recorded a run of its own (and rewrote the file with its copy).
+        on_disk = json.loads((tmp_path / "table1.json").read_text())
+        on_disk["runs"].append(_stored_run("webshop-mini", "starter", 0, 0.5))
+        (tmp_path / "table1.json").write_text(json.dumps(on_disk))
+        for env_name, method, seed in todo:
+            yield _stored_run(env_name, method, seed, 0.75)
+
+    monkeypatch.setattr(table1, "_run_all", other_call_finishes_first)
+    argv = ["--envs", "searchqa-mini", "--methods", "starter", "--seeds", "1", "--no-bf16", "--model", str(tmp_path)]
+    assert table1.main([*argv, "--output_dir", str(tmp_path)]) == 0
+    runs = [(r["env"], r["method"], r["seed"]) for r in json.loads((tmp_path / "table1.json").read_text())["runs"]]
+    assert runs == [("alfworld-mini", "starter", 0), ("webshop-mini", "starter", 0), ("searchqa-mini", "starter", 0)]
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(record["summary"]) == ["alfworld-mini", "webshop-mini", "searchqa-mini"]  # the table shows all three
+
+
 def test_cpu_model_name_reads_proc_cpuinfo(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     from _common import cpu_model_name
