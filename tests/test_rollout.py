@@ -78,17 +78,20 @@ def test_rendered_history_actions_read_back_what_render_history_wrote():
 
 
 def test_rendered_history_actions_edge_cases_match_the_line_format():
-    # The action runs from the line's first ", Action N: '" to its closing "']"; lines that do not close are skipped.
+    # The action runs from the line's first ", Action N: '" (N: the line's own step) to its closing "']"; lines
+    # that do not close are skipped.
     text = "\n".join(
         [
             "[Observation 1: 'o', Action 1: 'a', Action 2: 'b']",  # first marker wins: the rest is the action
             "[Observation 2: 'o', Action 2: 'no close'",  # no closing "']": not a history line
             "[Observation 3: 'o', Action 3: '']",  # an empty action is still an action
             "x, Action 4: ']",  # the marker's quote cannot double as the closing quote
-            "[Observation 5: 'o', Action 55: 'go']",
+            "[Observation 5: 'o', Action 55: 'go']",  # another step's number: not this line's action marker
+            "[Observation 6: 'it said, Action 1: 'x'', Action 6: 'go']",  # an observation quoting an old marker
+            "[Observation 7: 'o', Action 7: 'say, Action 7: 'hi'']",  # the step's first marker opens the action
         ]
     )
-    assert rendered_history_actions(text) == ["a', Action 2: 'b", "", "go"]
+    assert rendered_history_actions(text) == ["a', Action 2: 'b", "", "go", "say, Action 7: 'hi'"]
     assert rendered_history_actions("[Observation 1: 'o', Action 1: 'go']\n") == ["go"]
 
 
@@ -98,6 +101,9 @@ def test_rendered_history_actions_is_linear_on_a_long_unclosed_line():
     line = ", Action 1: 'x" * 7700  # (107,800 characters)
     start = time.perf_counter()
     assert rendered_history_actions(line) == []
+    # A history line with thousands of other steps' markers before its own: one scan too.
+    closed = "[Observation 3: 'o" + ", Action 1: 'x" * 7700 + ", Action 3: 'go']"
+    assert rendered_history_actions(closed) == ["go"]
     assert time.perf_counter() - start < 0.5
 
 

@@ -73,9 +73,11 @@ def render_history(history: Sequence[tuple[str, str]], *, first_step: int) -> st
     )
 
 
-# Only the marker is matched by a pattern: `, Action \d+: '(.*)'\]$` as one pattern retries `.*` from every marker
-# of a line that never closes, which is quadratic in the line length.
-_HISTORY_ACTION_MARKER = re.compile(r", Action \d+: '")
+# A history line opens with its step number; its action follows that step's own marker, so an observation that
+# quotes another step's line (`, Action 1: '…'`) is not mistaken for the action. Markers are found with str.find:
+# `, Action \d+: '(.*)'\]$` as one pattern retries `.*` from every marker of a line that never closes, which is
+# quadratic in the line length.
+_HISTORY_LINE_START = re.compile(r"\[Observation (\d+): '")
 _HISTORY_LINE_END = "']"
 
 
@@ -86,13 +88,16 @@ def rendered_history_actions(text: str) -> list[str]:
     """
     actions = []
     for line in text.split("\n"):
-        if not line.endswith(_HISTORY_LINE_END):
+        start = _HISTORY_LINE_START.match(line)
+        if start is None or not line.endswith(_HISTORY_LINE_END):
             continue
-        # The first marker of the line opens the action and the closing `']` ends it; a marker whose opening quote
-        # would overlap that closing quote does not open one (nor does any later marker, which ends later still).
-        marker = _HISTORY_ACTION_MARKER.search(line)
-        if marker is not None and marker.end() <= len(line) - len(_HISTORY_LINE_END):
-            actions.append(line[marker.end() : -len(_HISTORY_LINE_END)])
+        # The line's first `, Action k: '` (k: its own step) opens the action and the closing `']` ends it; a marker
+        # whose opening quote would overlap that closing quote does not open one (nor would a later marker).
+        marker = f", Action {start.group(1)}: '"
+        found = line.find(marker, start.end())
+        action_start = found + len(marker)
+        if found >= 0 and action_start <= len(line) - len(_HISTORY_LINE_END):
+            actions.append(line[action_start : -len(_HISTORY_LINE_END)])
     return actions
 
 
