@@ -61,6 +61,29 @@ def render_validity(validity: dict[str, dict[str, Any]], min_gain: float = VALID
     return [*lines, ""]
 
 
+def _render_by_task_type(against: dict[str, dict[str, Any]], name: str) -> list[str]:
+    """Each method − the baseline per task type (points, 95 % interval; each type's task count), where recorded."""
+    types = sorted({t for counts in against.values() for t in counts.get("difference_by_task_type") or {}})
+    if not types:
+        return []
+    headings = []
+    for task_type in types:
+        found = [c["difference_by_task_type"].get(task_type) for c in against.values()]
+        tasks = max((i["tasks"] for i in found if i), default=None)
+        headings.append(f"{task_type} ({tasks})" if tasks else task_type)
+    lines = [
+        f"Against {name} by task type (points, 95 % interval; the same pairs, each type's tasks only):",
+        "",
+        "| method | " + " | ".join(headings) + " |",
+        "|---|" + "---|" * len(types),
+    ]
+    for method, counts in against.items():
+        by_type = counts.get("difference_by_task_type") or {}
+        cells = [_signed(by_type[t]) if by_type.get(t) else "–" for t in types]
+        lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def render_markdown(
     summary: dict[str, dict[str, dict[str, Any]]],
     header: str,
@@ -120,6 +143,7 @@ def render_markdown(
                     f"| {counts['only_baseline']} | {counts['p']:.2g} |"
                 )
             lines.append("")
+            lines += _render_by_task_type(paired[env_name], name)
         if machines.get(env_name):
             made_on = ", ".join(f"{label} ({count})" for label, count in sorted(machines[env_name].items()))
             lines += [f"Runs made on: {made_on}.", ""]

@@ -77,8 +77,9 @@ def mcnemar_p(only_first: int, only_second: int) -> float:
 
 
 def paired_against(runs: list[dict[str, Any]], baseline: str = "grpo") -> dict[str, dict[str, dict[str, Any]]]:
-    """env → method → {pairs, only_method, only_baseline, p, difference}: every method's task-by-task count against
-    `baseline`, and its success minus the baseline's with a 95 % interval (`bootstrap_interval`).
+    """env → method → {pairs, only_method, only_baseline, p, difference, difference_by_task_type}: every method's
+    task-by-task count against `baseline`, and its success minus the baseline's with a 95 % interval
+    (`bootstrap_interval`), overall and per task type (type → interval, on that type's tasks only).
 
     `paired_outcomes` for each method in table order (those with per-task outcomes and a baseline run on a matching
     seed), with the exact McNemar p of its discordant pairs.
@@ -95,6 +96,10 @@ def paired_against(runs: list[dict[str, Any]], baseline: str = "grpo") -> dict[s
                 "only_baseline": only_baseline,
                 "p": mcnemar_p(only_method, only_baseline),
                 "difference": bootstrap_interval(runs, env_name, method, baseline=baseline),
+                "difference_by_task_type": {
+                    task_type: bootstrap_interval(runs, env_name, method, baseline=baseline, task_type=task_type)
+                    for task_type in _task_types(runs, env_name, method)
+                },
             }
     return table
 
@@ -119,6 +124,12 @@ def machines_by_env(runs: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 #: this much, with the 95 % interval of the difference above zero, before methods are compared on an env.
 VALIDITY_MIN_GAIN = 0.15
 BOOTSTRAP_RESAMPLES = 2000
+
+
+def _task_types(runs: list[dict[str, Any]], env_name: str, method: str) -> list[str]:
+    """The task types of `method`'s per-task outcomes on `env_name`, sorted."""
+    by_seed = _outcomes_by_seed(runs, env_name, method)
+    return sorted({task_type for outcomes in by_seed.values() for _, task_type in outcomes.values() if task_type})
 
 
 def _outcomes_by_seed(runs: list[dict[str, Any]], env_name: str, method: str) -> dict[int, dict[Any, tuple]]:

@@ -439,7 +439,9 @@ def test_table1_pairs_sdar_and_grpo_task_by_task(table1):
     runs.append({"env": "e", "method": "opsd", "seed": 1, "eval_outcomes": _outcomes([False, False])})
     paired = table1.paired_against(runs, "grpo")
     assert list(paired["e"]) == ["opsd", "sdar"] and "old" not in paired
-    sdar, opsd = ({k: v for k, v in paired["e"][m].items() if k != "difference"} for m in ("sdar", "opsd"))
+    sdar, opsd = (
+        {k: v for k, v in paired["e"][m].items() if not k.startswith("difference")} for m in ("sdar", "opsd")
+    )
     assert sdar == {"pairs": 6, "only_method": 3, "only_baseline": 1, "p": 0.625}
     assert opsd == {"pairs": 2, "only_method": 0, "only_baseline": 1, "p": 1.0}
     # The difference pairs the seeds both ran (0 and 1) over the tasks all four runs recorded (24, 25):
@@ -491,6 +493,12 @@ def test_bootstrap_interval_by_hand(table1):
     assert interval(runs, "e", "grpo", baseline="starter")["mean"] == pytest.approx((2 + 2) / 8)
     assert interval(runs, "e", "grpo", baseline="starter", task_type="a")["mean"] == pytest.approx(3 / 4)
     assert interval(runs, "e", "grpo", baseline="starter", task_type="b")["mean"] == pytest.approx(1 / 4)
+    # paired_against gives the same per task type, and the table renders them with each type's task count.
+    against = table1.paired_against(runs, "starter")["e"]["grpo"]["difference_by_task_type"]
+    assert (against["a"]["mean"], against["b"]["mean"]) == (pytest.approx(3 / 4), pytest.approx(1 / 4))
+    rows = [{**r, "success": 0.5, "success_by_task_type": {"a": 0.5}, "wall_s": 1} for r in runs]
+    table = table1.render_markdown(table1.summarize(rows), "header", table1.paired_against(runs, "starter"))
+    assert "| method | a (2) | b (2) |" in table and "| GRPO | +75.0 (" in table
     assert interval(runs, "e", "sdar", baseline="starter") is None  # no SDAR run
     assert interval([{"env": "e", "method": "grpo", "seed": 0}], "e", "grpo") is None  # no per-task outcomes
 
