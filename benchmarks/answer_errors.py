@@ -12,7 +12,7 @@ into one outcome:
 - `no_answer`: the episode ended without an answer (turn limit, or only searches).
 
 Prints a human table on stderr and one JSON line (`{"benchmark": "answer_errors", ...}`) on stdout, with the
-counts overall and per task type:
+counts overall, per task type and per length of the gold answer in the model's tokens:
 
     python benchmarks/answer_errors.py --model micro:searchqa-mini          # ~1 min on one core
     python benchmarks/answer_errors.py --model outputs/searchqa-mini-grpo   # a trained model
@@ -68,6 +68,20 @@ def count_outcomes(episodes: list[tuple[str, str]]) -> dict[str, Any]:
     }
 
 
+def count_by_answer_tokens(episodes: list[tuple[int, str]]) -> dict[str, dict[str, int]]:
+    """`episodes` as (tokens in the gold answer, outcome) pairs → outcome counts per token count, shortest first.
+
+    If miscopies grow with the answer's length in tokens, the tokenizer's spelling of names is what the model
+    fails to copy (docs/results.md)."""
+    by_length: dict[int, Counter] = defaultdict(Counter)
+    for length, outcome in episodes:
+        by_length[length][outcome] += 1
+    return {
+        str(length): {"tasks": sum(counts.values()), **{outcome: counts[outcome] for outcome in OUTCOMES}}
+        for length, counts in sorted(by_length.items())
+    }
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="micro:searchqa-mini", help="a model directory or micro:searchqa-mini")
@@ -116,11 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     last_step = {}
     for step in result.steps:  # in play order: the last record of a trajectory is its last step
         last_step[step.trajectory] = step
-    episodes = []
+    episodes, lengths = [], []
+    gold_env = make_env("searchqa-mini", **env_kwargs)
     for episode in result.episodes:
         step = last_step.get(episode.trajectory)
         outcome = classify_episode(episode.won, step.response if step else "", step.prompt if step else "")
         episodes.append((episode.task_type, outcome))
+        gold_env.reset(seed=episode.row["seed"])
+        gold = gold_env.golden_answers[0]
+        lengths.append((len(tokenizer(gold, add_special_tokens=False)["input_ids"]), outcome))
     record = {
         "benchmark": "answer_errors",
         "model": args.model,
@@ -129,11 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         "stride": args.stride,
         "temperature": temperature,
         **count_outcomes(episodes),
+        # The gold answer's length in the model's tokens: do miscopies grow with it?
+        "by_answer_tokens": count_by_answer_tokens(lengths),
         "machine": machine_info(),
     }
     print(f"{'task type':<26}" + "".join(f"{o:>14}" for o in OUTCOMES), file=sys.stderr)
     for task_type, counts in [*record["by_task_type"].items(), ("all", {o: record[o] for o in OUTCOMES})]:
         print(f"{task_type:<26}" + "".join(f"{counts[o]:>14}" for o in OUTCOMES), file=sys.stderr)
+    print(f"\n{'answer tokens':<26}{'tasks':>14}" + "".join(f"{o:>14}" for o in OUTCOMES), file=sys.stderr)
+    for length, counts in record["by_answer_tokens"].items():
+        print(f"{length:<26}{counts['tasks']:>14}" + "".join(f"{counts[o]:>14}" for o in OUTCOMES), file=sys.stderr)
     print(json.dumps(record))
     return 0
 

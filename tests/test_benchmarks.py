@@ -79,6 +79,10 @@ def test_answer_errors_classifies_episodes_by_hand(monkeypatch):
             "direct": {"won": 0, "copied_wrong": 0, "miscopied": 1, "no_answer": 0},
         },
     }
+    # By the gold answer's length in tokens, shortest first (a length as a JSON key).
+    by_length = answer_errors.count_by_answer_tokens([(3, "miscopied"), (1, "won"), (3, "won"), (3, "miscopied")])
+    assert list(by_length) == ["1", "3"]
+    assert by_length["3"] == {"tasks": 3, "won": 1, "copied_wrong": 0, "miscopied": 2, "no_answer": 0}
 
 
 @pytest.mark.integration
@@ -89,6 +93,7 @@ def test_answer_errors_prints_one_json_line():
     assert sum(result[o] for o in ("won", "copied_wrong", "miscopied", "no_answer")) == 6
     assert sum(sum(c.values()) for c in result["by_task_type"].values()) == 6
     assert result["temperature"] == 0.4 and "miscopied" in stderr
+    assert sum(c["tasks"] for c in result["by_answer_tokens"].values()) == 6 and "answer tokens" in stderr
 
 
 @pytest.fixture(scope="module")

@@ -116,6 +116,19 @@ def test_reset_info_and_initial_observation():
     assert info["task_id"] == "test/standard/3"
 
 
+def test_golden_answers_are_what_the_env_rewards():
+    env = SearchQAMiniEnv(split="test")
+    assert env.golden_answers == ()  # before the first reset
+    env.reset(seed=3)
+    gold = env.golden_answers
+    assert gold and all(isinstance(answer, str) and answer for answer in gold)
+    _, reward, terminated, _, info = env.step(f"<answer>{gold[0]}</answer>")
+    assert terminated and info["won"] and reward > 0
+    env.reset(seed=3)
+    _, reward, _, _, info = env.step("<answer>not the answer</answer>")
+    assert not info["won"]
+
+
 def test_options_seed_is_used_and_test_seeds_wrap():
     env = SearchQAMiniEnv(split="test")
     assert env.reset(options={"seed": 12, "prompt": "ignored"})[0] == env.reset(seed=12)[0]

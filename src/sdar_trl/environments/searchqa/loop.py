@@ -69,6 +69,12 @@ class SearchLoop:
         self._score = 0.0
         self._closed = False
 
+    @property
+    def golden_answers(self) -> tuple[str, ...]:
+        """The current question's accepted answers (empty before the first `reset()`): for analyses of what a
+        model answered, e.g. benchmarks/answer_errors.py. Never shown to the agent."""
+        return self._golden
+
     # -- subclass hooks -----------------------------------------------------------------------------
     def _retrieve(self, query: str) -> list[Passage]:  # pragma: no cover - abstract
         raise NotImplementedError
