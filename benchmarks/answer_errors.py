@@ -7,8 +7,10 @@ into one outcome:
 - `won`;
 - `copied_wrong`: the final answer is text the model was shown in its last prompt (question, search results or
   history), but not the right one: a choice the policy got wrong;
-- `miscopied`: the final answer appears nowhere in that prompt (a name spelt with a piece too many or too few, an
-  invented word): the model failed to copy;
+- `guessed`: the final answer is one of the closed set of profession / industry / genre words every world uses
+  (`ATTRIBUTE_WORDS`), but not one the prompt showed: a guess, not a failed copy;
+- `miscopied`: any other final answer that appears nowhere in that prompt (a name spelt with a piece too many or
+  too few, an invented word): the model failed to copy;
 - `no_answer`: the episode ended without an answer (turn limit, or only searches).
 
 Prints a human table on stderr and one JSON line (`{"benchmark": "answer_errors", ...}`) on stdout, with the
@@ -32,7 +34,7 @@ from typing import Any
 from _common import machine_info
 from table1_presets import ENV_SETTINGS, PRESETS
 
-OUTCOMES = ("won", "copied_wrong", "miscopied", "no_answer")
+OUTCOMES = ("won", "copied_wrong", "guessed", "miscopied", "no_answer")
 _ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 
@@ -49,7 +51,11 @@ def classify_episode(won: bool, last_response: str, last_prompt: str) -> str:
         return "no_answer"
     answer = match.group(1).strip()
     shown = re.search(r"(?<![A-Za-z0-9])" + re.escape(answer) + r"(?![A-Za-z0-9])", last_prompt)
-    return "copied_wrong" if shown else "miscopied"
+    if shown:
+        return "copied_wrong"
+    from sdar_trl.environments.searchqa.world import ATTRIBUTE_WORDS
+
+    return "guessed" if answer.lower() in ATTRIBUTE_WORDS else "miscopied"
 
 
 def count_outcomes(episodes: list[tuple[str, str]]) -> dict[str, Any]:

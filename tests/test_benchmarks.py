@@ -65,6 +65,7 @@ def test_answer_errors_classifies_episodes_by_hand(monkeypatch):
     assert classify(False, "<answer> Cavo capital </answer>", prompt) == "miscopied"
     assert classify(False, "<answer>Cav</answer>", prompt) == "miscopied"  # a prefix of a shown name is no copy
     assert classify(False, "<answer>Fairbiricaland</answer>", prompt) == "miscopied"
+    assert classify(False, "<answer>Architect</answer>", prompt) == "guessed"  # a profession it was not shown
     assert classify(False, "<search>Cavo</search>", prompt) == "no_answer"
     assert classify(False, "<answer> </answer>", prompt) == "no_answer"
     counts = answer_errors.count_outcomes([("compare", "won"), ("compare", "miscopied"), ("direct", "miscopied")])
@@ -72,17 +73,18 @@ def test_answer_errors_classifies_episodes_by_hand(monkeypatch):
         "tasks": 3,
         "won": 1,
         "copied_wrong": 0,
+        "guessed": 0,
         "miscopied": 2,
         "no_answer": 0,
         "by_task_type": {
-            "compare": {"won": 1, "copied_wrong": 0, "miscopied": 1, "no_answer": 0},
-            "direct": {"won": 0, "copied_wrong": 0, "miscopied": 1, "no_answer": 0},
+            "compare": {"won": 1, "copied_wrong": 0, "guessed": 0, "miscopied": 1, "no_answer": 0},
+            "direct": {"won": 0, "copied_wrong": 0, "guessed": 0, "miscopied": 1, "no_answer": 0},
         },
     }
     # By the gold answer's length in tokens, shortest first (a length as a JSON key).
     by_length = answer_errors.count_by_answer_tokens([(3, "miscopied"), (1, "won"), (3, "won"), (3, "miscopied")])
     assert list(by_length) == ["1", "3"]
-    assert by_length["3"] == {"tasks": 3, "won": 1, "copied_wrong": 0, "miscopied": 2, "no_answer": 0}
+    assert by_length["3"] == {"tasks": 3, "won": 1, "copied_wrong": 0, "guessed": 0, "miscopied": 2, "no_answer": 0}
 
 
 @pytest.mark.integration
@@ -90,7 +92,7 @@ def test_answer_errors_prints_one_json_line():
     result, stderr = _run_benchmark("answer_errors.py", ["--tasks", "6"], timeout=300)
     assert result["benchmark"] == "answer_errors" and result["tasks"] == 6 and result["first_seed"] == 20_000_000
     assert result["stride"] == 101
-    assert sum(result[o] for o in ("won", "copied_wrong", "miscopied", "no_answer")) == 6
+    assert sum(result[o] for o in ("won", "copied_wrong", "guessed", "miscopied", "no_answer")) == 6
     assert sum(sum(c.values()) for c in result["by_task_type"].values()) == 6
     assert result["temperature"] == 0.4 and "miscopied" in stderr
     assert sum(c["tasks"] for c in result["by_answer_tokens"].values()) == 6 and "answer tokens" in stderr

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from .retrieval import Passage
 from .schema import RELATIONS, value_kind
 
-__all__ = ["DIFFICULTY_LEVELS", "Entity", "World", "WorldConfig", "generate_world"]
+__all__ = ["ATTRIBUTE_WORDS", "DIFFICULTY_LEVELS", "Entity", "World", "WorldConfig", "generate_world"]
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,9 @@ _INDUSTRIES = _words(
     "shipbuilding textile brewing mining publishing pharmaceutical aviation chemical glassmaking railway"
 )
 _GENRES = _words("folk rock jazz punk blues electronic soul metal")
+#: The closed set of single-word attribute values every world draws from (a person's profession, a company's
+#: industry, a band's genre): an answer among them that the agent was not shown is a guess, not a copy.
+ATTRIBUTE_WORDS: frozenset[str] = frozenset((*_PROFESSIONS, *_INDUSTRIES, *_GENRES))
 _RESERVED = frozenset(
     _words(
         "the and for which who what with from into over under river city band prize cup bridge flood or "
