@@ -61,15 +61,12 @@ def classify_episode(won: bool, last_response: str, last_prompt: str) -> str:
 def count_outcomes(episodes: list[tuple[str, str]]) -> dict[str, Any]:
     """`episodes` as (task type, outcome) pairs → counts overall and per task type (every outcome present, 0 too)."""
     overall = Counter(outcome for _, outcome in episodes)
-    by_type: dict[str, Counter] = defaultdict(Counter)
-    for task_type, outcome in episodes:
-        by_type[task_type][outcome] += 1
     return {
         "tasks": len(episodes),
         **{outcome: overall[outcome] for outcome in OUTCOMES},
         "by_task_type": {
             task_type: {outcome: counts[outcome] for outcome in OUTCOMES}
-            for task_type, counts in sorted(by_type.items())
+            for task_type, counts in _counts_by_group(episodes).items()
         },
     }
 
@@ -79,13 +76,18 @@ def count_by_answer_tokens(episodes: list[tuple[int, str]]) -> dict[str, dict[st
 
     If miscopies grow with the answer's length in tokens, the tokenizer's spelling of names is what the model
     fails to copy (docs/results.md)."""
-    by_length: dict[int, Counter] = defaultdict(Counter)
-    for length, outcome in episodes:
-        by_length[length][outcome] += 1
     return {
         str(length): {"tasks": sum(counts.values()), **{outcome: counts[outcome] for outcome in OUTCOMES}}
-        for length, counts in sorted(by_length.items())
+        for length, counts in _counts_by_group(episodes).items()
     }
+
+
+def _counts_by_group(episodes: list[tuple[Any, str]]) -> dict[Any, Counter]:
+    """(group, outcome) pairs → group → Counter of its outcomes, groups in sorted order."""
+    by_group: dict[Any, Counter] = defaultdict(Counter)
+    for group, outcome in episodes:
+        by_group[group][outcome] += 1
+    return dict(sorted(by_group.items()))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -137,14 +139,14 @@ def main(argv: list[str] | None = None) -> int:
     for step in result.steps:  # in play order: the last record of a trajectory is its last step
         last_step[step.trajectory] = step
     episodes, lengths = [], []
-    gold_env = make_env("searchqa-mini", **env_kwargs)
     for episode in result.episodes:
         step = last_step.get(episode.trajectory)
         outcome = classify_episode(episode.won, step.response if step else "", step.prompt if step else "")
         episodes.append((episode.task_type, outcome))
-        gold_env.reset(seed=episode.row["seed"])
-        gold = gold_env.golden_answers[0]
-        lengths.append((len(tokenizer(gold, add_special_tokens=False)["input_ids"]), outcome))
+        # The env that played the episode still holds its question (none if its reset failed).
+        gold = envs[episode.trajectory].golden_answers
+        if gold:
+            lengths.append((len(tokenizer(gold[0], add_special_tokens=False)["input_ids"]), outcome))
     record = {
         "benchmark": "answer_errors",
         "model": args.model,
