@@ -237,6 +237,11 @@ def _write_json(path: Path, stored: dict[str, Any]) -> None:
     path.write_text(json.dumps(stored, indent=1) + "\n", encoding="utf-8")
 
 
+def _run_key(run: dict[str, Any]) -> tuple[str, str, int]:
+    """The (env, method, seed) a run of table1.json records: one run per key."""
+    return run["env"], run["method"], run["seed"]
+
+
 def _record_run(path: Path, stored: dict[str, Any], run: dict[str, Any] | None, keep_on_disk: bool = True) -> None:
     """Add `run` (if any) to `stored` and write it to `path`, keeping the runs another table1.py call filling the
     same directory has recorded there since this one read it (under a lock, so neither overwrites the other).
@@ -245,12 +250,11 @@ def _record_run(path: Path, stored: dict[str, Any], run: dict[str, Any] | None, 
 
     with FileLock(f"{path}.lock"):
         if keep_on_disk and path.is_file():
-            mine = {(r["env"], r["method"], r["seed"]) for r in stored["runs"]}
+            mine = {_run_key(r) for r in stored["runs"]}
             on_disk = json.loads(path.read_text(encoding="utf-8"))["runs"]
-            stored["runs"] += [r for r in on_disk if (r["env"], r["method"], r["seed"]) not in mine]
+            stored["runs"] += [r for r in on_disk if _run_key(r) not in mine]
         if run is not None:
-            key = (run["env"], run["method"], run["seed"])
-            stored["runs"] = [r for r in stored["runs"] if (r["env"], r["method"], r["seed"]) != key] + [run]
+            stored["runs"] = [r for r in stored["runs"] if _run_key(r) != _run_key(run)] + [run]
         stored["runs"].sort(key=_table_order)
         _write_json(path, stored)
 
@@ -278,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     stored["preset_settings"] = {**dataclasses.asdict(preset), "bf16": options.bf16}
     if overrides:
         stored["overrides"] = overrides
-    done = {(r["env"], r["method"], r["seed"]) for r in stored["runs"]}
+    done = {_run_key(r) for r in stored["runs"]}
     plan = [
         (env_name, method, seed)
         for env_name in options.envs.split(",")

@@ -63,7 +63,7 @@ def render_validity(validity: dict[str, dict[str, Any]], min_gain: float = VALID
 
 def _render_by_task_type(against: dict[str, dict[str, Any]], name: str) -> list[str]:
     """Each method − the baseline per task type (points, 95 % interval; each type's task count), where recorded."""
-    types = sorted({t for counts in against.values() for t in counts.get("difference_by_task_type") or {}})
+    types = sorted({t for counts in against.values() for t in counts["difference_by_task_type"]})
     if not types:
         return []
     headings = []
@@ -78,7 +78,7 @@ def _render_by_task_type(against: dict[str, dict[str, Any]], name: str) -> list[
         "|---|" + "---|" * len(types),
     ]
     for method, counts in against.items():
-        by_type = counts.get("difference_by_task_type") or {}
+        by_type = counts["difference_by_task_type"]
         cells = [_signed(by_type[t]) if by_type.get(t) else "–" for t in types]
         lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
     return [*lines, ""]
